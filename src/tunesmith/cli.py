@@ -1,0 +1,54 @@
+"""The `tunesmith` command: a thin typer app. Each stage registers its own sub-app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tunesmith.data.cli import app as data_app
+from tunesmith.evaluate.cli import app as eval_app
+from tunesmith.plan.cli import app as plan_app
+from tunesmith.train.cli import config_app, train
+
+app = typer.Typer(
+    name="tunesmith",
+    help="Decide, prepare data, train, evaluate, deploy and account for a fine-tuned model.\n\n"
+    "Start with:  tunesmith quickstart",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(plan_app, name="plan")
+app.add_typer(data_app, name="data")
+app.command("train")(train)
+app.add_typer(config_app, name="config")
+app.add_typer(eval_app, name="eval")
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("tunesmith-quickstart"), "--out", help="Folder for data, run and report."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object on stdout."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """Run the whole pipeline offline on the embedded default model, on a CPU, in a few minutes.
+
+    Demo data (a law firm's support bot) → check → split → LoRA fine-tune of SmolLM2-135M-Instruct →
+    base vs prompted vs tuned on format compliance → report.html.
+
+    Example: tunesmith quickstart --out /tmp/qs --json
+    """
+    from tunesmith.quickstart import dumps, print_summary, run_quickstart
+
+    console = Console(stderr=True)
+    summary = run_quickstart(out, console, show_progress=not no_progress)
+    if as_json:
+        typer.echo(dumps(summary))
+    else:
+        print_summary(summary, Console())
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,243 @@
+"""The run config: one pydantic model, every default documented here and nowhere else.
+
+A YAML file a TRL or axolotl user can read without docs:
+
+    name: legal-bot
+    model: smollm2-135m-instruct      # or any local Hugging Face model directory
+    method: lora
+    data:
+      train: data/train.jsonl
+      val: data/val.jsonl
+      test: data/test.jsonl
+      rules: data/rules.yaml
+    lora: {r: 16, alpha: 32, target_modules: all-linear}
+    train: {epochs: 2, batch_size: 8, lr: 2.0e-4}
+
+`tunesmith config example` prints a complete file with every field and its comment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MixSource(_Section):
+    path: str = Field(description="Extra chat data mixed into training (e.g. general chat against forgetting).")
+    weight: float = Field(0.1, gt=0, le=1, description="Fraction of the final training set drawn from this source.")
+
+
+class DataConfig(_Section):
+    train: str | None = Field(None, description="Training file (any format `tunesmith data check` reads).")
+    val: str | None = Field(None, description="Validation file for eval loss and early stopping.")
+    test: str | None = Field(None, description="Sealed test file used by `tunesmith eval`.")
+    format: str = Field("auto", description="auto|chat|alpaca|sharegpt|classification|preference|text.")
+    rules: str | None = Field(None, description="Rules file: the format contract checked in data, eval and serving.")
+    system_prompt: str | None = Field(
+        None, description="Added to every conversation that has none. Conversations that carry one keep theirs."
+    )
+    max_seq_len: int = Field(1024, ge=16, description="Token limit per example, chat template applied.")
+    over_length: Literal["truncate", "drop", "error"] = Field(
+        "truncate", description="What happens to longer examples: counted and reported either way."
+    )
+    mix: list[MixSource] = Field(default_factory=list, description="Extra sources mixed in by weight.")
+
+
+class LoraSettings(_Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rslora).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: str | list[str] = Field("all-linear", description="'all-linear' or a list of module names.")
+    layers: list[int] | int | None = Field(
+        None,
+        description="Only adapt these layer indices; a negative int N adapts the last |N| layers. "
+        "Fewer, later layers make backward cheaper (the quickstart uses this on CPU).",
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
+
+
+class PromptTuningSettings(_Section):
+    num_virtual_tokens: int = Field(20, ge=1, description="Trainable virtual tokens (prompt/prefix tuning).")
+    init_text: str | None = Field(None, description="Initialise prompt tuning from this text (prompt_tuning only).")
+
+
+class QloraSettings(_Section):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base weights.")
+    double_quant: bool = Field(True, description="Also quantize the quantization constants (saves ~0.4 bit/param).")
+    compute_dtype: Literal["bfloat16", "float16"] = Field(
+        "bfloat16", description="Dtype the 4-bit weights are dequantized to for matmuls (float16 on pre-Ampere GPUs)."
+    )
+
+
+class DpoSettings(_Section):
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model (higher: closer).")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, …")
+
+
+class GrpoSettings(_Section):
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt; rewards are compared within them.")
+    max_completion_length: int = Field(256, ge=1, description="Token limit per sampled completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for the completions.")
+    beta: float = Field(0.0, ge=0, description="KL penalty towards the reference model (0: no reference model kept).")
+
+
+class TrainSettings(_Section):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(4, ge=1, description="Examples per device per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    scheduler: str = Field("cosine", description="transformers scheduler name: cosine, linear, constant_with_warmup…")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    seed: int = Field(0, description="Seed for weights init, data order and dropout.")
+    packing: bool = Field(
+        True,
+        description="Padding-free packing: examples of a batch concatenated, no cross-example attention. "
+        "Turned off automatically for prompt_tuning/prefix_tuning (virtual tokens are prepended per example).",
+    )
+    logging_steps: int = Field(5, ge=1, description="Log train loss every N steps.")
+    eval_every: int | None = Field(None, ge=1, description="Eval loss on val every N steps (None: once per epoch).")
+    save_every: int | None = Field(None, ge=1, description="Checkpoint every N steps (None: no checkpoints).")
+    save_total_limit: int | None = Field(
+        3, ge=1, description="Checkpoints kept on disk (oldest deleted first; the best one is never deleted)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after N evals without improvement (needs data.val; implies keep_best)."
+    )
+    keep_best: bool = Field(
+        False, description="Checkpoint at every eval and end with the lowest-val-loss weights (needs data.val)."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Experiment trackers fed by transformers (their packages must be installed)."
+    )
+
+
+class EvalSettings(_Section):
+    systems: list[Literal["base", "prompted", "tuned"]] = Field(
+        default_factory=lambda: ["base", "prompted", "tuned"], description="Systems compared on the test split."
+    )
+    few_shot: int = Field(3, ge=0, description="Few-shot examples from train in the prompted baseline.")
+    max_new_tokens: int = Field(256, ge=1, description="Generation limit per answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together (left padding, KV cache).")
+    max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N test examples.")
+    regression: bool = Field(False, description="Also run the built-in general-prompt regression suite.")
+
+
+class RunConfig(_Section):
+    name: str = Field("run", description="Run name; the run directory is output_dir/name.")
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="Local model dir, the embedded default's name, or a finished run dir (two-stage recipes: "
+        "its base model with its adapter merged in, or its full model).",
+    )
+    trust_remote_code: bool = Field(False, description="Never on unless you trust the model's code.")
+    method: Literal["lora", "qlora", "full", "prompt_tuning", "prefix_tuning"] = Field(
+        "lora", description="What is trained."
+    )
+    objective: Literal["sft", "dpo", "pretrain", "grpo"] = Field(
+        "sft",
+        description="sft: chat, loss on assistant turns | dpo: preference pairs | pretrain: raw text, every token "
+        "| grpo: sampled answers rewarded by the fraction of data.rules they pass.",
+    )
+    output_dir: str = Field("runs", description="Parent directory of run directories.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    prompt_tuning: PromptTuningSettings = Field(default_factory=PromptTuningSettings)
+    qlora: QloraSettings = Field(default_factory=QloraSettings)
+    dpo: DpoSettings = Field(default_factory=DpoSettings)
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        t = self.train
+        if (t.early_stopping_patience or t.keep_best) and self.data.train and not self.data.val:
+            raise ValueError("train.early_stopping_patience / train.keep_best need data.val (a validation file)")
+        if self.objective == "grpo":
+            if self.data.train and not self.data.rules:
+                raise ValueError("objective grpo needs data.rules: the reward is the fraction of rules an answer passes")
+            if (t.batch_size * t.grad_accum) % self.grpo.num_generations:
+                raise ValueError(
+                    f"objective grpo: train.batch_size × train.grad_accum ({t.batch_size * t.grad_accum}) must be a "
+                    f"multiple of grpo.num_generations ({self.grpo.num_generations})"
+                )
+        if self.method in ("prompt_tuning", "prefix_tuning") and self.objective in ("dpo", "grpo"):
+            raise ValueError(f"method {self.method} is supported with objective sft or pretrain only")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a section")
+    d[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (relative data paths resolved against its folder) and apply `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(value))
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{source}: {msgs}") from None
+    if path is not None:
+        base = Path(path).resolve().parent
+        d = cfg.data
+        for field in ("train", "val", "test", "rules"):
+            v = getattr(d, field)
+            if v and not Path(v).is_absolute():
+                setattr(d, field, str(base / v))
+        for m in d.mix:
+            if not Path(m.path).is_absolute():
+                m.path = str(base / m.path)
+        if not Path(cfg.output_dir).is_absolute():
+            cfg.output_dir = str(base / cfg.output_dir)
+        if Path(cfg.model).expanduser().exists() is False and not Path(cfg.model).is_absolute():
+            candidate = base / cfg.model
+            if candidate.is_dir():
+                cfg.model = str(candidate)
+    return cfg
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

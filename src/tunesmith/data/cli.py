@@ -1,0 +1,342 @@
+"""`tunesmith data` commands: parse arguments, call the data modules, print a table or one JSON object.
+
+Exit codes: 0 clean, 1 the data has errors (invalid records, rule violations, a refused
+split, failed synth prompts), 2 unusable arguments or unreadable files.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tunesmith.data.formats import FORMATS, DataError
+
+app = typer.Typer(help="Check, clean, split, convert, report on and synthesise training data.", no_args_is_help=True)
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+_SHOWN = 30  # rows per table in the terminal; --json has everything
+
+FORMAT_HELP = f"Input format: auto or one of {', '.join(FORMATS)}."
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn expected problems into a one-line message and exit 2, never a traceback."""
+    from tunesmith.models import ModelError
+    from tunesmith.rules import RulesError
+
+    try:
+        yield
+    except (DataError, RulesError, ModelError, ValueError, OSError) as e:
+        _err.print(f"[red]Error:[/red] {e}", markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _check_format(fmt: str) -> None:
+    if fmt != "auto" and fmt not in FORMATS:
+        _err.print(f"[red]Error:[/red] unknown --format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def _lines(values: list, limit: int = _SHOWN) -> str:
+    text = ", ".join(str(v) for v in values[:limit])
+    return text + (f", … (+{len(values) - limit})" if len(values) > limit else "")
+
+
+def _print_check(rep: dict[str, Any]) -> None:
+    summary = Table(title="data check", show_header=False, title_justify="left")
+    summary.add_column("", style="bold")
+    summary.add_column("")
+    rows = [
+        ("files", ", ".join(rep["files"])),
+        ("format", rep["format"]),
+        ("records", rep["records"]),
+        ("valid", rep["valid"]),
+        ("invalid", len(rep["invalid"])),
+        ("exact duplicates", rep["exact_duplicates"]),
+        (f"near duplicates (≥{rep['near_dup_threshold']})", rep["near_duplicates"]),
+        (f"length ({rep['length_unit']})", " · ".join(f"{k} {v}" for k, v in rep["length_tokens"].items())),
+    ]
+    if rep["over_length"]["max_seq_len"] is not None:
+        rows.append((f"over {rep['over_length']['max_seq_len']} {rep['length_unit']}", rep["over_length"]["count"]))
+    for k, v in rows:
+        summary.add_row(k, str(v))
+    _out.print(summary)
+    if rep["invalid"]:
+        t = Table(title="invalid records", title_justify="left")
+        for c in ("file", "line", "reason", "message"):
+            t.add_column(c)
+        for x in rep["invalid"][:_SHOWN]:
+            t.add_row(x["file"], str(x["line"]), x["reason"], x["message"])
+        _out.print(t)
+        if len(rep["invalid"]) > _SHOWN:
+            _out.print(f"… and {len(rep['invalid']) - _SHOWN} more (use --json)")
+    if rep["rules"]:
+        t = Table(title="rules", title_justify="left")
+        for c in ("rule", "violations", "lines"):
+            t.add_column(c)
+        for name, lines in rep["rule_violations"].items():
+            t.add_row(name, str(len(lines)), _lines(lines), style="red" if lines else "green")
+        _out.print(t)
+    if rep["exact_duplicate_pairs"] or rep["near_duplicate_pairs"]:
+        t = Table(title="duplicates (flagged → kept)", title_justify="left")
+        for c in ("line", "duplicate of", "kind"):
+            t.add_column(c)
+        for p in rep["exact_duplicate_pairs"][:_SHOWN]:
+            t.add_row(str(p["line"]), str(p["duplicate_of"]), "exact")
+        for p in rep["near_duplicate_pairs"][:_SHOWN]:
+            t.add_row(str(p["line"]), str(p["duplicate_of"]), f"near ({p['similarity']:.2f})")
+        _out.print(t)
+    if rep["label_counts"]:
+        t = Table(title="labels", title_justify="left")
+        t.add_column("label")
+        t.add_column("records", justify="right")
+        for k, v in rep["label_counts"].items():
+            t.add_row(k, str(v))
+        _out.print(t)
+    for w in rep["warnings"]:
+        _out.print(f"[yellow]warning:[/yellow] {w}")
+    _out.print("[green]OK[/green]" if rep["ok"] else f"[red]{rep['errors']} records with errors[/red]")
+
+
+@app.command()
+def check(
+    files: list[Path] = typer.Argument(..., help="JSONL, JSON, CSV, Parquet or TXT files."),
+    format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML checked on every assistant answer."),
+    tokenizer: Optional[str] = typer.Option(
+        None, "--tokenizer", help="Local model/tokenizer directory or 'smollm2-135m-instruct'; lengths in its tokens."
+    ),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Flag records longer than this."),
+    near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Validate data files: invalid records, duplicates, rule violations, lengths, labels, warnings.
+
+    Exit 0 when clean, 1 with invalid records or rule violations, 2 for unusable arguments.
+
+    Example: tunesmith data check train.jsonl --rules rules.yaml --tokenizer smollm2-135m-instruct --max-seq-len 1024
+    """
+    from tunesmith.data.check import check as run_check
+
+    _check_format(format)
+    with _user_errors():
+        rep = run_check(files, format, rules, tokenizer, max_seq_len, near_dup_threshold)
+    if as_json:
+        _emit(rep)
+    else:
+        _print_check(rep)
+    raise typer.Exit(0 if rep["ok"] else 1)
+
+
+@app.command()
+def clean(
+    files: list[Path] = typer.Argument(..., help="Input files."),
+    out: Path = typer.Option(..., "-o", "--out", help="Kept records, canonical JSONL."),
+    rejected: Optional[Path] = typer.Option(None, "--rejected", help="Every dropped record with its line and reason."),
+    drop_near_dups: bool = typer.Option(False, "--drop-near-dups", help="Also drop near duplicates."),
+    drop_violations: bool = typer.Option(False, "--drop-violations", help="Also drop records that break --rules."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML (needed for --drop-violations)."),
+    format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Write the kept records; invalid records and exact duplicates are always dropped.
+
+    Example: tunesmith data clean raw.jsonl -o clean.jsonl --rejected rejected.jsonl --drop-near-dups
+    """
+    from tunesmith.data.clean import clean as run_clean
+    from tunesmith.data.clean import write_clean
+
+    _check_format(format)
+    with _user_errors():
+        result = run_clean(files, format, rules, drop_near_dups, drop_violations, near_dup_threshold)
+        write_clean(result, out, rejected)
+    s = result.summary() | {"out": str(out), "rejected_file": str(rejected) if rejected else None}
+    if as_json:
+        _emit(s)
+        return
+    _out.print(f"read {s['read']} = kept {s['kept']} + rejected {s['rejected']}")
+    for reason, n in s["rejected_by_reason"].items():
+        _out.print(f"  {reason}: {n}")
+    _out.print(f"wrote {out}" + (f" and {rejected}" if rejected else ""))
+
+
+@app.command()
+def split(
+    files: list[Path] = typer.Argument(..., help="Input files."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for train/val/test.jsonl and manifest.json."),
+    ratios: str = typer.Option("0.8,0.1,0.1", "--ratios", help="train,val,test fractions summing to 1."),
+    stratify: str = typer.Option("auto", "--stratify", help="label, none, or auto (label when every record has one)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
+    force: bool = typer.Option(False, "--force", help="Split even with duplicates (kept together in one split)."),
+    format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Deterministic train/val/test split that refuses to leak duplicates into val or test.
+
+    Invalid records are left out and counted in the manifest.
+
+    Example: tunesmith data split clean.jsonl --out data/ --ratios 0.8,0.1,0.1 --seed 0
+    """
+    from tunesmith.data.formats import read_files
+    from tunesmith.data.split import LeakError, parse_ratios, write_split
+
+    _check_format(format)
+    if stratify not in ("auto", "label", "none"):
+        _err.print(f"[red]Error:[/red] --stratify must be auto, label or none, got {stratify!r}")
+        raise typer.Exit(2)
+    with _user_errors():
+        ratio_values = parse_ratios(ratios)
+        read = read_files(files, format)
+        labelled = bool(read.records) and all(getattr(r, "label", None) is not None for r in read.records)
+        key = "label" if stratify == "label" or (stratify == "auto" and labelled) else None
+        source = {"source": [str(f) for f in files], "format": read.format, "read": read.total, "invalid": len(read.invalid)}
+        try:
+            manifest = write_split(read.records, out, ratio_values, seed, key, force, near_dup_threshold, source)
+        except LeakError as e:
+            if as_json:
+                _emit({"error": "leak", "message": str(e)})
+            else:
+                _err.print(f"[red]Refused:[/red] {e}", soft_wrap=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        _emit(manifest)
+        return
+    c = manifest["counts"]
+    _out.print(f"read {manifest['read']}: invalid {manifest['invalid']}, train {c['train']}, val {c['val']}, test {c['test']}")
+    if manifest["label_counts"]:
+        for name, counts in manifest["label_counts"].items():
+            _out.print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if manifest["duplicates_in_input"]:
+        _out.print(f"[yellow]{manifest['duplicates_in_input']} duplicates kept inside their group's split (--force)[/yellow]")
+    _out.print(f"wrote {out}/train.jsonl, val.jsonl, test.jsonl, manifest.json")
+
+
+@app.command()
+def convert(
+    file: Path = typer.Argument(..., help="Input file."),
+    to: str = typer.Option(..., "--to", help="chat, alpaca or sharegpt."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output JSONL."),
+    format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Convert between formats; records the target cannot hold are skipped and listed.
+
+    Example: tunesmith data convert alpaca.json --to chat -o chat.jsonl
+    """
+    from tunesmith.data.convert import TARGETS
+    from tunesmith.data.convert import convert as run_convert
+    from tunesmith.data.formats import read_file, write_jsonl
+
+    _check_format(format)
+    if to not in TARGETS:
+        _err.print(f"[red]Error:[/red] --to must be one of {', '.join(TARGETS)}, got {to!r}")
+        raise typer.Exit(2)
+    with _user_errors():
+        read = read_file(file, format)
+        result = run_convert(read.records, to)
+        write_jsonl(result.rows, out)
+    s = {
+        "from": read.format,
+        "to": to,
+        "read": read.total,
+        "written": len(result.rows),
+        "invalid": [x.to_dict() for x in read.invalid],
+        "skipped": result.skipped,
+        "notes": dict(result.notes),
+        "out": str(out),
+    }
+    if as_json:
+        _emit(s)
+        return
+    _out.print(f"{read.format} → {to}: read {s['read']}, wrote {s['written']}, skipped {len(result.skipped)}, invalid {len(read.invalid)}")
+    for sk in result.skipped[:_SHOWN]:
+        _out.print(f"  skipped line {sk['line']}: {sk['reason']}")
+    for note, n in result.notes.items():
+        _out.print(f"  note: {note} ({n} records)")
+
+
+@app.command()
+def report(
+    files: list[Path] = typer.Argument(..., help="Input files."),
+    out: Path = typer.Option(..., "-o", "--out", help="HTML file to write."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Model/tokenizer dir or 'smollm2-135m-instruct'."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Flag records longer than this."),
+    format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Self-contained HTML report: length histogram, labels, duplicates, violations, warnings.
+
+    Example: tunesmith data report train.jsonl --rules rules.yaml -o data_report.html
+    """
+    from tunesmith.data.check import analyse
+    from tunesmith.data.report import write_report
+
+    _check_format(format)
+    with _user_errors():
+        a = analyse(files, format, rules, tokenizer, max_seq_len, near_dup_threshold)
+        write_report(a, out)
+    if as_json:
+        _emit({"out": str(out), "records": a.read.total, "ok": a.report()["ok"]})
+    else:
+        _out.print(f"wrote {out}")
+
+
+@app.command()
+def synth(
+    teacher_url: str = typer.Option(..., "--teacher-url", help="Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1."),
+    teacher_model: str = typer.Option(..., "--teacher-model", help="Model name the endpoint serves."),
+    prompts: Path = typer.Option(..., "--prompts", help="Prompts: any data format, or a .txt file with one per line."),
+    n: Optional[int] = typer.Option(None, "-n", help="Answer the first N prompts (default: all)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Chat JSONL; prompts already answered here are skipped."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    rps: float = typer.Option(5.0, "--rps", help="Maximum requests per second."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight at once."),
+    max_retries: int = typer.Option(4, "--max-retries", help="Retries per request (backoff, honours Retry-After)."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds per request."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature for the teacher."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Maximum answer tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Answer prompts with a teacher model and write chat records plus a 10% review sample (OUT.review.jsonl).
+
+    Example: tunesmith data synth --teacher-url http://localhost:8000/v1 --teacher-model qwen2.5-7b --prompts prompts.txt -n 500 -o distilled.jsonl
+    """
+    from tunesmith.data.progress import task
+    from tunesmith.data.synth import synth as run_synth
+
+    if rps <= 0 or concurrency < 1 or (n is not None and n < 0):
+        _err.print("[red]Error:[/red] --rps must be > 0, --concurrency >= 1 and -n >= 0")
+        raise typer.Exit(2)
+    with _user_errors():
+        with task("asking the teacher", n or 0) as advance:
+            result = run_synth(
+                prompts, out, teacher_url, teacher_model, n, api_key_env, rps, concurrency, max_retries, timeout,
+                temperature, max_tokens, progress=advance,
+            )
+    s = result.summary()
+    if as_json:
+        _emit(s)
+    else:
+        _out.print(
+            f"{s['prompts']} prompts: {s['already_answered']} already answered, {s['written']} written, {s['failed']} failed"
+        )
+        for f in result.failed[:_SHOWN]:
+            _out.print(f"  [red]line {f['line']}:[/red] {f['error']}")
+        _out.print(f"review sample: {s['review_sample']} records in {s['review_file']}")
+    raise typer.Exit(1 if result.failed else 0)

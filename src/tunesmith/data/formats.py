@@ -1,0 +1,502 @@
+"""Read every supported input format into canonical records; write canonical JSONL.
+
+Shapes (one per file, auto-detected from its first rows, or forced with `format=`):
+  chat            {"messages": [{"role", "content"}, ...]}            → Conversation
+  sharegpt        {"conversations": [{"from", "value"}, ...]}         → Conversation
+  alpaca          {"instruction", "input"?, "output", "system"?}      → Conversation
+  classification  {"text", "label"}  (user = text, assistant = label) → Conversation with .label
+  preference      {"prompt", "chosen", "rejected"} (strings or message lists) → Preference
+  text            {"text"} or a .txt file (one document per line)     → Text
+
+Containers: JSONL, JSON array, CSV (header row), Parquet, TXT.
+
+Line numbers (Origin.line) are 1-based and mean:
+  JSONL / TXT   physical line in the file; blank lines count as lines but are not records
+  JSON array    element index + 1
+  CSV           data row number, header excluded (first data row = 1)
+  Parquet       row index + 1
+A bad line or row becomes an `Invalid` entry with a reason code; reading never stops on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from tunesmith.data.records import ROLES, Conversation, Message, Origin, Preference, Record, Text
+
+FORMATS = ("chat", "alpaca", "sharegpt", "classification", "preference", "text")
+REASONS = (
+    "invalid_json",
+    "unknown_shape",
+    "wrong_type",
+    "missing_assistant",
+    "empty_content",
+    "invalid_role",
+    "non_string_content",
+    "no_user_turn",
+    "invalid_encoding",
+)
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
+_DETECT_SAMPLE = 200  # rows looked at to decide a file's shape; enough to outvote a few broken lines
+_BOM = b"\xef\xbb\xbf"
+
+
+class DataError(ValueError):
+    """A file that cannot be read at all (missing, unreadable container): the message names it."""
+
+
+@dataclass
+class Invalid:
+    line: int
+    reason: str
+    message: str
+    file: str
+    raw: str | None = None  # the offending line/row as text, for rejected files and reports
+
+    def to_dict(self, with_raw: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {"line": self.line, "reason": self.reason, "message": self.message, "file": self.file}
+        if with_raw:
+            d["raw"] = self.raw
+        return d
+
+
+@dataclass
+class ReadResult:
+    format: str
+    records: list[Record] = field(default_factory=list)
+    invalid: list[Invalid] = field(default_factory=list)
+    total: int = 0  # records read: non-blank lines / rows / elements
+    formats: dict[str, str] = field(default_factory=dict)  # file → detected format (several files)
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# ---------------------------------------------------------------- shape detection
+
+
+def detect_shape(obj: Any) -> str | None:
+    """The format a single parsed row looks like, or None."""
+    if not isinstance(obj, dict):
+        return None
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) and "from" in msgs[0]:
+            return "sharegpt"
+        return "chat"
+    if "conversations" in obj:
+        return "sharegpt"
+    if "chosen" in obj and "rejected" in obj:
+        return "preference"
+    if "instruction" in obj and "output" in obj:
+        return "alpaca"
+    if "text" in obj and "label" in obj:
+        return "classification"
+    if "text" in obj:
+        return "text"
+    return None
+
+
+def _detect(values: Iterable[Any]) -> str | None:
+    votes = Counter(s for s in (detect_shape(v) for v in values) if s)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+# ---------------------------------------------------------------- shape parsers (row → record)
+
+
+def _content(value: Any, where: str) -> str:
+    """Message content as a string; OpenAI-style lists of text parts are joined."""
+    if isinstance(value, list) and value and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+        if not all(isinstance(p.get("text"), str) for p in value):
+            raise _Bad("non_string_content", f"{where}: a text part has no string 'text'")
+        value = "".join(p["text"] for p in value)
+    if not isinstance(value, str):
+        raise _Bad("non_string_content", f"{where}: content must be a string, got {_type(value)}")
+    if not value.strip():
+        raise _Bad("empty_content", f"{where}: content is empty")
+    return value
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _require_dict(obj: Any) -> dict:
+    if not isinstance(obj, dict):
+        raise _Bad("wrong_type", f"expected a JSON object, got {_type(obj)}")
+    return obj
+
+
+def _check_turns(messages: list[Message]) -> None:
+    for i, m in enumerate(messages):
+        if m.role == "system" and i != 0:
+            raise _Bad("invalid_role", f"message {i + 1}: a system message must come first")
+    if not any(m.role == "user" for m in messages):
+        raise _Bad("no_user_turn", "conversation has no user turn")
+    if messages[-1].role != "assistant":
+        raise _Bad("missing_assistant", f"conversation ends on a {messages[-1].role} turn, not an assistant turn")
+
+
+def _messages(value: Any, key: str, role_key: str, content_key: str, roles: dict[str, str]) -> list[Message]:
+    if not isinstance(value, list):
+        raise _Bad("wrong_type", f"'{key}' must be a list, got {_type(value)}")
+    if not value:
+        raise _Bad("empty_content", f"'{key}' is empty")
+    out: list[Message] = []
+    for i, m in enumerate(value, 1):
+        if not isinstance(m, dict):
+            raise _Bad("wrong_type", f"{key}[{i}] must be an object, got {_type(m)}")
+        role = m.get(role_key)
+        if not isinstance(role, str) or role not in roles:
+            raise _Bad("invalid_role", f"{key}[{i}]: {role_key} {role!r} is not one of {', '.join(sorted(roles))}")
+        if content_key not in m:
+            raise _Bad("non_string_content", f"{key}[{i}]: no '{content_key}'")
+        out.append(Message(roles[role], _content(m[content_key], f"{key}[{i}]")))
+    return out
+
+
+def _parse_chat(obj: Any, origin: Origin) -> Conversation:
+    obj = _require_dict(obj)
+    if "messages" not in obj:
+        raise _Bad("unknown_shape", "expected a chat record with a 'messages' list")
+    msgs = _messages(obj["messages"], "messages", "role", "content", {r: r for r in ROLES})
+    _check_turns(msgs)
+    label = obj.get("label")
+    return Conversation(msgs, origin=origin, label=None if label is None else str(label))
+
+
+def _parse_sharegpt(obj: Any, origin: Origin) -> Conversation:
+    obj = _require_dict(obj)
+    key = "conversations" if "conversations" in obj else "messages" if "messages" in obj else None
+    if key is None:
+        raise _Bad("unknown_shape", "expected a ShareGPT record with a 'conversations' list")
+    msgs = _messages(obj[key], key, "from", "value", _SHAREGPT_ROLES)
+    if isinstance(obj.get("system"), str) and obj["system"].strip() and msgs[0].role != "system":
+        msgs.insert(0, Message("system", obj["system"]))
+    _check_turns(msgs)
+    return Conversation(msgs, origin=origin)
+
+
+def _opt_str(obj: dict, key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Bad("non_string_content", f"'{key}' must be a string, got {_type(value)}")
+    return value
+
+
+def _parse_alpaca(obj: Any, origin: Origin) -> Conversation:
+    obj = _require_dict(obj)
+    if "instruction" not in obj or "output" not in obj:
+        raise _Bad("unknown_shape", "expected an Alpaca record with 'instruction' and 'output'")
+    instruction = _content(obj["instruction"], "instruction")
+    extra = _opt_str(obj, "input")
+    if obj["output"] is None or (isinstance(obj["output"], str) and not obj["output"].strip()):
+        raise _Bad("missing_assistant", "'output' is empty: the record has no assistant answer")
+    output = _content(obj["output"], "output")
+    system = _opt_str(obj, "system")
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    msgs = ([Message("system", system)] if system.strip() else []) + [Message("user", user), Message("assistant", output)]
+    # keep the instruction/input split so alpaca → alpaca conversion is lossless
+    return Conversation(msgs, origin=origin, meta={"alpaca": {"instruction": instruction, "input": extra}})
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Bad("wrong_type", f"'label' must be a string or integer, got {_type(value)}")
+    label = str(value)
+    if not label.strip():
+        raise _Bad("empty_content", "'label' is empty")
+    return label
+
+
+def _parse_classification(obj: Any, origin: Origin) -> Conversation:
+    obj = _require_dict(obj)
+    if "text" not in obj or "label" not in obj:
+        raise _Bad("unknown_shape", "expected a classification record with 'text' and 'label'")
+    text = _content(obj["text"], "text")
+    label = _label(obj["label"])
+    msgs = [Message("user", text), Message("assistant", label)]
+    system = _opt_str(obj, "system")
+    if system.strip():
+        msgs.insert(0, Message("system", system))
+    return Conversation(msgs, origin=origin, label=label)
+
+
+def _pref_answer(value: Any, key: str) -> tuple[list[Message], str]:
+    """(leading messages, final assistant answer) of a chosen/rejected field."""
+    if isinstance(value, list):
+        msgs = _messages(value, key, "role", "content", {r: r for r in ROLES})
+        if msgs[-1].role != "assistant":
+            raise _Bad("missing_assistant", f"'{key}' does not end on an assistant turn")
+        return msgs[:-1], msgs[-1].content
+    return [], _content(value, key)
+
+
+def _parse_preference(obj: Any, origin: Origin) -> Preference:
+    obj = _require_dict(obj)
+    if "chosen" not in obj or "rejected" not in obj:
+        raise _Bad("unknown_shape", "expected a preference record with 'prompt', 'chosen' and 'rejected'")
+    head_c, chosen = _pref_answer(obj["chosen"], "chosen")
+    head_r, rejected = _pref_answer(obj["rejected"], "rejected")
+    prompt_value = obj.get("prompt")
+    if prompt_value is None:
+        # TRL's implicit-prompt form: the prompt is the turns chosen and rejected share
+        if not head_c or [m.to_dict() for m in head_c] != [m.to_dict() for m in head_r]:
+            raise _Bad("no_user_turn", "no 'prompt', and chosen/rejected do not share leading prompt turns")
+        prompt = head_c
+    elif isinstance(prompt_value, list):
+        prompt = _messages(prompt_value, "prompt", "role", "content", {r: r for r in ROLES}) + head_c
+    else:
+        prompt = [Message("user", _content(prompt_value, "prompt"))] + head_c
+    if not any(m.role == "user" for m in prompt):
+        raise _Bad("no_user_turn", "the prompt has no user turn")
+    if prompt[-1].role != "user":
+        raise _Bad("invalid_role", f"the prompt ends on a {prompt[-1].role} turn; it must end on a user turn")
+    return Preference(prompt, chosen, rejected, origin=origin)
+
+
+def _parse_text(obj: Any, origin: Origin) -> Text:
+    obj = _require_dict(obj)
+    if "text" not in obj:
+        raise _Bad("unknown_shape", "expected a text record with 'text'")
+    return Text(_content(obj["text"], "text"), origin=origin)
+
+
+PARSERS = {
+    "chat": _parse_chat,
+    "sharegpt": _parse_sharegpt,
+    "alpaca": _parse_alpaca,
+    "classification": _parse_classification,
+    "preference": _parse_preference,
+    "text": _parse_text,
+}
+
+
+# ---------------------------------------------------------------- containers (file → rows)
+
+# A row is (line, value) where value is a parsed object, or an _Bad for a row that failed
+# before it had a shape (bad bytes, bad JSON). `raw` keeps the row's text for reports.
+Row = tuple[int, Any, str]
+
+
+def _has_surrogates(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\udc80" <= ch <= "\udcff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_surrogates(k) or _has_surrogates(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogates(v) for v in value)
+    return False
+
+
+def _decode_line(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Bad("invalid_encoding", f"bytes at column {e.start + 1} are not valid UTF-8 ({data[e.start:e.start + 4]!r})")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as f:
+        for n, data in enumerate(f, 1):
+            if n == 1 and data.startswith(_BOM):
+                data = data[len(_BOM):]
+            yield n, data.rstrip(b"\r\n")
+
+
+def _rows_jsonl(path: Path) -> Iterator[Row]:
+    for n, data in _lines(path):
+        if not data.strip():
+            continue
+        try:
+            text = _decode_line(data)
+        except _Bad as bad:
+            yield n, bad, data.decode("utf-8", "replace")
+            continue
+        try:
+            yield n, json.loads(text), text
+        except json.JSONDecodeError as e:
+            yield n, _Bad("invalid_json", f"not valid JSON: {e.msg} at column {e.colno}"), text
+        except RecursionError:
+            yield n, _Bad("invalid_json", "not valid JSON: nested too deeply"), text
+
+
+def _rows_txt(path: Path) -> Iterator[Row]:
+    for n, data in _lines(path):
+        if not data.strip():
+            continue
+        try:
+            text = _decode_line(data)
+        except _Bad as bad:
+            yield n, bad, data.decode("utf-8", "replace")
+            continue
+        yield n, {"text": text}, text
+
+
+def _rows_json(path: Path, text: str) -> Iterator[Row] | None:
+    """Rows of a whole-file JSON document (array or single object); None when it is not one (→ JSONL)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        if text.lstrip().startswith("["):
+            # a broken array cannot be split into elements: it counts as one invalid record
+            return iter([(e.lineno, _Bad("invalid_json", f"not a valid JSON array: {e.msg} at line {e.lineno} column {e.colno}"), "")])
+        return None
+    items = doc if isinstance(doc, list) else [doc]
+    return ((i, _Bad("invalid_encoding", "element holds bytes that are not valid UTF-8") if _has_surrogates(v) else v, json.dumps(v, ensure_ascii=False)) for i, v in enumerate(items, 1))
+
+
+_JSON_CELLS = ("messages", "conversations", "prompt", "chosen", "rejected")
+
+
+def _rows_csv(path: Path) -> Iterator[Row]:
+    # surrogateescape keeps bad bytes as marker characters, so one bad row is reported on its own
+    text = path.read_bytes().decode("utf-8", "surrogateescape").lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    for n, cells in enumerate(reader, 1):
+        raw = ",".join(cells)
+        if not any(c.strip() for c in cells):
+            continue
+        if any(_has_surrogates(c) for c in cells):
+            yield n, _Bad("invalid_encoding", "row holds bytes that are not valid UTF-8"), raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            continue
+        if len(cells) > len(header):
+            yield n, _Bad("unknown_shape", f"row has {len(cells)} fields, the header has {len(header)}"), raw
+            continue
+        row: dict[str, Any] = {h: (cells[i] if i < len(cells) else None) for i, h in enumerate(header)}
+        try:
+            for key in _JSON_CELLS:
+                cell = row.get(key)
+                if isinstance(cell, str) and cell.lstrip()[:1] in ("[", "{"):
+                    row[key] = json.loads(cell)
+        except json.JSONDecodeError as e:
+            yield n, _Bad("invalid_json", f"column {key!r} is not valid JSON: {e.msg}"), raw
+            continue
+        yield n, row, raw
+
+
+def _rows_parquet(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
+        raise DataError(f"{path}: cannot read Parquet file: {e}") from None
+    for n, row in enumerate(rows, 1):
+        row = {k: v for k, v in row.items() if v is not None}
+        yield n, row, json.dumps(row, ensure_ascii=False, default=str)
+
+
+def _rows(path: Path) -> tuple[Iterator[Row], bool]:
+    """(rows, is_plain_text) for any supported container."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _rows_parquet(path), False
+    if suffix in (".csv", ".tsv"):
+        return _rows_csv(path), False
+    if suffix == ".txt":
+        return _rows_txt(path), True
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip(_BOM).lstrip()
+    if head.startswith(b"[") or suffix == ".json":
+        data = path.read_bytes()
+        if data.startswith(_BOM):
+            data = data[len(_BOM):]
+        rows = _rows_json(path, data.decode("utf-8", "surrogateescape"))
+        if rows is not None:
+            return rows, False
+    return _rows_jsonl(path), False
+
+
+# ---------------------------------------------------------------- public reading API
+
+
+def read_file(path: str | Path, format: str = "auto") -> ReadResult:
+    """Read one file into canonical records; bad rows become `Invalid` entries (never an exception)."""
+    p = Path(path)
+    if format != "auto" and format not in FORMATS:
+        raise DataError(f"unknown format {format!r}; use auto or one of {', '.join(FORMATS)}")
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    rows_iter, plain = _rows(p)
+    try:
+        rows = list(rows_iter)
+    except OSError as e:
+        raise DataError(f"{p}: cannot read: {e.strerror}") from None
+    fmt = format
+    if fmt == "auto":
+        fmt = "text" if plain else _detect(v for _, v, _ in rows[:_DETECT_SAMPLE] if not isinstance(v, _Bad))
+        if fmt is None:
+            # keep scanning: the first rows may all be broken
+            fmt = _detect(v for _, v, _ in rows if not isinstance(v, _Bad)) or "chat"
+    parse = PARSERS[fmt]
+    result = ReadResult(format=fmt, total=len(rows), formats={str(p): fmt})
+    name = str(p)
+    for line, value, raw in rows:
+        if isinstance(value, _Bad):
+            result.invalid.append(Invalid(line, value.reason, value.message, name, raw))
+            continue
+        try:
+            result.records.append(parse(value, Origin(name, line)))
+        except _Bad as bad:
+            result.invalid.append(Invalid(line, bad.reason, bad.message, name, raw))
+    return result
+
+
+def read_files(paths: Iterable[str | Path], format: str = "auto") -> ReadResult:
+    """Read several files; `format` is "mixed" when they were detected as different formats."""
+    results = [read_file(p, format) for p in paths]
+    if not results:
+        raise DataError("no input files given")
+    formats = {f: r.format for r in results for f in r.formats}
+    merged = ReadResult(format=results[0].format if len(set(formats.values())) == 1 else "mixed", formats=formats)
+    for r in results:
+        merged.records.extend(r.records)
+        merged.invalid.extend(r.invalid)
+        merged.total += r.total
+    return merged
+
+
+# ---------------------------------------------------------------- writing
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    """Canonical JSON form: chat records as {"messages": [...]} (+ "label"), preference and text as-is."""
+    return record.to_dict()
+
+
+def write_jsonl(records: Iterable[Record | dict], path: str | Path) -> int:
+    """Write canonical records (or ready dicts) as UTF-8 JSONL; returns the number written."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with p.open("w", encoding="utf-8", newline="\n") as f:
+        for r in records:
+            f.write(json.dumps(r if isinstance(r, dict) else record_dict(r), ensure_ascii=False) + "\n")
+            n += 1
+    return n

@@ -1,0 +1,190 @@
+"""`data split`: a deterministic, optionally stratified train/val/test split that cannot leak.
+
+Leak policy. A record in val or test that repeats (exactly or nearly) a train record makes
+the test score meaningless, so:
+  1. duplicate groups in the input (exact and near duplicates, joined transitively) are
+     refused by default: the error lists them and points to `data clean`;
+  2. with `force=True` the split goes ahead and keeps each duplicate group inside one split,
+     so no group straddles train and test;
+  3. after splitting, val and test are checked against train (exact + near); any leak left
+     (LSH is approximate) is refused too unless forced, and recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tunesmith import __version__
+from tunesmith.data import dedup
+from tunesmith.data.formats import write_jsonl
+from tunesmith.data.records import Record
+
+SPLITS = ("train", "val", "test")
+_SHOWN = 10
+
+
+class LeakError(ValueError):
+    """val/test would hold duplicates of train records; the message lists them."""
+
+
+def parse_ratios(text: str | Sequence[float]) -> tuple[float, float, float]:
+    values = [float(x) for x in text.split(",")] if isinstance(text, str) else [float(x) for x in text]
+    if len(values) != 3 or any(v < 0 for v in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
+        raise ValueError(f"ratios must be three non-negative numbers summing to 1 (train,val,test), got {text!r}")
+    if values[0] == 0:
+        raise ValueError("the train ratio must be above 0")
+    return values[0], values[1], values[2]
+
+
+def _key_fn(stratify: str | Callable[[Record], Any] | None) -> Callable[[Record], Any] | None:
+    if stratify is None or callable(stratify):
+        return stratify
+
+    def key(r: Record) -> Any:
+        value = getattr(r, stratify, None)
+        if value is None:
+            raise ValueError(f"cannot stratify by {stratify!r}: record {r.origin} has no {stratify}")
+        return value
+
+    return key
+
+
+def split_records(
+    records: Sequence[Record],
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    stratify: str | Callable[[Record], Any] | None = None,
+    groups: Sequence[int] | None = None,
+) -> dict[str, list[Record]]:
+    """{"train", "val", "test"} lists; the same input, ratios and seed always give the same split.
+
+    Records sharing a `groups` id stay in one split. With `stratify` (an attribute name such
+    as "label", or a function) every stratum is split by the ratios on its own. Within a
+    split, records keep their input order.
+    """
+    r_train, r_val, _ = parse_ratios(ratios)
+    key = _key_fn(stratify)
+    units: dict[int, list[int]] = {}
+    for i in range(len(records)):
+        units.setdefault(groups[i] if groups is not None else i, []).append(i)
+    strata: dict[Any, list[list[int]]] = {}
+    for members in units.values():
+        strata.setdefault(key(records[members[0]]) if key else None, []).append(members)
+    rng = random.Random(seed)
+    chosen: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for k in sorted(strata, key=str):
+        stratum = strata[k]
+        rng.shuffle(stratum)
+        n = sum(len(u) for u in stratum)
+        n_train = math.floor(n * r_train + 0.5)
+        n_val = math.floor(n * r_val + 0.5) if n_train < n else 0
+        filled = 0
+        for unit in stratum:
+            name = "train" if filled < n_train else "val" if filled < n_train + n_val else "test"
+            chosen[name].extend(unit)
+            filled += len(unit)
+    return {s: [records[i] for i in sorted(idx)] for s, idx in chosen.items()}
+
+
+def duplicate_groups(records: Sequence[Record], threshold: float = 0.8) -> tuple[list[int], list[tuple[int, int, float]]]:
+    """(group id per record, (record, duplicate_of, similarity) pairs) from exact and near duplicates."""
+    parent = list(range(len(records)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    exact = dedup.find_exact_duplicates(records)
+    near = dedup.find_near_duplicates([dedup.dedup_text(r) for r in records], threshold, skip=exact)
+    pairs = [(i, j, 1.0) for i, j in exact.items()] + [(d.index, d.duplicate_of, d.similarity) for d in near]
+    for i, j, _ in pairs:
+        parent[find(i)] = find(j)
+    return [find(i) for i in range(len(records))], sorted(pairs)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe(records: Sequence[Record], pairs: list[tuple[int, int, float]], others: Sequence[Record] | None = None) -> str:
+    lines = []
+    for i, j, sim in pairs[:_SHOWN]:
+        a = (others if others is not None else records)[i].origin
+        b = records[j].origin
+        kind = "exact duplicate" if sim >= 1.0 else f"near duplicate, Jaccard {sim:.2f}"
+        lines.append(f"  {a} repeats {b} ({kind})")
+    if len(pairs) > _SHOWN:
+        lines.append(f"  … and {len(pairs) - _SHOWN} more")
+    return "\n".join(lines)
+
+
+def write_split(
+    records: Sequence[Record],
+    out_dir: str | Path,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    stratify: str | Callable[[Record], Any] | None = None,
+    force: bool = False,
+    near_dup_threshold: float = 0.8,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Split, check for leaks, write train/val/test.jsonl and manifest.json; returns the manifest."""
+    groups, pairs = duplicate_groups(records, near_dup_threshold)
+    if pairs and not force:
+        raise LeakError(
+            f"{len(pairs)} records duplicate other records (exactly or nearly); a split could put copies in "
+            f"both train and test:\n{_describe(records, pairs)}\n"
+            "Run `tunesmith data clean --drop-near-dups` first, or pass --force to keep each duplicate group "
+            "inside one split."
+        )
+    parts = split_records(records, ratios, seed, stratify, groups)
+    held_out = parts["val"] + parts["test"]
+    leaks = dedup.cross_duplicates(parts["train"], held_out, near_dup_threshold)
+    if leaks and not force:
+        raise LeakError(
+            f"{len(leaks)} val/test records duplicate train records:\n{_describe(parts['train'], leaks, held_out)}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sha: dict[str, str] = {}
+    for name in SPLITS:
+        path = out / f"{name}.jsonl"
+        write_jsonl(parts[name], path)
+        sha[path.name] = _sha256(path)
+    key = _key_fn(stratify)
+    labelled = all(getattr(r, "label", None) is not None for r in records) and records
+    manifest = {
+        **(source or {}),
+        "seed": seed,
+        "ratios": dict(zip(SPLITS, parse_ratios(ratios))),
+        "stratify": stratify if isinstance(stratify, str) or stratify is None else getattr(stratify, "__name__", "custom"),
+        "counts": {s: len(parts[s]) for s in SPLITS},
+        "label_counts": (
+            {s: dict(sorted(Counter(r.label for r in parts[s]).items())) for s in SPLITS} if labelled else None
+        ),
+        "strata": sorted({str(key(r)) for r in records}) if key else None,
+        "files": {s: f"{s}.jsonl" for s in SPLITS},
+        "sha256": sha,
+        "near_dup_threshold": near_dup_threshold,
+        "duplicate_groups": len({groups[i] for i, _, _ in pairs}),
+        "duplicates_in_input": len(pairs),
+        "leaks": [
+            {"record": str(held_out[i].origin), "duplicate_of": str(parts["train"][j].origin), "similarity": round(s, 3)}
+            for i, j, s in leaks
+        ],
+        "tunesmith_version": __version__,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest

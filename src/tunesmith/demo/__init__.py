@@ -1,0 +1,1 @@
+"""The embedded default: demo data and models that need nothing downloaded."""

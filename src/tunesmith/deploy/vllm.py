@@ -1,0 +1,53 @@
+"""The `vllm serve` command that serves the registry's aliases when one machine is not enough.
+
+vLLM's multi-LoRA server takes each adapter as `--lora-modules name=path`. Every alias becomes a
+module under its own name (pointing at its main version) and every version an alias touches is
+also exposed under its id, so canary traffic can be routed to it by name. vLLM has no traffic
+splits; `notes` says which splits a router in front has to do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunesmith.deploy.registry import Registry, RegistryError
+
+# vLLM accepts only these LoRA ranks for --max-lora-rank.
+VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000) -> tuple[list[str], list[str]]:
+    """(argv, notes) for `vllm serve BASE --enable-lora --lora-modules ...`."""
+    aliases = registry.aliases()
+    if not aliases:
+        raise RegistryError(f"registry {registry.path} has no aliases; create one: tunesmith registry alias NAME@LABEL VERSION")
+    modules: dict[str, Path] = {}
+    versions = {}
+    notes = []
+    for a in aliases:
+        for vid, _ in a.targets:
+            versions[vid] = registry.version(vid)
+        modules[a.alias] = versions[a.targets[0][0]].adapter_dir
+        if len(a.targets) > 1:
+            shares = ", ".join(f"{v} {w:.0%}" for v, w in a.targets)
+            notes.append(f"{a.alias} splits traffic ({shares}); vLLM serves only {a.targets[0][0]} under "
+                         f"{a.alias} -- send the other shares to the version names from your router")
+        if a.guard != "off":
+            notes.append(f"{a.alias} has a rules guard ({a.guard}); vLLM does not apply it")
+    for vid, v in versions.items():
+        modules[vid] = v.adapter_dir
+    bases = {str(Path(v.base_model).resolve()) for v in versions.values()}
+    if len(bases) != 1:
+        raise RegistryError(f"aliases point at versions of {len(bases)} different base models; one vLLM server holds one")
+    ranks = []
+    for v in versions.values():
+        cfg = json.loads((v.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        ranks.append(int(cfg.get("r") or 8))
+    rank = next((r for r in VLLM_RANKS if r >= max(ranks)), None)
+    if rank is None:
+        raise RegistryError(f"LoRA rank {max(ranks)} is above vLLM's maximum of {VLLM_RANKS[-1]}")
+    argv = ["vllm", "serve", bases.pop(), "--served-model-name", "base", "--host", host, "--port", str(port),
+            "--enable-lora", "--max-lora-rank", str(rank), "--max-loras", str(len(versions)), "--lora-modules"]
+    argv += [f"{name}={path}" for name, path in modules.items()]
+    return argv, notes

@@ -1,0 +1,1 @@
+"""The eval stage: generate with each system, score outputs, judge, gate promotion."""

@@ -1,0 +1,290 @@
+"""`tunesmith eval` commands that need no model: score saved outputs, judge them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from typer.core import TyperGroup
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tunesmith.evaluate.score import TASKS, ScoreError, read_outputs, score_predictions
+from tunesmith.rules import RulesError, load_rules
+
+class _RunByDefault(TyperGroup):
+    """`tunesmith eval RUN_DIR …` means `tunesmith eval run RUN_DIR …`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_RunByDefault,
+    help="Evaluate systems: base vs prompted vs tuned on a run (`eval RUN_DIR`), score saved outputs, judge them.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def score(
+    predictions: Path = typer.Option(..., "--predictions", "-p", help="JSONL of {\"id\", \"output\"} from the system."),
+    references: Optional[Path] = typer.Option(
+        None, "--references", "-r", help="JSONL of {\"id\", \"output\"} expected answers (optional for compliance)."
+    ),
+    task: str = typer.Option(..., "--task", "-t", help=f"One of: {', '.join(TASKS)}."),
+    rules: Optional[Path] = typer.Option(
+        None, "--rules", help="Rules YAML; adds format compliance to any task (required for compliance)."
+    ),
+    ignore_case: bool = typer.Option(False, "--ignore-case", help="Classification: compare labels case-insensitively."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Score one system's saved outputs against references. No model is loaded.
+
+    Lines are joined by id; every id must appear in both files exactly once.
+
+    Example: tunesmith eval score -p tuned.jsonl -r test_refs.jsonl --task classification --json
+    """
+    try:
+        ruleset = load_rules(rules) if rules else None
+        result = score_predictions(predictions, references, task, ruleset, ignore_case=ignore_case)  # type: ignore[arg-type]
+    except (ScoreError, RulesError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_scores(task, result)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _print_scores(task: str, result: dict[str, Any]) -> None:
+    summary = Table(title=f"{task} — {result['n']} examples", show_header=True)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for key in ("accuracy", "macro_f1", "json_valid_rate", "field_accuracy_mean", "rouge_l", "exact_match"):
+        if key in result:
+            summary.add_row(key, f"{result[key]:.4f}")
+    if "compliance" in result:
+        summary.add_row("compliance (all rules)", _pct(result["compliance"]["all"]))
+    _out.print(summary)
+    if "per_class" in result:
+        t = Table(title="per class")
+        for col in ("label", "precision", "recall", "f1", "support"):
+            t.add_column(col, justify="left" if col == "label" else "right")
+        for label, row in result["per_class"].items():
+            t.add_row(escape(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+        _out.print(t)
+    if "field_accuracy" in result:
+        t = Table(title="field accuracy")
+        t.add_column("field")
+        t.add_column("accuracy", justify="right")
+        for field, acc in result["field_accuracy"].items():
+            t.add_row(escape(field), _pct(acc))
+        _out.print(t)
+    if "compliance" in result:
+        t = Table(title="format compliance")
+        t.add_column("rule")
+        t.add_column("pass rate", justify="right")
+        for rule, rate in result["compliance"].items():
+            t.add_row(escape(rule), _pct(rate))
+        _out.print(t)
+
+
+@app.command()
+def judge(
+    predictions: Path = typer.Option(
+        ..., "--predictions", "-p", help="JSONL of {\"id\", \"output\", \"prompt\"?} to grade."
+    ),
+    base_url: str = typer.Option(..., "--base-url", help="OpenAI-compatible endpoint of the judge, e.g. http://127.0.0.1:8000/v1."),
+    model: str = typer.Option(..., "--model", help="Judge model name."),
+    references: Optional[Path] = typer.Option(
+        None, "--references", "-r", help="JSONL of {\"id\", \"output\", \"prompt\"?}: reference answers shown to the judge."
+    ),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Name of the env var holding the API key."),
+    rubric_file: Optional[Path] = typer.Option(None, "--rubric", help="Text file with the rubric (default: a general one)."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Re-asks when the judge's reply is not the JSON verdict."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Grade outputs 1-5 with an LLM judge; unparseable verdicts are counted, not guessed.
+
+    Each item needs a prompt: a "prompt" field on the reference line or the prediction line.
+
+    Example: tunesmith eval judge -p tuned.jsonl -r refs.jsonl --base-url http://127.0.0.1:8000/v1 --model judge --json
+    """
+    from tunesmith.evaluate.judge import JudgeConfig, JudgeError, judge as run_judge
+
+    try:
+        preds = read_outputs(predictions)
+        refs = read_outputs(references) if references else {}
+        rubric = rubric_file.read_text(encoding="utf-8").strip() if rubric_file else None
+    except ScoreError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{rubric_file}: cannot read rubric: {e.strerror}")
+    items = []
+    for key, row in preds.items():
+        ref = refs.get(key, {})
+        if refs and not ref:
+            _fail(f"{references}: no reference for id {key!r} found in {predictions}")
+        prompt = ref.get("prompt", row.get("prompt"))
+        if not isinstance(prompt, str):
+            _fail(f"id {key!r}: no 'prompt' on the prediction or reference line")
+        output = row["output"] if isinstance(row["output"], str) else json.dumps(row["output"])
+        reference = ref.get("output")
+        items.append(
+            {
+                "id": row["id"],
+                "prompt": prompt,
+                "output": output,
+                "reference": None if reference is None else reference if isinstance(reference, str) else json.dumps(reference),
+            }
+        )
+    config = JudgeConfig(
+        base_url=base_url,
+        model=model,
+        api_key_env=api_key_env,
+        retries=retries,
+        concurrency=concurrency,
+        **({"rubric": rubric} if rubric else {}),
+    )
+    try:
+        result = run_judge(items, config)
+    except JudgeError as e:
+        _fail(str(e), code=1)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    t = Table(title=f"judge {model} — {result['n']} items")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    mean = result["mean_score"]
+    t.add_row("mean score (1-5)", "n/a" if mean is None else f"{mean:.2f}")
+    t.add_row("scored", str(result["scored"]))
+    t.add_row("unparseable", str(result["unparseable"]))
+    for k, v in result["score_counts"].items():
+        t.add_row(f"score {k}", str(v))
+    _out.print(t)
+
+
+@app.command("run")
+def run(
+    run_or_config: Path = typer.Argument(..., help="A run directory, or the run config YAML that names it."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test file (default: data.test of the run's config)."),
+    systems: str = typer.Option("base,prompted,tuned", "--systems", help="Comma-separated systems to compare."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML (default: data.rules of the config)."),
+    regression: bool = typer.Option(False, "--regression", help="Also run the general-prompt regression suite."),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint of an LLM judge."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name."),
+    rubric_file: Optional[Path] = typer.Option(None, "--rubric", help="Rubric text file for the judge."),
+    gate: bool = typer.Option(False, "--gate", help="Exit 1 unless tuned beats prompted and nothing regressed."),
+    margin: float = typer.Option(0.0, "--margin", help="How much tuned must beat prompted by (gate)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Generate with base, prompted baseline and tuned model on the sealed test split; score; gate; report.
+
+    Generations are cached per system and test-file hash, so re-scoring never regenerates.
+
+    Example: tunesmith eval runs/legal-bot --regression --gate
+    """
+    from tunesmith.config import ConfigError, load_config
+    from tunesmith.evaluate.runner import SYSTEMS, evaluate_run
+    from tunesmith.report.eval_report import render_eval_report
+
+    chosen = [s.strip() for s in systems.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SYSTEMS]
+    if unknown or not chosen:
+        _fail(f"--systems: unknown {', '.join(unknown) or 'empty'}; choose from {', '.join(SYSTEMS)}")
+    if (judge_url is None) != (judge_model is None):
+        _fail("--judge-url and --judge-model go together")
+    run_dir = run_or_config
+    if run_or_config.is_file():
+        try:
+            run_dir = load_config(run_or_config).run_dir
+        except ConfigError as e:
+            _fail(str(e))
+    if not (run_dir / "run.json").is_file():
+        _fail(f"{run_dir}: not a run directory (no run.json); train it first with `tunesmith train`")
+    try:
+        results = evaluate_run(run_dir, test_path=str(test) if test else None, systems=chosen,
+                               rules_path=str(rules) if rules else None, console=_err, margin=margin,
+                               regression=regression or None)
+    except (ValueError, RulesError, OSError) as e:
+        _fail(str(e))
+    if judge_url:
+        results["judge"] = _judge_systems(results, judge_url, judge_model, rubric_file)
+        (run_dir / "eval" / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    report = render_eval_report(results, run_dir / "report.html")
+    decision = results.get("gate")
+    if gate and decision is not None:
+        (run_dir / "eval" / "gate.json").write_text(json.dumps(decision, indent=2))
+    summary = {s: v["metrics"] for s, v in results["systems"].items()} | {
+        "task": results["task"], "gate": decision, "regression": results.get("regression"),
+        "judge": results.get("judge"), "report": str(report), "run_dir": str(run_dir)}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        _print_comparison(results)
+        _err.print(f"report: {report}")
+    if gate:
+        if decision is None:
+            _fail("--gate needs both the tuned and the prompted system", code=2)
+        for reason in decision["reasons"]:
+            _err.print(("[green]" if decision["passed"] else "[red]") + escape(reason) + "[/]")
+        if not decision["passed"]:
+            raise typer.Exit(1)
+
+
+def _judge_systems(results: dict[str, Any], url: str, model: str, rubric_file: Optional[Path]) -> dict[str, Any]:
+    from tunesmith.evaluate.judge import JudgeConfig, JudgeError, judge as run_judge
+
+    rubric = rubric_file.read_text(encoding="utf-8").strip() if rubric_file else None
+    config = JudgeConfig(base_url=url, model=model, **({"rubric": rubric} if rubric else {}))
+    out = {}
+    for system in results["systems"]:
+        items = [{"id": ex["id"], "prompt": ex["prompt"], "output": ex["outputs"][system],
+                  "reference": ex["reference"]} for ex in results["examples"]]
+        try:
+            verdict = run_judge(items, config)
+        except JudgeError as e:
+            _fail(str(e), code=1)
+        out[system] = {k: verdict[k] for k in ("n", "scored", "unparseable", "mean_score", "score_counts")}
+    return out
+
+
+def _print_comparison(results: dict[str, Any]) -> None:
+    systems = list(results["systems"])
+    t = Table(title=f"{results['task']} — {results['test']['n']} test examples")
+    t.add_column("metric")
+    for s in systems:
+        t.add_column(s, justify="right")
+    first = results["systems"][systems[0]]["metrics"]
+    rows: list[tuple[str, list[Any]]] = []
+    for key in ("accuracy", "macro_f1", "json_valid_rate", "field_accuracy_mean", "rouge_l", "exact_match"):
+        if key in first:
+            rows.append((key, [results["systems"][s]["metrics"].get(key) for s in systems]))
+    for rule in first.get("compliance", {}):
+        rows.append((f"compliance: {rule}", [results["systems"][s]["metrics"]["compliance"][rule] for s in systems]))
+    for name, values in rows:
+        t.add_row(escape(name), *[_pct(v) if isinstance(v, (int, float)) else "—" for v in values])
+    _out.print(t)
+    reg = results.get("regression")
+    if reg:
+        _out.print(f"regression (base → tuned): flagged {', '.join(reg['flagged']) or 'nothing'}")

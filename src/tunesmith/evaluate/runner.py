@@ -1,0 +1,226 @@
+"""Evaluate a run: base vs prompted baseline vs tuned, on the sealed test split.
+
+- `base`: the base model, zero-shot, with the conversation's system prompt.
+- `prompted`: the base model with the system prompt and k few-shot examples from train
+  (the baseline a fine-tune must beat: "a fine-tune that does not beat prompting is wasted compute").
+- `tuned`: the base model with the run's adapter (merged into the weights while it generates).
+
+One base model is loaded; the adapter is merged for `tuned` and unmerged afterwards.
+Generations are cached per system under eval/generations/, keyed by the test file's hash and
+the generation settings, so re-scoring never regenerates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tunesmith.config import RunConfig
+from tunesmith.data.records import Conversation
+from tunesmith.evaluate import metrics
+from tunesmith.evaluate.gate import decide
+from tunesmith.rules import RuleSet, load_rules
+from tunesmith.train.dataset import read_conversations, sha256_file
+from tunesmith.train.rundir import RunDir
+
+SYSTEMS = ("base", "prompted", "tuned")
+
+
+def few_shot_messages(train: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:
+    """k (user, assistant) pairs drawn from train with a fixed seed, for the prompted baseline."""
+    if k <= 0 or not train:
+        return []
+    picked = random.Random(seed).sample(train, min(k, len(train)))
+    shots: list[dict[str, str]] = []
+    for conv in picked:
+        shots += [m for m in conv.prompt_messages() if m["role"] != "system"]
+        shots.append({"role": "assistant", "content": conv.assistant_turns()[-1]})
+    return shots
+
+
+def system_prompts(tests: list[Conversation], system: str, shots: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    out = []
+    for conv in tests:
+        msgs = conv.prompt_messages()
+        if system == "prompted" and shots:
+            head = [m for m in msgs if m["role"] == "system"]
+            msgs = head + shots + [m for m in msgs if m["role"] != "system"]
+        out.append(msgs)
+    return out
+
+
+def task_of(tests: list[Conversation], rules: RuleSet | None) -> str:
+    if tests and all(c.label is not None for c in tests):
+        return "classification"
+    answers = [c.assistant_turns()[-1] for c in tests]
+    if answers and all(metrics_is_json(a) for a in answers):
+        return "extraction"
+    return "compliance" if rules is not None else "generation"
+
+
+def metrics_is_json(text: str) -> bool:
+    from tunesmith.rules import parse_json_answer
+
+    ok, value = parse_json_answer(text)
+    return ok and isinstance(value, dict)
+
+
+def score_system(task: str, outputs: list[str], tests: list[Conversation], rules: RuleSet | None) -> dict[str, Any]:
+    refs = [c.assistant_turns()[-1] for c in tests]
+    result: dict[str, Any] = {"n": len(outputs)}
+    if task == "classification":
+        result |= metrics.classification(outputs, [c.label for c in tests])
+    elif task == "extraction":
+        result |= metrics.extraction(outputs, [metrics.as_object(r, "reference") for r in refs])
+    result |= metrics.generation(outputs, refs)
+    if rules is not None:
+        result["compliance"] = metrics.compliance(outputs, [c.last_user() for c in tests], rules)
+    return result
+
+
+def _cache_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    test_path: str | None = None,
+    systems: tuple[str, ...] | list[str] = SYSTEMS,
+    rules_path: str | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+    margin: float = 0.0,
+    regression: bool | None = None,
+) -> dict[str, Any]:
+    """Generate with each system on the test split, score, gate, and write eval/results.json."""
+    import torch
+    from peft import PeftModel
+
+    from tunesmith.evaluate.generate import generate
+    from tunesmith.models import load_model, load_tokenizer
+
+    console = console or Console(stderr=True)
+    run = RunDir(run_dir)
+    info = run.read_info()
+    if info.get("status") != "finished":
+        raise ValueError(f"{run.path}: not a finished run (run.json status: {info.get('status', 'missing')})")
+    from tunesmith.config import load_config
+
+    cfg: RunConfig = load_config(run.path / "config.yaml")
+    ev = cfg.eval
+    test_path = test_path or cfg.data.test
+    if not test_path:
+        raise ValueError("no test file: set data.test in the config or pass --test")
+    rules_path = rules_path or cfg.data.rules
+    rules = load_rules(rules_path) if rules_path else None
+    tests = read_conversations(test_path, cfg.data.format, cfg.data.system_prompt)
+    if ev.max_examples:
+        tests = tests[: ev.max_examples]
+    train = read_conversations(cfg.data.train, cfg.data.format, cfg.data.system_prompt) if "prompted" in systems else []
+    shots = few_shot_messages(train, ev.few_shot, cfg.train.seed)
+    task = task_of(tests, rules)
+
+    tokenizer = load_tokenizer(run.adapter if run.adapter.is_dir() else info["base_model"])
+    model = load_model(info["base_model"], cfg.train.dtype, cfg.trust_remote_code)
+    adapter_sha = sha256_file(run.adapter / "adapter_model.safetensors") if run.adapter.is_dir() else None
+    if "tuned" in systems and run.adapter.is_dir():
+        model = PeftModel.from_pretrained(model, str(run.adapter))
+    test_sha = sha256_file(test_path)
+    gen_dir = run.eval_dir / "generations"
+    gen_dir.mkdir(parents=True, exist_ok=True)
+
+    outputs: dict[str, list[str]] = {}
+    prompts_by_system: dict[str, list[list[dict[str, str]]]] = {}
+    for system in systems:
+        prompts = system_prompts(tests, system, shots)
+        prompts_by_system[system] = prompts
+        key = _cache_key(system, test_sha, ev.max_new_tokens, len(tests), prompts,
+                         adapter_sha if system == "tuned" else info["base_model"])
+        cache = gen_dir / f"{system}-{key}.json"
+        if cache.is_file():
+            outputs[system] = json.loads(cache.read_text(encoding="utf-8"))
+            console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
+            continue
+        tuned = system == "tuned" and isinstance(model, PeftModel)
+        if tuned:
+            model.merge_adapter()  # merged weights generate at base-model speed
+        try:
+            ctx = model.disable_adapter() if isinstance(model, PeftModel) and not tuned else _null()
+            with ctx, torch.inference_mode():
+                outputs[system] = generate(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
+                                           batch_size=ev.batch_size, label=f"generate {system:<8}",
+                                           console=console, show_progress=show_progress)
+        finally:
+            if tuned:
+                model.unmerge_adapter()
+        cache.write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+
+    scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
+    regression = None
+    if (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems):
+        regression = _regression(model, tokenizer, ev, console, show_progress)
+    gate = decide(task, scores, regression, margin=margin) if {"tuned", "prompted"} <= set(systems) else None
+    examples = []
+    for i, conv in enumerate(tests):
+        examples.append({
+            "id": i + 1,
+            "line": conv.origin.line if conv.origin else None,
+            "prompt": conv.last_user(),
+            "reference": conv.assistant_turns()[-1],
+            "outputs": {s: outputs[s][i] for s in systems},
+            "passes": {s: rules.check_answer(outputs[s][i], conv.last_user()) for s in systems} if rules else {},
+        })
+    results = {
+        "task": task,
+        "title": f"{info.get('name', run.path.name)}: base vs prompted vs tuned",
+        "test": {"path": str(test_path), "sha256": test_sha, "n": len(tests)},
+        "rules": rules_path,
+        "few_shot": ev.few_shot,
+        "systems": {s: {"metrics": scores[s]} for s in systems},
+        "examples": examples,
+        "regression": regression,
+        "gate": gate,
+        "loss_curve": run.read_metrics(),
+    }
+    (run.eval_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    return results
+
+
+def _regression(model, tokenizer, ev, console, show_progress) -> dict[str, Any]:
+    """Built-in general prompts, base vs tuned: catches catastrophic forgetting."""
+    from peft import PeftModel
+
+    from tunesmith.evaluate.generate import generate
+    from tunesmith.evaluate.regression import compare_regression, regression_prompts, score_regression
+
+    items = regression_prompts()
+    convs = [it["messages"] for it in items]
+    scored = {}
+    for system in ("base", "tuned"):
+        tuned = system == "tuned" and isinstance(model, PeftModel)
+        if tuned:
+            model.merge_adapter()
+        try:
+            ctx = model.disable_adapter() if isinstance(model, PeftModel) and not tuned else _null()
+            with ctx:
+                outs = generate(model, tokenizer, convs, max_new_tokens=64, batch_size=ev.batch_size,
+                                label=f"regression {system:<6}", console=console, show_progress=show_progress)
+        finally:
+            if tuned:
+                model.unmerge_adapter()
+        scored[system] = score_regression({it["id"]: o for it, o in zip(items, outs)})
+    return compare_regression(scored["base"], scored["tuned"])
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

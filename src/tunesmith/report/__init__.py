@@ -1,0 +1,1 @@
+"""HTML reports: data, loss curves, eval side by side, costs."""

@@ -1,0 +1,126 @@
+"""`tunesmith train` and `tunesmith config`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from tunesmith.config import ConfigError, RunConfig, dump_config, load_config
+
+_err = Console(stderr=True)
+config_app = typer.Typer(help="Validate run configs and print complete examples.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2):
+    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean the config, data or machine is unusable as given: a message, never a traceback."""
+    from tunesmith.data.formats import DataError as ReadError
+    from tunesmith.models import ModelError
+    from tunesmith.rules import RulesError
+    from tunesmith.train.adapters import MethodError
+    from tunesmith.train.dataset import TrainingDataError
+    from tunesmith.train.sft import DataError
+    from tunesmith.train.tokenize import TemplateError
+
+    return (ConfigError, ModelError, TrainingDataError, DataError, MethodError, TemplateError, RulesError, ReadError)
+
+
+def train(
+    config: Path = typer.Argument(..., help="Run config YAML (see `tunesmith config example`)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: --set train.lr=1e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Train again even if the run is finished."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Fine-tune a model as the config says; writes a run directory.
+
+    Re-running a finished run does nothing unless --force; --resume continues an interrupted one
+    from its last checkpoint (set train.save_every). On several GPUs or nodes, launch it with accelerate:
+    accelerate launch --config_file examples/accelerate/fsdp.yaml -m tunesmith.train CONFIG
+
+    Example: tunesmith train examples/legal-bot.yaml --set train.epochs=2
+    """
+    from tunesmith.train.sft import train as run_train
+
+    try:
+        cfg = load_config(config, set_ or [])
+        result = run_train(cfg, resume=resume, force=force, console=_err)
+    except user_errors() as e:
+        _fail(str(e))
+    summary = {"run_dir": str(result.run_dir), "skipped": result.skipped, "train_seconds": round(result.train_seconds, 2),
+               "final_train_loss": result.final_train_loss, "final_eval_loss": result.final_eval_loss,
+               "data": result.encode_report}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        _err.print(f"[green]done[/]: {result.run_dir} (train loss {result.final_train_loss}, "
+                   f"val loss {result.final_eval_loss})")
+
+
+@config_app.command("validate")
+def validate(
+    config: Path = typer.Argument(..., help="Run config YAML."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field before validating."),
+) -> None:
+    """Check a config: fields, types, files that must exist. Prints the resolved config.
+
+    Example: tunesmith config validate examples/legal-bot.yaml
+    """
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as e:
+        _fail(str(e))
+    missing = [f"data.{k}: {v}" for k, v in (("train", cfg.data.train), ("val", cfg.data.val),
+               ("test", cfg.data.test), ("rules", cfg.data.rules)) if v and not Path(v).exists()]
+    if missing:
+        _fail("files not found: " + "; ".join(missing))
+    typer.echo(dump_config(cfg), nl=False)
+
+
+@config_app.command("example")
+def example(
+    method: str = typer.Option("lora", "--method", help="lora | qlora | full | prompt_tuning | prefix_tuning."),
+) -> None:
+    """Print a complete config with every field and its documented default.
+
+    Example: tunesmith config example --method qlora > my-run.yaml
+    """
+    try:
+        cfg = RunConfig.model_validate({"method": method})
+    except Exception as e:  # pydantic names the allowed values
+        _fail(f"--method {method!r}: {e}")
+    typer.echo(commented_yaml(cfg), nl=False)
+
+
+def commented_yaml(cfg: RunConfig) -> str:
+    """The config as YAML with each field's description as a comment above it."""
+    from pydantic import BaseModel
+
+    lines: list[str] = []
+
+    def emit(model: BaseModel, indent: int) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            pad = "  " * indent
+            if field.description:
+                lines.append(f"{pad}# {field.description}")
+            if isinstance(value, BaseModel):
+                lines.append(f"{pad}{name}:")
+                emit(value, indent + 1)
+            else:
+                dumped = json.dumps(value.model_dump() if isinstance(value, BaseModel) else
+                                    [v.model_dump() if isinstance(v, BaseModel) else v for v in value]
+                                    if isinstance(value, list) else value)
+                lines.append(f"{pad}{name}: {dumped}")
+
+    emit(cfg, 0)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,298 @@
+"""The training recipe, readable top to bottom: data → model → trainer → save.
+
+One recipe for every objective, on TRL trainers with PEFT adapters:
+  sft       chat records; loss on assistant turns only (system prompt and user turns stay in the input)
+  pretrain  raw text; every token trained; each document ends with EOS
+  dpo       preference pairs (train/dpo.py)
+  grpo      prompts from chat records, answers rewarded by the rules contract (train/grpo.py)
+For sft and pretrain the examples are tokenized here (not by TRL) so that the assistant mask
+comes from the model's own chat template for any template, and so that every cut or
+dropped example is counted in the run's report. Batches are packed padding-free: the
+examples of a batch are concatenated into one row and position_ids restart at 0 for each,
+from which transformers builds a block-diagonal causal mask (tests/test_train_packing.py
+checks that a packed batch gives exactly the per-example losses).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tunesmith.config import RunConfig, dump_config
+from tunesmith.data.records import Conversation, Text
+from tunesmith.train import tokenize as tk
+from tunesmith.train.rundir import RunDir
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    train_seconds: float
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    encode_report: dict[str, Any]
+    skipped: bool = False
+
+
+class DataError(ValueError):
+    """Training data that cannot be used as it is; the message names file, line and reason."""
+
+
+def record_location(record, index: int) -> str:
+    return str(record.origin) if record.origin else f"example {index + 1}"
+
+
+def encode_record(tokenizer, record: Conversation | Text) -> tk.Encoded:
+    if isinstance(record, Text):
+        return tk.encode_text(tokenizer, record.text)
+    return tk.encode_conversation(tokenizer, [m.to_dict() for m in record.messages])
+
+
+def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[tk.Encoded], tk.EncodeReport]:
+    """Token ids and labels of every record, the over-length policy applied; nothing lost without a count.
+
+    An example left with no trained token is an error naming its lines, unless truncation
+    (over_length: truncate) cut its trained tokens away: then it is dropped and counted.
+    """
+    report = tk.EncodeReport(total=len(records))
+    out: list[tk.Encoded] = []
+    untrained: list[str] = []
+    eos = tk.end_of_turn_id(tokenizer)
+    eos_seen = False
+    for i, record in enumerate(records):
+        where = record_location(record, i)
+        enc = encode_record(tokenizer, record)
+        try:
+            cut = tk.apply_length_policy(enc, max_len, policy)
+        except tk.OverLengthError as e:
+            raise DataError(f"{where}: {e} (data.over_length: error)") from None
+        if cut is None:
+            report.dropped_over_length.append(where)
+            continue
+        if cut.truncated:
+            report.truncated.append(where)
+        if cut.n_trained == 0:
+            (report.dropped_no_trained_tokens if cut.truncated else untrained).append(where)
+            continue
+        eos_seen = eos_seen or (eos is not None and eos in cut.labels)
+        report.trained_tokens += cut.n_trained
+        report.total_tokens += len(cut.input_ids)
+        out.append(cut)
+    if untrained:
+        more = f" and {len(untrained) - 10} more" if len(untrained) > 10 else ""
+        raise DataError(
+            f"{len(untrained)} example(s) have no trained token: {', '.join(untrained[:10])}{more}. "
+            "Each needs an assistant turn that the chat template renders."
+        )
+    report.kept = len(out)
+    report.eos_trained = eos_seen
+    if not out:
+        raise DataError("no training example has a trained token left (all empty, cut or dropped)")
+    return out, report
+
+
+def _tokenized(encoded: list[tk.Encoded]):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]})
+
+
+def report_cuts(report: tk.EncodeReport, cfg: RunConfig, console: Console) -> None:
+    if report.truncated or report.dropped_over_length or report.dropped_no_trained_tokens:
+        console.print(
+            f"[yellow]data:[/] {len(report.truncated)} truncated, {len(report.dropped_over_length)} dropped as "
+            f"over-length, {len(report.dropped_no_trained_tokens)} dropped because truncation left no trained "
+            f"token (max_seq_len={cfg.data.max_seq_len}, over_length={cfg.data.over_length}); lines in run.json"
+        )
+
+
+def token_datasets(cfg: RunConfig, tokenizer, splits, console: Console):
+    """sft / pretrain: pre-tokenized train and val datasets (input_ids + labels) and the encode report."""
+    encoded, report = encode_dataset(tokenizer, splits["train"], cfg.data.max_seq_len, cfg.data.over_length)
+    if not report.eos_trained:
+        raise DataError(
+            f"the end-of-turn token {tokenizer.eos_token!r} is never trained: the model would not learn to stop. "
+            "Check the chat template and the max_seq_len truncation."
+        )
+    report_cuts(report, cfg, console)
+    eval_ds = None
+    if splits.get("val"):
+        val_enc, _ = encode_dataset(tokenizer, splits["val"], cfg.data.max_seq_len, "truncate")
+        eval_ds = _tokenized(val_enc)
+    return _tokenized(encoded), eval_ds, report
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that writes the run directory under accelerate/torchrun."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model) -> dict[str, Any]:
+    """TrainingArguments shared by every objective's TRL config."""
+    import torch
+
+    t = cfg.train
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    keep_best = bool((t.keep_best or t.early_stopping_patience) and has_eval)
+    eval_strategy = "no" if not has_eval else ("steps" if t.eval_every else "epoch")
+    if keep_best:  # the best checkpoint can only be one that was evaluated
+        save_strategy, save_steps = eval_strategy, t.eval_every
+    else:
+        save_strategy, save_steps = ("steps" if t.save_every else "no"), t.save_every
+    return dict(
+        output_dir=str(run.checkpoints),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a fraction of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        logging_steps=t.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_every,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to=list(t.report_to) or "none",
+        disable_tqdm=True,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="eval_loss" if keep_best else None,
+        greater_is_better=False if keep_best else None,
+    )
+
+
+def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console: Console | None = None,
+          show_progress: bool = True) -> TrainResult:
+    import torch
+    from peft import get_peft_model
+
+    from tunesmith.models import load_tokenizer
+    from tunesmith.train.adapters import VIRTUAL_TOKEN_METHODS, check_method, load_for_training, peft_config
+    from tunesmith.train.base import resolve_base
+    from tunesmith.train.dataset import load_training_records
+    from tunesmith.train.progress import MetricsLog, OverfitWarning, RichProgress
+
+    console = console or Console(stderr=True)
+    check_method(cfg)  # before anything is loaded: QLoRA without CUDA fails here, with what to install
+    run = RunDir(cfg.run_dir)
+    main = is_main_process()
+    if run.finished() and not force:
+        console.print(f"[green]{run.path} is already finished[/]; nothing to do (use --force to train again).")
+        info = run.read_info()
+        return TrainResult(run.path, info.get("train_seconds", 0.0), info.get("final_train_loss"),
+                           info.get("final_eval_loss"), info.get("encode", {}), skipped=True)
+    last_ckpt = run.last_checkpoint() if resume else None
+    if resume and last_ckpt is None:
+        console.print(f"[yellow]--resume:[/] no complete checkpoint in {run.checkpoints}; starting from step 0")
+    if main and not last_ckpt:
+        run.reset()
+    run.path.mkdir(parents=True, exist_ok=True)
+
+    # --- data -------------------------------------------------------------------------------------
+    base_dir = resolve_base(cfg.model, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(base_dir, cfg.trust_remote_code)
+    splits, manifest = load_training_records(cfg)
+    if cfg.objective == "dpo":
+        from tunesmith.train.dpo import preference_datasets
+
+        train_ds, eval_ds, report = preference_datasets(cfg, tokenizer, splits, console)
+    elif cfg.objective == "grpo":
+        from tunesmith.train.grpo import prompt_dataset
+
+        if splits.get("val"):
+            console.print("[dim]grpo: data.val is not used (there is no loss to evaluate on it)[/]")
+        train_ds, eval_ds, report = prompt_dataset(splits["train"]), None, None
+    else:
+        train_ds, eval_ds, report = token_datasets(cfg, tokenizer, splits, console)
+
+    # --- model ------------------------------------------------------------------------------------
+    random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    model = load_for_training(cfg, base_dir)
+    adapter_config = peft_config(cfg, model, base_dir)
+    if adapter_config is not None:
+        model = get_peft_model(model, adapter_config)
+    packing = cfg.train.packing
+    if packing and cfg.method in VIRTUAL_TOKEN_METHODS:
+        packing = False
+        console.print(f"[dim]packing off: {cfg.method} prepends virtual tokens to every example, "
+                      "so examples cannot share a row[/]")
+
+    # --- trainer ----------------------------------------------------------------------------------
+    t = cfg.train
+    common = training_args(cfg, run, eval_ds is not None, model)
+    callbacks = [MetricsLog(run.metrics), OverfitWarning(console), RichProgress(console, enabled=show_progress and main)]
+    if t.early_stopping_patience and eval_ds is not None:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    if cfg.objective == "dpo":
+        from tunesmith.train.dpo import dpo_trainer
+
+        trainer = dpo_trainer(cfg, model, tokenizer, common, train_ds, eval_ds, callbacks)
+    elif cfg.objective == "grpo":
+        from tunesmith.train.grpo import grpo_trainer
+
+        trainer = grpo_trainer(cfg, model, tokenizer, common, train_ds, callbacks)
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        args = SFTConfig(**common, padding_free=packing, max_length=None,  # lengths were enforced above
+                         dataset_num_proc=None)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                             processing_class=tokenizer, callbacks=callbacks)
+
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts on stdout, which belongs to --json
+    encode = report.to_dict() if report is not None else {}
+    if main:
+        run.write_text("config.yaml", dump_config(cfg))
+        run.write_info({"name": cfg.name, "status": "running", "method": cfg.method, "objective": cfg.objective,
+                        "base_model": str(Path(base_dir).resolve()), "model_spec": cfg.model, "data": manifest,
+                        "rules": cfg.data.rules, "system_prompt": cfg.data.system_prompt, "packing": packing,
+                        "encode": encode})
+        run.truncate_metrics(int(last_ckpt.name.split("-")[-1]) if last_ckpt else 0)
+    start = time.time()
+    try:
+        out = trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt else None)
+    except BaseException:
+        if main:
+            run.update_info({"status": "failed"})
+        raise
+    seconds = time.time() - start
+
+    # --- save -------------------------------------------------------------------------------------
+    final_eval = None
+    if eval_ds is not None:
+        # Reuse the last logged eval when it was taken at the final step, so metrics.jsonl has no repeat.
+        logged = [h for h in trainer.state.log_history if "eval_loss" in h]
+        if logged and logged[-1].get("step") == trainer.state.global_step and not args.load_best_model_at_end:
+            final_eval = logged[-1]["eval_loss"]
+        else:
+            final_eval = trainer.evaluate()["eval_loss"]
+    target = run.adapter if adapter_config is not None else run.path / "model"
+    trainer.save_model(str(target))  # adapter only for PEFT methods; safetensors; tokenizer beside it
+    losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
+    final_loss = losses[-1] if losses else out.training_loss
+    if main:
+        run.update_info({"status": "finished", "train_seconds": round(seconds, 2), "final_train_loss": final_loss,
+                         "final_eval_loss": final_eval, "global_step": trainer.state.global_step,
+                         "best_checkpoint": trainer.state.best_model_checkpoint})
+        run.plot_losses()
+    return TrainResult(run.path, seconds, final_loss, final_eval, encode)

@@ -1,0 +1,16 @@
+"""Test-wide settings: never reach the Hugging Face Hub; share one tiny model per session."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random-weight Llama-shaped model + locally trained tokenizer, built once (about a second)."""
+    from tunesmith.demo.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

@@ -1,0 +1,224 @@
+"""data check / readers on fixtures with planted defects (tests/fixtures/data): exact counts and lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tunesmith.data.check import check
+from tunesmith.data.cli import app
+from tunesmith.data.formats import read_file, read_files, write_jsonl
+from tunesmith.data.records import Conversation, Preference, Text
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+CHAT = FIX / "chat_defects.jsonl"
+RULES = FIX / "rules.yaml"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    from tunesmith.demo.tiny import build_tokenizer
+
+    out = tmp_path_factory.mktemp("tok")
+    build_tokenizer(out)
+    return out
+
+
+def test_every_invalid_reason_on_its_line():
+    r = read_file(CHAT)
+    assert r.format == "chat"
+    assert r.total == 18  # 20 physical lines, 2 blank (CRLF blank and whitespace-only)
+    assert [(x.line, x.reason) for x in r.invalid] == [
+        (4, "invalid_json"),
+        (5, "unknown_shape"),
+        (6, "wrong_type"),
+        (7, "missing_assistant"),
+        (8, "empty_content"),
+        (9, "invalid_role"),
+        (10, "non_string_content"),
+        (11, "no_user_turn"),
+        (12, "invalid_encoding"),
+    ]
+    assert [rec.origin.line for rec in r.records] == [1, 2, 13, 14, 15, 16, 18, 19, 20]
+    # BOM stripped and CRLF removed: line 1 reads like line 13, its exact copy
+    assert r.records[0].to_dict() == r.records[2].to_dict()
+    assert r.records[0].messages[0].content.startswith("You are")
+
+
+def test_check_report_exact_numbers():
+    rep = check(CHAT, rules=RULES)
+    assert rep["format"] == "chat"
+    assert rep["records"] == 18 and rep["valid"] == 9
+    assert len(rep["invalid"]) == 9
+    assert set(rep["invalid"][0]) >= {"line", "reason", "message"}
+    assert rep["exact_duplicates"] == 1
+    assert rep["exact_duplicate_pairs"] == [{"line": 13, "duplicate_of": 1}]
+    assert rep["near_duplicates"] == 2
+    pairs = [(p["line"], p["duplicate_of"]) for p in rep["near_duplicate_pairs"]]
+    # line 20 differs from line 1 only in its system prompt: dedup ignores system prompts
+    assert pairs == [(14, 2), (20, 1)]
+    assert rep["near_duplicate_pairs"][1]["similarity"] == 1.0
+    assert rep["rule_violations"] == {"disclaimer": [15], "numbered": [16]}
+    assert rep["label_counts"] is None
+    assert rep["length_unit"] == "words"
+    assert rep["errors"] == 11 and rep["ok"] is False
+    warnings = " | ".join(rep["warnings"])
+    assert "only 9 valid records" in warnings
+    assert "1 of 9 conversations have none" in warnings
+    assert "3 different ones" in warnings
+
+
+def test_over_length_with_tiny_tokenizer(tiny_tokenizer):
+    rep = check(CHAT, tokenizer=str(tiny_tokenizer), max_seq_len=512)
+    assert rep["length_unit"] == "tokens"
+    assert rep["over_length"] == {"count": 1, "lines": [19], "max_seq_len": 512}
+    assert rep["length_tokens"]["max"] > 512 > rep["length_tokens"]["p50"]
+    assert any("longer than --max-seq-len 512 tokens" in w for w in rep["warnings"])
+    # the chat template counts: a record is longer in tokens than its contents alone
+    from transformers import AutoTokenizer
+
+    from tunesmith.data.check import token_lengths
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer))
+    first = read_file(CHAT).records[0]
+    bare = sum(len(tok(m.content, add_special_tokens=False)["input_ids"]) for m in first.messages)
+    assert token_lengths([first], tok)[0] > bare
+
+
+def test_classification_csv_labels_and_imbalance():
+    r = read_file(FIX / "classification.csv")
+    assert r.format == "classification"
+    assert r.total == 12  # 13 data rows, one blank
+    assert [(x.line, x.reason) for x in r.invalid] == [(11, "invalid_encoding"), (13, "empty_content")]
+    multi = next(x for x in r.records if x.origin.line == 6)
+    assert isinstance(multi, Conversation) and multi.label == "technical"
+    assert multi.messages[0].content == "The app crashes\nwhen I open settings"
+    assert multi.messages[1].content == "technical"
+    rep = check(FIX / "classification.csv")
+    assert rep["label_counts"] == {"billing": 8, "technical": 2}
+    assert any("class imbalance 4.0:1" in w for w in rep["warnings"])
+
+
+@pytest.mark.parametrize(
+    "name,fmt,total,valid,invalid",
+    [
+        ("alpaca.json", "alpaca", 4, 2, [(3, "missing_assistant"), (4, "non_string_content")]),
+        ("sharegpt.jsonl", "sharegpt", 4, 2, [(3, "invalid_role"), (4, "missing_assistant")]),
+        ("preference.jsonl", "preference", 4, 3, [(4, "empty_content")]),
+        ("raw.txt", "text", 3, 2, [(3, "invalid_encoding")]),
+        ("text.jsonl", "text", 3, 2, [(2, "empty_content")]),
+    ],
+)
+def test_format_detection(name, fmt, total, valid, invalid):
+    r = read_file(FIX / name)
+    assert (r.format, r.total, len(r.records)) == (fmt, total, valid)
+    assert [(x.line, x.reason) for x in r.invalid] == invalid
+
+
+def test_canonical_records_per_format():
+    alpaca = read_file(FIX / "alpaca.json").records[0]
+    assert alpaca.to_dict() == {
+        "messages": [{"role": "user", "content": "Translate to French\n\nGood morning"}, {"role": "assistant", "content": "Bonjour"}]
+    }
+    share = read_file(FIX / "sharegpt.jsonl").records[0]
+    assert [m.role for m in share.messages] == ["system", "user", "assistant", "user", "assistant"]
+    prefs = read_file(FIX / "preference.jsonl").records
+    assert all(isinstance(p, Preference) for p in prefs)
+    assert prefs[2].to_dict() == {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"}
+    assert prefs[1].chosen == "Hi there!" and prefs[1].prompt[0].content == "Say hi"
+    texts = read_file(FIX / "raw.txt").records
+    assert [t.origin.line for t in texts] == [1, 4] and all(isinstance(t, Text) for t in texts)
+
+
+def test_forced_format_overrides_detection():
+    r = read_file(FIX / "text.jsonl", format="chat")
+    assert r.format == "chat" and not r.records
+    assert {x.reason for x in r.invalid} == {"unknown_shape"}
+
+
+def test_parquet_and_json_array_inputs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},
+        {"messages": [{"role": "user", "content": "Bye"}]},
+        {"messages": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because."}]},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    r = read_file(tmp_path / "d.parquet")
+    assert (r.format, r.total, [x.origin.line for x in r.records]) == ("chat", 3, [1, 3])
+    assert [(x.line, x.reason) for x in r.invalid] == [(2, "missing_assistant")]
+    (tmp_path / "d.json").write_text(json.dumps(rows, indent=2))
+    r = read_file(tmp_path / "d.json")
+    assert (r.total, [x.origin.line for x in r.records]) == (3, [1, 3])
+    # a JSON array with bytes that are not UTF-8: only that element is invalid
+    (tmp_path / "bad.json").write_bytes(b'[{"text": "ok"}, {"text": "bad \xff"}, {"text": "fine"}]')
+    r = read_file(tmp_path / "bad.json")
+    assert [(x.line, x.reason) for x in r.invalid] == [(2, "invalid_encoding")] and len(r.records) == 2
+    # a CSV with a messages column holding JSON
+    (tmp_path / "c.csv").write_text('id,messages\n7,"[{""role"": ""user"", ""content"": ""Hi""}, {""role"": ""assistant"", ""content"": ""Yo""}]"\n')
+    r = read_file(tmp_path / "c.csv")
+    assert r.format == "chat" and r.records[0].messages[1].content == "Yo"
+
+
+def test_very_long_line_and_several_files(tmp_path):
+    long_rec = {"messages": [{"role": "user", "content": "x " * 200_000}, {"role": "assistant", "content": "ok"}]}
+    p = tmp_path / "long.jsonl"
+    p.write_text(json.dumps(long_rec) + "\n" + "{broken\n")
+    r = read_files([p, FIX / "text.jsonl"])
+    assert r.format == "mixed" and r.total == 5
+    assert [(x.file, x.line, x.reason) for x in r.invalid] == [
+        (str(p), 2, "invalid_json"),
+        (str(FIX / "text.jsonl"), 2, "empty_content"),
+    ]
+    rep = check([CHAT, FIX / "sharegpt.jsonl"], rules=RULES)
+    assert rep["rule_violations"]["disclaimer"][0] == f"{CHAT}:15"
+    assert all("file" in x for x in rep["invalid"])
+
+
+def test_write_jsonl_round_trip(tmp_path):
+    recs = read_file(FIX / "classification.csv").records
+    write_jsonl(recs, tmp_path / "out.jsonl")
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    assert first == {
+        "messages": [{"role": "user", "content": "I was charged twice this month"}, {"role": "assistant", "content": "billing"}],
+        "label": "billing",
+    }
+    again = read_file(tmp_path / "out.jsonl")
+    assert [r.to_dict() for r in again.records] == [r.to_dict() for r in recs]
+
+
+def test_cli_check_json_and_exit_codes(tmp_path):
+    res = runner.invoke(app, ["check", str(CHAT), "--rules", str(RULES), "--json"])
+    assert res.exit_code == 1
+    rep = json.loads(res.stdout)
+    assert rep["valid"] == 9 and rep["rule_violations"]["numbered"] == [16]
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("\n".join(json.dumps(r) for r in _good_records(3)) + "\n")
+    res = runner.invoke(app, ["check", str(clean), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True
+    res = runner.invoke(app, ["check", str(CHAT)])
+    assert res.exit_code == 1 and "invalid_json" in res.stdout and "near" in res.stdout
+
+
+def test_cli_unusable_arguments_exit_2(tmp_path):
+    bad_rules = tmp_path / "bad.yaml"
+    bad_rules.write_text("rules:\n  - name: x\n    regex: '('\n")
+    res = runner.invoke(app, ["check", str(CHAT), "--rules", str(bad_rules)])
+    assert res.exit_code == 2 and "invalid regex" in res.stderr
+    assert runner.invoke(app, ["check", str(tmp_path / "missing.jsonl")]).exit_code == 2
+    assert runner.invoke(app, ["check", str(CHAT), "--format", "yaml"]).exit_code == 2
+    assert runner.invoke(app, ["check", str(CHAT), "--near-dup-threshold", "1.5"]).exit_code == 2
+    res = runner.invoke(app, ["check", str(CHAT), "--tokenizer", str(tmp_path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def _good_records(n: int) -> list[dict]:
+    from tunesmith.demo import legal
+
+    return legal.generate(n, seed=5)

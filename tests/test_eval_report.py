@@ -1,0 +1,100 @@
+"""The eval HTML report renders what is present, and only that."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tunesmith.evaluate import metrics
+from tunesmith.evaluate.gate import decide
+from tunesmith.evaluate.regression import compare_regression, regression_prompts, score_regression
+from tunesmith.report.eval_report import render_eval_report
+from tunesmith.report.html import esc, page, table
+from tunesmith.rules import parse_rules
+
+RULES = parse_rules({"rules": [{"name": "disclaimer", "ends_with": "Not legal advice."}, {"name": "short", "max_words": 8}]})
+PROMPTS = ["Can I break my lease?", "Is a verbal contract binding?", "What is <b>tort</b>?"]
+OUTPUTS = {
+    "base": ["Maybe.", "Sometimes, it depends on a lot of things really.", "A civil wrong."],
+    "prompted": ["Maybe. Not legal advice.", "It depends. Not legal advice.", "A civil wrong."],
+    "tuned": ["Check the lease terms. Not legal advice.", "Often yes. Not legal advice.", "A civil wrong. Not legal advice."],
+}
+
+
+def compliance_results() -> dict:
+    systems = {}
+    passes = {}
+    for name, outs in OUTPUTS.items():
+        systems[name] = {"metrics": {"n": 3}, "compliance": metrics.compliance(outs, PROMPTS, RULES)}
+        passes[name] = metrics.compliance_checks(outs, PROMPTS, RULES)
+    examples = [
+        {
+            "id": i,
+            "prompt": p,
+            "reference": None,
+            "outputs": {s: OUTPUTS[s][i] for s in OUTPUTS},
+            "passes": {s: passes[s][i] for s in OUTPUTS},
+        }
+        for i, p in enumerate(PROMPTS)
+    ]
+    ids = [p["id"] for p in regression_prompts()]
+    reg = compare_regression(score_regression({i: "x" for i in ids}), score_regression({i: "42" for i in ids}))
+    gate = decide("compliance", {n: {"compliance": s["compliance"]} for n, s in systems.items()}, reg)
+    return {
+        "task": "compliance",
+        "title": "Legal bot: eval",
+        "systems": systems,
+        "examples": examples,
+        "regression": reg,
+        "gate": gate,
+        "loss_curve": [
+            {"step": 1, "loss": 2.5},
+            {"step": 2, "loss": 2.0, "eval_loss": None},
+            {"step": 2, "eval_loss": 2.2},
+            {"step": 4, "loss": 1.2},
+            {"step": 4, "eval_loss": 1.6},
+        ],
+    }
+
+
+def test_compliance_report_with_loss_curve_and_gate(tmp_path: Path) -> None:
+    out = render_eval_report(compliance_results(), tmp_path / "sub" / "eval.html")
+    html = out.read_text(encoding="utf-8")
+    for title in ("Promotion gate", "Metrics", "Format compliance", "Training loss", "Regression suite", "Where the systems differ"):
+        assert f"<h2>{title}</h2>" in html
+    for title in ("Per-class F1", "Confusion matrices", "Field accuracy"):
+        assert title not in html
+    for system in ("base", "prompted", "tuned"):
+        assert f"{system}</th>" in html
+    # tuned passes all rules on 3/3, prompted on 2/3: compliance table shows both
+    assert "1.000" in html and "0.667" in html
+    assert "final train loss 1.2000; final validation loss 1.6000" in html
+    # prompts and outputs are escaped, never injected
+    assert "&lt;b&gt;tort&lt;/b&gt;" in html and "<b>tort</b>" not in html
+    # every example differs between systems here, so all three are shown
+    assert "3 of 3 test examples" in html
+    # metrics chart, compliance chart, loss curve
+    assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)) == 3
+    # "42" everywhere loses the one lowercase-instruction item "x" passed: gate refuses
+    assert "do not promote" in html and "regression instructions dropped 11.1 points" in html
+
+
+def test_classification_report_renders_only_present_parts(tmp_path: Path) -> None:
+    refs = ["bug", "bug", "billing", "feature"]
+    systems = {
+        "base": metrics.classification(["billing", "bug", "billing", "other"], refs),
+        "tuned": metrics.classification(["bug", "bug", "billing", "feature"], refs),
+    }
+    html = render_eval_report({"task": "classification", "systems": systems}, tmp_path / "c.html").read_text()
+    for title in ("Metrics", "Per-class F1", "Confusion matrices"):
+        assert f"<h2>{title}</h2>" in html
+    for absent in ("Format compliance", "Training loss", "Regression suite", "Promotion gate", "Where the systems differ"):
+        assert absent not in html
+    assert '<td class="num best">1.000</td>' in html  # tuned's perfect accuracy is the best in its row
+    assert "other" in html  # the invented label appears as a class
+
+
+def test_html_helpers_escape() -> None:
+    assert esc('<a href="x">') == "&lt;a href=&quot;x&quot;&gt;"
+    doc = page("T & Co", table(["h"], [[esc("<x>")], [("1", "best")]], numeric=[True]))
+    assert "<title>T &amp; Co</title>" in doc and "&lt;x&gt;" in doc and '<td class="num best">1</td>' in doc

@@ -1,0 +1,56 @@
+"""The spine end to end on the tiny model: data → check → clean → split → LoRA SFT → eval → report."""
+
+import json
+
+from rich.console import Console
+
+from tunesmith.quickstart import run_quickstart
+from tunesmith.rules import compliance, load_rules
+from tunesmith.train.dataset import read_conversations
+
+
+def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "qs"
+    settings = {
+        "model": str(tiny_model_dir),
+        "lora": {"layers": None, "r": 4, "alpha": 8},
+        "train": {"max_steps": 4, "batch_size": 4, "eval_every": 2, "logging_steps": 1, "lr": 1e-3},
+        "eval": {"max_new_tokens": 12, "max_examples": 5, "few_shot": 1, "batch_size": 8},
+    }
+    summary = run_quickstart(out, Console(stderr=True, quiet=True), show_progress=False, settings=settings,
+                             examples=60)
+
+    # counts add up through clean and split
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    rejected = (out / "data" / "rejected.jsonl").read_text().splitlines()
+    assert sum(manifest["counts"].values()) + len(rejected) == 60
+    assert summary["test_examples"] == 5
+
+    run = json.loads((out / "runs" / "legal-bot" / "run.json").read_text())
+    assert run["status"] == "finished" and run["method"] == "lora"
+    assert run["data"]["train"]["count"] == manifest["counts"]["train"]
+    metrics = [json.loads(x) for x in (out / "runs" / "legal-bot" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [2, 4]
+    assert (out / "runs" / "legal-bot" / "adapter" / "adapter_model.safetensors").is_file()
+
+    # the summary's compliance is exactly what the rules say about the saved outputs
+    results = json.loads((out / "runs" / "legal-bot" / "eval" / "results.json").read_text())
+    rules = load_rules(out / "data" / "rules.yaml")
+    tests = read_conversations(str(out / "data" / "test.jsonl"))[:5]
+    for system in ("base", "prompted", "tuned"):
+        outputs = [ex["outputs"][system] for ex in results["examples"]]
+        checks = [rules.check_answer(o, t.last_user()) for o, t in zip(outputs, tests)]
+        assert summary[system]["compliance"] == compliance(checks, rules.names)["all"]
+        assert set(summary[system]["per_rule"]) == {"disclaimer", "numbered_items", "case_reference"}
+    assert summary["gate"]["primary_metric"] == "compliance.all"
+
+    html = (out / "report.html").read_text()
+    for fragment in ("base", "prompted", "tuned", "disclaimer", "<img"):
+        assert fragment in html
+
+    # generations are cached: a second evaluation does not regenerate
+    from tunesmith.evaluate.runner import evaluate_run
+
+    again = evaluate_run(out / "runs" / "legal-bot", console=Console(quiet=True), show_progress=False)
+    assert [e["outputs"] for e in again["examples"]] == [e["outputs"] for e in results["examples"]]
