@@ -42,7 +42,8 @@ def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path):
         outputs = [ex["outputs"][system] for ex in results["examples"]]
         checks = [rules.check_answer(o, t.last_user()) for o, t in zip(outputs, tests)]
         assert summary[system]["compliance"] == compliance(checks, rules.names)["all"]
-        assert set(summary[system]["per_rule"]) == {"disclaimer", "numbered_items", "case_reference"}
+        assert set(summary[system]["per_rule"]) == {"disclaimer", "numbered_items", "case_reference",
+                                                         "no_invented_reference"}
     assert summary["gate"]["primary_metric"] == "compliance.all"
 
     html = (out / "report.html").read_text()

@@ -12,15 +12,20 @@ GOOD = f"Case reference: LF-2026-0417.\n1. Write to the landlord.\n2. Keep copie
 
 def test_demo_rules_on_planted_answers():
     prompt = "My deposit is late. My case reference is LF-2026-0417."
-    assert DEMO.check_answer(GOOD, prompt) == {"disclaimer": True, "numbered_items": True, "case_reference": True}
+    assert DEMO.check_answer(GOOD, prompt) == {"disclaimer": True, "numbered_items": True, "case_reference": True,
+                                               "no_invented_reference": True}
     no_disclaimer = GOOD.replace(legal.DISCLAIMER, "Kind regards.")
     assert DEMO.check_answer(no_disclaimer, prompt)["disclaimer"] is False
     one_item = f"Case reference: LF-2026-0417.\n1. Write to the landlord.\n{legal.DISCLAIMER}"
     assert DEMO.check_answer(one_item, prompt)["numbered_items"] is False
     wrong_ref = GOOD.replace("0417", "0418")
     assert DEMO.check_answer(wrong_ref, prompt)["case_reference"] is False
-    # no reference in the prompt: nothing to echo
-    assert DEMO.check_answer(wrong_ref, "My deposit is late.")["case_reference"] is True
+    assert DEMO.check_answer(wrong_ref, prompt)["no_invented_reference"] is False
+    # no reference in the prompt: nothing to echo, but quoting one is an invention
+    no_ref = DEMO.check_answer(wrong_ref, "My deposit is late.")
+    assert no_ref["case_reference"] is True and no_ref["no_invented_reference"] is False
+    asks = f"Please quote your case reference (format LF-YYYY-NNNN).\n1. a\n2. b\n{legal.DISCLAIMER}"
+    assert all(DEMO.check_answer(asks, "My deposit is late.").values())
 
 
 def test_compliance_rates():

@@ -8,9 +8,11 @@ import typer
 from rich.console import Console
 
 from tunesmith.data.cli import app as data_app
+from tunesmith.deploy.cli import export_app, flywheel_app, registry_app, serve
 from tunesmith.evaluate.cli import app as eval_app
 from tunesmith.plan.cli import app as plan_app
 from tunesmith.train.cli import config_app, train
+from tunesmith.train.render import render
 
 app = typer.Typer(
     name="tunesmith",
@@ -21,10 +23,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(plan_app, name="plan")
+data_app.command("render")(render)
 app.add_typer(data_app, name="data")
 app.command("train")(train)
 app.add_typer(config_app, name="config")
 app.add_typer(eval_app, name="eval")
+app.add_typer(registry_app, name="registry")
+app.add_typer(export_app, name="export")
+app.command("serve")(serve)
+app.add_typer(flywheel_app, name="flywheel")
 
 
 @app.command()

@@ -45,7 +45,9 @@ class DataConfig(_Section):
     )
     max_seq_len: int = Field(1024, ge=16, description="Token limit per example, chat template applied.")
     over_length: Literal["truncate", "drop", "error"] = Field(
-        "truncate", description="What happens to longer examples: counted and reported either way."
+        "truncate",
+        description="What happens to longer examples: counted and reported either way. An example that truncation "
+        "leaves with no trained token is dropped and counted; one with none before truncation stops training.",
     )
     mix: list[MixSource] = Field(default_factory=list, description="Extra sources mixed in by weight.")
 
@@ -83,7 +85,9 @@ class DpoSettings(_Section):
 
 
 class GrpoSettings(_Section):
-    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt; rewards are compared within them.")
+    num_generations: int = Field(
+        4, ge=2, description="Completions sampled per prompt; rewards are compared within them."
+    )
     max_completion_length: int = Field(256, ge=1, description="Token limit per sampled completion.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the completions.")
     beta: float = Field(0.0, ge=0, description="KL penalty towards the reference model (0: no reference model kept).")
@@ -168,7 +172,9 @@ class RunConfig(_Section):
             raise ValueError("train.early_stopping_patience / train.keep_best need data.val (a validation file)")
         if self.objective == "grpo":
             if self.data.train and not self.data.rules:
-                raise ValueError("objective grpo needs data.rules: the reward is the fraction of rules an answer passes")
+                raise ValueError(
+                    "objective grpo needs data.rules: the reward is the fraction of rules an answer passes"
+                )
             if (t.batch_size * t.grad_accum) % self.grpo.num_generations:
                 raise ValueError(
                     f"objective grpo: train.batch_size × train.grad_accum ({t.batch_size * t.grad_accum}) must be a "

@@ -32,9 +32,9 @@ QUICKSTART_CONFIG: dict[str, Any] = {
         "max_seq_len": 512,
     },
     "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear", "layers": -8},
-    "train": {"max_steps": 30, "batch_size": 4, "lr": 2.0e-3, "warmup_ratio": 0.1, "logging_steps": 2,
-              "eval_every": 15, "seed": 0},
-    "eval": {"few_shot": 3, "max_new_tokens": 192, "batch_size": 24, "max_examples": 24},
+    "train": {"max_steps": 40, "batch_size": 4, "lr": 2.0e-3, "warmup_ratio": 0.1, "logging_steps": 2,
+              "eval_every": 20, "seed": 0},
+    "eval": {"few_shot": 3, "max_new_tokens": 192, "batch_size": 24, "max_examples": 24, "regression": True},
     "output_dir": "runs",
 }
 DEMO_EXAMPLES = 240

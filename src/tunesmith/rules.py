@@ -10,6 +10,8 @@ compliance at evaluation (`eval`), and optionally enforced by the server (`serve
         regex: "^1\\. "
       - name: case_ref            # when the prompt holds a match, the answer must repeat it
         echo: "LF-\\d{4}-\\d{4}"
+      - name: no_invented_ref     # every match in the answer must come from the prompt
+        grounded: "LF-\\d{4}-\\d{4}"
       - name: json_output
         valid_json: true
       - name: no_however
@@ -43,6 +45,7 @@ KINDS = (
     "max_words",
     "min_words",
     "echo",
+    "grounded",
 )
 
 
@@ -69,6 +72,11 @@ class Rule(BaseModel):
     echo: str | None = Field(
         None, description="Regex; every match found in the last user message must appear verbatim in the answer."
     )
+    grounded: str | None = Field(
+        None,
+        description="Regex; every match found in the answer must appear in the last user message "
+        "(never invent an identifier: case numbers, order ids, prices).",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Rule":
@@ -77,7 +85,7 @@ class Rule(BaseModel):
             raise ValueError(
                 f"rule {self.name!r} must have exactly one of {', '.join(KINDS)}; it has {kinds or 'none'}"
             )
-        for k in ("regex", "not_regex", "echo"):
+        for k in ("regex", "not_regex", "echo", "grounded"):
             pattern = getattr(self, k)
             if pattern is not None:
                 try:
@@ -136,6 +144,8 @@ class Rule(BaseModel):
             return len(answer.split()) >= self.min_words
         if kind == "echo":
             return all(m.group(0) in answer for m in re.finditer(self.echo, prompt, self._flags))
+        if kind == "grounded":
+            return all(m.group(0) in prompt for m in re.finditer(self.grounded, answer, self._flags))
         raise AssertionError(kind)
 
 

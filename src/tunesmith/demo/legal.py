@@ -1,7 +1,8 @@
 """Demo data: the client-support bot of a law firm, deterministic from a seed.
 
 The assistant answers in numbered action items, in formal British English, repeats the
-client's case reference (pattern LF-YYYY-NNNN) when the client gives one, and ends every
+client's case reference (pattern LF-YYYY-NNNN) when the client gives one, never invents
+one when the client gives none (it asks for it instead), and ends every
 answer with one fixed disclaimer line. The rules in `RULES_YAML` are the contract the
 data is checked against and the fine-tuned model is evaluated on.
 """
@@ -29,6 +30,8 @@ rules:
     regex: "^1\\\\. .+\\\\n2\\\\. "
   - name: case_reference
     echo: "LF-\\\\d{{4}}-\\\\d{{4}}"
+  - name: no_invented_reference
+    grounded: "LF-\\\\d{{4}}-\\\\d{{4}}"
 """
 
 # topic → (question phrasings, action items). Items are written in formal British English.
@@ -247,7 +250,7 @@ def generate(n: int = 300, seed: int = 0) -> list[dict]:
         if user in seen:  # keep the demo set free of exact duplicate prompts
             continue
         seen.add(user)
-        items = rng.sample(pool, k)
+        items = [pool[i] for i in sorted(rng.sample(range(len(pool)), k))]  # the firm's usual order
         records.append(
             {
                 "messages": [

@@ -472,5 +472,6 @@ def serve(
         app = create_app(settings)
     except (ModelError, RegistryError, ValueError) as e:
         _fail(str(e))
-    err.print(f"serving {', '.join(app.state.server.model_ids())} on http://{host}:{port}/v1", highlight=False)
+    err.print(f"serving {', '.join(app.state.server.model_ids())} on http://{host}:{port}/v1",
+              highlight=False, soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -384,6 +384,10 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:  # same error shape, no traceback to clients
+        return ApiError(500, f"internal error: {type(exc).__name__}", "internal_error", "server_error").response()
+
     def check_key(request: Request) -> None:
         if settings.api_key is None:
             return
@@ -422,7 +426,7 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         return asked
 
     async def complete(target: Target, prompt_ids: list[int], req: _Common, last_user: str):
-        """Generate, apply stop strings and the alias's rules guard: (text, finish, rules, retries)."""
+        """Generate, cut at stop strings, apply the rules guard: (text, finish, n_tokens, rule results, retries)."""
         temperature, seed = req.temperature, req.seed
         attempt = 0
         while True:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +127,22 @@ def evaluate_run(
     shots = few_shot_messages(train, ev.few_shot, cfg.train.seed)
     task = task_of(tests, rules)
 
+    full_model = run.path / "model"
     tokenizer = load_tokenizer(run.adapter if run.adapter.is_dir() else info["base_model"])
     model = load_model(info["base_model"], cfg.train.dtype, cfg.trust_remote_code)
-    adapter_sha = sha256_file(run.adapter / "adapter_model.safetensors") if run.adapter.is_dir() else None
-    if "tuned" in systems and run.adapter.is_dir():
-        model = PeftModel.from_pretrained(model, str(run.adapter))
+    tuned_model = None  # a fully fine-tuned model is a second model; an adapter shares the base
+    if "tuned" in systems:
+        if run.adapter.is_dir():
+            model = PeftModel.from_pretrained(model, str(run.adapter))
+            weights = run.adapter / "adapter_model.safetensors"
+        elif full_model.is_dir():
+            tuned_model = load_model(full_model, cfg.train.dtype, cfg.trust_remote_code)
+            weights = next(full_model.glob("*.safetensors"))
+        else:
+            raise ValueError(f"{run.path}: no adapter/ or model/ to evaluate as the tuned system")
+    adapter_sha = sha256_file(weights) if "tuned" in systems else None
+    # LoRA merges into the weights for fast generation; virtual-token adapters cannot merge.
+    can_merge = isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value in ("LORA",)
     test_sha = sha256_file(test_path)
     gen_dir = run.eval_dir / "generations"
     gen_dir.mkdir(parents=True, exist_ok=True)
@@ -147,24 +159,17 @@ def evaluate_run(
             outputs[system] = json.loads(cache.read_text(encoding="utf-8"))
             console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
             continue
-        tuned = system == "tuned" and isinstance(model, PeftModel)
-        if tuned:
-            model.merge_adapter()  # merged weights generate at base-model speed
-        try:
-            ctx = model.disable_adapter() if isinstance(model, PeftModel) and not tuned else _null()
-            with ctx, torch.inference_mode():
-                outputs[system] = generate(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
-                                           batch_size=ev.batch_size, label=f"generate {system:<8}",
-                                           console=console, show_progress=show_progress)
-        finally:
-            if tuned:
-                model.unmerge_adapter()
+        with _as_system(model, system, can_merge), torch.inference_mode():
+            gen_model = tuned_model if (system == "tuned" and tuned_model is not None) else model
+            outputs[system] = generate(gen_model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
+                                       batch_size=ev.batch_size, label=f"generate {system:<8}",
+                                       console=console, show_progress=show_progress)
         cache.write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
 
     scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
     regression = None
     if (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems):
-        regression = _regression(model, tokenizer, ev, console, show_progress)
+        regression = _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_progress)
     gate = decide(task, scores, regression, margin=margin) if {"tuned", "prompted"} <= set(systems) else None
     examples = []
     for i, conv in enumerate(tests):
@@ -192,10 +197,8 @@ def evaluate_run(
     return results
 
 
-def _regression(model, tokenizer, ev, console, show_progress) -> dict[str, Any]:
+def _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_progress) -> dict[str, Any]:
     """Built-in general prompts, base vs tuned: catches catastrophic forgetting."""
-    from peft import PeftModel
-
     from tunesmith.evaluate.generate import generate
     from tunesmith.evaluate.regression import compare_regression, regression_prompts, score_regression
 
@@ -203,24 +206,29 @@ def _regression(model, tokenizer, ev, console, show_progress) -> dict[str, Any]:
     convs = [it["messages"] for it in items]
     scored = {}
     for system in ("base", "tuned"):
-        tuned = system == "tuned" and isinstance(model, PeftModel)
-        if tuned:
-            model.merge_adapter()
-        try:
-            ctx = model.disable_adapter() if isinstance(model, PeftModel) and not tuned else _null()
-            with ctx:
-                outs = generate(model, tokenizer, convs, max_new_tokens=64, batch_size=ev.batch_size,
-                                label=f"regression {system:<6}", console=console, show_progress=show_progress)
-        finally:
-            if tuned:
-                model.unmerge_adapter()
+        with _as_system(model, system, can_merge):
+            gen_model = tuned_model if (system == "tuned" and tuned_model is not None) else model
+            outs = generate(gen_model, tokenizer, convs, max_new_tokens=64, batch_size=ev.batch_size,
+                            label=f"regression {system:<6}", console=console, show_progress=show_progress)
         scored[system] = score_regression({it["id"]: o for it, o in zip(items, outs)})
     return compare_regression(scored["base"], scored["tuned"])
 
 
-class _null:
-    def __enter__(self):
-        return self
+@contextmanager
+def _as_system(model, system: str, can_merge: bool):
+    """The shared base model behaving as `system`: adapter off for base/prompted, on (merged if LoRA) for tuned."""
+    from peft import PeftModel
 
-    def __exit__(self, *exc):
-        return False
+    if not isinstance(model, PeftModel):
+        yield
+    elif system != "tuned":
+        with model.disable_adapter():
+            yield
+    elif can_merge:
+        model.merge_adapter()  # merged weights generate at base-model speed
+        try:
+            yield
+        finally:
+            model.unmerge_adapter()
+    else:
+        yield

@@ -43,20 +43,25 @@ def train(
 ) -> None:
     """Fine-tune a model as the config says; writes a run directory.
 
-    Re-running a finished run does nothing unless --force; --resume continues an interrupted one
-    from its last checkpoint (set train.save_every). On several GPUs or nodes, launch it with accelerate:
-    accelerate launch --config_file examples/accelerate/fsdp.yaml -m tunesmith.train CONFIG
+    Re-running a finished run does nothing unless --force; --resume continues an interrupted one from its last checkpoint (set train.save_every).
+
+    Several GPUs or nodes: accelerate launch --config_file examples/accelerate/fsdp.yaml -m tunesmith.train CONFIG
+
+    Several CPU processes: python -m torch.distributed.run --nproc_per_node 2 -m tunesmith.train CONFIG
 
     Example: tunesmith train examples/legal-bot.yaml --set train.epochs=2
     """
-    from tunesmith.train.sft import train as run_train
+    from tunesmith.train.sft import is_main_process, train as run_train
 
     try:
         cfg = load_config(config, set_ or [])
         result = run_train(cfg, resume=resume, force=force, console=_err)
     except user_errors() as e:
         _fail(str(e))
-    summary = {"run_dir": str(result.run_dir), "skipped": result.skipped, "train_seconds": round(result.train_seconds, 2),
+    if not is_main_process():
+        return  # under torchrun/accelerate every process gets here; one report is enough
+    summary = {"run_dir": str(result.run_dir), "skipped": result.skipped,
+               "train_seconds": round(result.train_seconds, 2),
                "final_train_loss": result.final_train_loss, "final_eval_loss": result.final_eval_loss,
                "data": result.encode_report}
     if as_json:

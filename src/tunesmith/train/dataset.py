@@ -93,11 +93,10 @@ def load_training_records(cfg: RunConfig) -> tuple[dict[str, list[Record]], dict
             continue
         if not Path(path).is_file():
             raise TrainingDataError(f"data.{name}: {path} does not exist")
-        records = read_records(path, cfg.data.format, cfg.data.system_prompt, kind, cfg.objective) if name != "test" else []
-        if name != "test":
-            splits[name] = records
-        manifest[name] = {"path": str(path), "sha256": sha256_file(path),
-                          **({"count": len(records)} if name != "test" else {})}
+        manifest[name] = {"path": str(path), "sha256": sha256_file(path)}
+        if name != "test":  # sealed: only its hash is recorded here
+            splits[name] = read_records(path, cfg.data.format, cfg.data.system_prompt, kind, cfg.objective)
+            manifest[name]["count"] = len(splits[name])
     if cfg.data.mix:
         splits["train"], manifest["mix"] = _mix(splits["train"], cfg, cfg.train.seed)
     return splits, manifest

@@ -70,7 +70,7 @@ class MetricsLog(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "reward"):
             if key in logs and isinstance(logs[key], (int, float)) and math.isfinite(logs[key]):
                 row[key] = float(logs[key])
         if len(row) > 2:

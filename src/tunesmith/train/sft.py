@@ -167,9 +167,11 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model) -> dict[st
         data_seed=t.seed,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         report_to=list(t.report_to) or "none",
         disable_tqdm=True,
+        # Several processes without CUDA (torchrun on CPUs): gloo data parallel instead of independent runs.
+        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         load_best_model_at_end=keep_best,
         metric_for_best_model="eval_loss" if keep_best else None,
         greater_is_better=False if keep_best else None,
@@ -178,6 +180,7 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model) -> dict[st
 
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console: Console | None = None,
           show_progress: bool = True) -> TrainResult:
+    import datasets
     import torch
     from peft import get_peft_model
 
@@ -188,6 +191,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     from tunesmith.train.progress import MetricsLog, OverfitWarning, RichProgress
 
     console = console or Console(stderr=True)
+    datasets.disable_progress_bars()  # the rich progress bar is the one progress display
     check_method(cfg)  # before anything is loaded: QLoRA without CUDA fails here, with what to install
     run = RunDir(cfg.run_dir)
     main = is_main_process()
@@ -236,7 +240,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     # --- trainer ----------------------------------------------------------------------------------
     t = cfg.train
     common = training_args(cfg, run, eval_ds is not None, model)
-    callbacks = [MetricsLog(run.metrics), OverfitWarning(console), RichProgress(console, enabled=show_progress and main)]
+    callbacks = [MetricsLog(run.metrics), OverfitWarning(console),
+                 RichProgress(console, enabled=show_progress and main)]
     if t.early_stopping_patience and eval_ds is not None:
         from transformers import EarlyStoppingCallback
 

@@ -1,0 +1,48 @@
+"""Run config: complete commented examples per method, validation errors that name the field, --set overrides."""
+
+import yaml
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
+from tunesmith.config import RunConfig, load_config
+
+runner = CliRunner()
+
+
+def test_example_qlora_is_complete_and_valid(tmp_path):
+    res = runner.invoke(app, ["config", "example", "--method", "qlora"])
+    assert res.exit_code == 0
+    assert "# 4-bit data type of the frozen base weights.\n  quant_type: \"nf4\"" in res.output
+    assert "double_quant: true" in res.output and 'compute_dtype: "bfloat16"' in res.output
+    f = tmp_path / "q.yaml"
+    f.write_text(res.output)
+    cfg = load_config(f)
+    assert cfg.method == "qlora" and cfg.qlora.quant_type == "nf4"
+    # every field of every section is in the example, so it is the one place to read defaults
+    data = yaml.safe_load(res.output)
+    assert set(data) == set(RunConfig.model_fields) and set(data["train"]) == set(cfg.train.model_fields)
+
+
+def test_validate_names_the_inconsistent_field(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("objective: grpo\ndata: {train: t.jsonl}\ntrain: {batch_size: 3}\n")
+    (tmp_path / "t.jsonl").write_text("")
+    res = runner.invoke(app, ["config", "validate", str(f)])
+    assert res.exit_code == 2 and "objective grpo needs data.rules" in " ".join(res.output.split())
+    f.write_text("data: {train: t.jsonl}\ntrain: {early_stopping_patience: 2}\n")
+    res = runner.invoke(app, ["config", "validate", str(f)])
+    assert res.exit_code == 2 and "need data.val" in " ".join(res.output.split())
+    res = runner.invoke(app, ["config", "validate", str(f), "--set", "train.early_stopping_patience=null",
+                              "--set", "train.report_to=[tensorboard]"])
+    assert res.exit_code == 0 and "- tensorboard" in res.output
+    res = runner.invoke(app, ["config", "validate", str(f), "--set", "train.report_to=[comet]"])
+    assert res.exit_code == 2 and "train.report_to.0" in res.output
+
+
+def test_shipped_training_examples_load():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+    got = {(c.method, c.objective) for c in map(load_config, examples)}
+    assert {("lora", "sft"), ("qlora", "sft"), ("full", "sft"), ("prompt_tuning", "sft"), ("lora", "dpo"),
+            ("lora", "pretrain"), ("lora", "grpo")} <= got
