@@ -11,16 +11,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run ~20x faster on one thread when the 2 CI cores are shared (no spin-waiting)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 RULES_YAML = "rules:\n  - name: polite\n    contains: \"please\"\n"
 
 

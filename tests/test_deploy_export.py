@@ -12,7 +12,7 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from conftest_deploy import deploy_env, one_torch_thread  # noqa: F401 (autouse)
+from conftest_deploy import deploy_env  # noqa: F401 (fixture)
 from tunesmith.deploy import gguf_export
 from tunesmith.deploy.cli import export_app
 from tunesmith.deploy.merge import load_adapted, parity_prompts

@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest_deploy import deploy_env, one_torch_thread  # noqa: F401 (autouse)
+from conftest_deploy import deploy_env  # noqa: F401 (fixture)
 from tunesmith.deploy.cli import registry_app, serve
 from tunesmith.deploy.registry import Registry, RegistryError
 from tunesmith.deploy.vllm import vllm_command

@@ -55,3 +55,31 @@ def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path):
 
     again = evaluate_run(out / "runs" / "legal-bot", console=Console(quiet=True), show_progress=False)
     assert [e["outputs"] for e in again["examples"]] == [e["outputs"] for e in results["examples"]]
+
+
+def test_eval_gate_exit_codes(tiny_model_dir, tmp_path):
+    """`tunesmith eval RUN --gate`: exit 1 when tuned does not beat prompted, 0 when it does by the margin."""
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import app
+
+    out = tmp_path / "qs"
+    settings = {
+        "model": str(tiny_model_dir),
+        "lora": {"layers": None, "r": 4, "alpha": 8},
+        "train": {"max_steps": 2, "batch_size": 4, "eval_every": None, "logging_steps": 1},
+        "eval": {"max_new_tokens": 8, "max_examples": 3, "few_shot": 1, "batch_size": 8, "regression": False},
+    }
+    run_quickstart(out, Console(stderr=True, quiet=True), show_progress=False, settings=settings, examples=40)
+    run_dir = out / "runs" / "legal-bot"
+    runner = CliRunner()
+    # a random tiny model passes no rule: tuned 0.0 vs prompted 0.0 is no improvement
+    failed = runner.invoke(app, ["eval", str(run_dir), "--gate", "--json"])
+    assert failed.exit_code == 1, failed.output
+    decision = json.loads((run_dir / "eval" / "gate.json").read_text())
+    assert decision["passed"] is False and decision["delta"] == 0.0
+    passed = runner.invoke(app, ["eval", str(run_dir), "--gate", "--margin", "-0.5", "--json"])
+    assert passed.exit_code == 0, passed.output
+    assert json.loads((run_dir / "eval" / "gate.json").read_text())["passed"] is True
+    bad = runner.invoke(app, ["eval", str(run_dir), "--systems", "base,oracle"])
+    assert bad.exit_code == 2

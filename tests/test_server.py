@@ -15,7 +15,7 @@ import typer
 import uvicorn
 from typer.testing import CliRunner
 
-from conftest_deploy import deploy_env, one_torch_thread  # noqa: F401 (autouse)
+from conftest_deploy import deploy_env  # noqa: F401 (fixture)
 from tunesmith.deploy.cli import flywheel_app
 from tunesmith.deploy.flywheel import export_records
 from tunesmith.deploy.merge import encode_chat, greedy, load_adapted

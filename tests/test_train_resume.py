@@ -20,14 +20,6 @@ from test_train_recipes import write_chat
 STEPS = 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_config(path, tiny, data, name):
     path.write_text(yaml.safe_dump({
         "name": name, "model": str(tiny), "output_dir": "runs",
