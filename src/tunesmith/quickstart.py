@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tunesmith.demo import legal
@@ -136,7 +137,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
     gate = summary.get("gate") or {}
     verdict = "[green]PASS[/]" if gate.get("passed") else "[red]FAIL[/]"
-    console.print(f"promotion gate: {verdict}  " + "; ".join(gate.get("reasons", [])))
+    console.print(f"promotion gate: {verdict}")
+    for reason in gate.get("reasons", []):
+        console.print(f"  {'[green]' if reason.startswith('ok') else '[red]'}{escape(reason)}[/]")
+    if gate.get("regression_flagged"):
+        console.print("  [yellow]hint:[/] the tuned model lost general ability (catastrophic forgetting). "
+                      "Mix 5-10% general chat data into training with `data.mix`, lower the learning rate "
+                      "or adapt fewer layers, then evaluate again.")
     console.print(f"train {summary['train_seconds']}s, total {summary['total_seconds']}s")
     console.print(f"report: {summary['report']}")
     console.print(f"run:    {summary['run_dir']}")

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tunesmith.data import dedup
-from tunesmith.data.formats import ReadResult, read_files
+from tunesmith.data.formats import ReadResult, read_files, require_records
 from tunesmith.data.progress import task
 from tunesmith.data.records import Conversation, Preference, Record, Text
 from tunesmith.rules import RuleSet, load_rules
@@ -255,7 +255,7 @@ def analyse(
         timings[name] = now - clock
         clock = now
 
-    read = read_files(paths, format)
+    read = require_records(read_files(paths, format))
     a = Analysis(read=read, files=[str(p) for p in paths], near_dup_threshold=near_dup_threshold, rules=ruleset)
     lap("read")
     a.exact = dedup.find_exact_duplicates(read.records)

@@ -191,7 +191,7 @@ def split(
 
     Example: tunesmith data split clean.jsonl --out data/ --ratios 0.8,0.1,0.1 --seed 0
     """
-    from tunesmith.data.formats import read_files
+    from tunesmith.data.formats import read_files, require_records
     from tunesmith.data.split import LeakError, parse_ratios, write_split
 
     _check_format(format)
@@ -200,7 +200,7 @@ def split(
         raise typer.Exit(2)
     with _user_errors():
         ratio_values = parse_ratios(ratios)
-        read = read_files(files, format)
+        read = require_records(read_files(files, format))
         labelled = bool(read.records) and all(getattr(r, "label", None) is not None for r in read.records)
         key = "label" if stratify == "label" or (stratify == "auto" and labelled) else None
         source = {"source": [str(f) for f in files], "format": read.format, "read": read.total, "invalid": len(read.invalid)}

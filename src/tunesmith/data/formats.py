@@ -21,6 +21,7 @@ A bad line or row becomes an `Invalid` entry with a reason code; reading never s
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections import Counter
@@ -441,6 +442,8 @@ def read_file(path: str | Path, format: str = "auto") -> ReadResult:
     p = Path(path)
     if format != "auto" and format not in FORMATS:
         raise DataError(f"unknown format {format!r}; use auto or one of {', '.join(FORMATS)}")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, not a data file")
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     rows_iter, plain = _rows(p)
@@ -482,6 +485,15 @@ def read_files(paths: Iterable[str | Path], format: str = "auto") -> ReadResult:
     return merged
 
 
+def require_records(result: ReadResult) -> ReadResult:
+    """The result, or a DataError when nothing was read: an empty file must not pass as clean data."""
+    if result.total == 0:
+        raise DataError(
+            f"{', '.join(result.formats)}: no records (the file is empty or holds only blank lines or a header row)"
+        )
+    return result
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -500,3 +512,12 @@ def write_jsonl(records: Iterable[Record | dict], path: str | Path) -> int:
             f.write(json.dumps(r if isinstance(r, dict) else record_dict(r), ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes: what manifests and run.json record to pin a data version."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

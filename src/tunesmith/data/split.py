@@ -12,7 +12,6 @@ the test score meaningless, so:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -22,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from tunesmith import __version__
 from tunesmith.data import dedup
-from tunesmith.data.formats import write_jsonl
+from tunesmith.data.formats import sha256_file, write_jsonl
 from tunesmith.data.records import Record
 
 SPLITS = ("train", "val", "test")
@@ -110,14 +109,6 @@ def duplicate_groups(records: Sequence[Record], threshold: float = 0.8) -> tuple
     return [find(i) for i in range(len(records))], sorted(pairs)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _describe(records: Sequence[Record], pairs: list[tuple[int, int, float]], others: Sequence[Record] | None = None) -> str:
     lines = []
     for i, j, sim in pairs[:_SHOWN]:
@@ -162,7 +153,7 @@ def write_split(
     for name in SPLITS:
         path = out / f"{name}.jsonl"
         write_jsonl(parts[name], path)
-        sha[path.name] = _sha256(path)
+        sha[path.name] = sha256_file(path)
     key = _key_fn(stratify)
     labelled = all(getattr(r, "label", None) is not None for r in records) and records
     manifest = {

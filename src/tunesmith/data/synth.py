@@ -68,6 +68,8 @@ def _prompt_messages(value: Any, fmt: str, origin: Origin) -> list[dict[str, str
 def read_prompts(path: str | Path, format: str = "auto") -> tuple[list[Prompt], list[Invalid]]:
     """Prompts from any supported file (a .txt file is one prompt per line)."""
     p = Path(path)
+    if p.is_dir():
+        raise formats.DataError(f"{p}: is a directory, not a data file")
     if not p.is_file():
         raise formats.DataError(f"{p}: no such file")
     rows_iter, plain = formats._rows(p)

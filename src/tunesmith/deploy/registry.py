@@ -364,7 +364,10 @@ def read_lineage(run: Path) -> dict[str, Any]:
     if results_path.is_file():
         try:
             results = json.loads(results_path.read_text(encoding="utf-8"))
-            evaluation = {"metrics": results.get("systems", {}).get("tuned"), "gate": results.get("gate")}
+            tuned = results.get("systems", {}).get("tuned")
+            # eval writes each system as {"metrics": {...}}; keep the metrics themselves
+            metrics = tuned.get("metrics", tuned) if isinstance(tuned, dict) else tuned
+            evaluation = {"metrics": metrics, "gate": results.get("gate")}
         except json.JSONDecodeError:
             evaluation = {"error": f"{results_path}: not valid JSON"}
     rules_yaml = None

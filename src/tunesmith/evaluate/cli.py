@@ -91,20 +91,15 @@ def _print_scores(task: str, result: dict[str, Any]) -> None:
         for label, row in result["per_class"].items():
             t.add_row(escape(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
         _out.print(t)
-    if "field_accuracy" in result:
-        t = Table(title="field accuracy")
-        t.add_column("field")
-        t.add_column("accuracy", justify="right")
-        for field, acc in result["field_accuracy"].items():
-            t.add_row(escape(field), _pct(acc))
-        _out.print(t)
-    if "compliance" in result:
-        t = Table(title="format compliance")
-        t.add_column("rule")
-        t.add_column("pass rate", justify="right")
-        for rule, rate in result["compliance"].items():
-            t.add_row(escape(rule), _pct(rate))
-        _out.print(t)
+    for key, title, column, value in (("field_accuracy", "field accuracy", "field", "accuracy"),
+                                      ("compliance", "format compliance", "rule", "pass rate")):
+        if key in result:
+            t = Table(title=title)
+            t.add_column(column)
+            t.add_column(value, justify="right")
+            for name, rate in result[key].items():
+                t.add_row(escape(name), _pct(rate))
+            _out.print(t)
 
 
 @app.command()

@@ -39,7 +39,7 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]
-    return float(value) if isinstance(value, (int, float)) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def decide(

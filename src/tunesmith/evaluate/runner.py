@@ -26,7 +26,8 @@ from tunesmith.data.records import Conversation
 from tunesmith.evaluate import metrics
 from tunesmith.evaluate.gate import decide
 from tunesmith.rules import RuleSet, load_rules
-from tunesmith.train.dataset import read_conversations, sha256_file
+from tunesmith.data.formats import sha256_file
+from tunesmith.train.dataset import read_conversations
 from tunesmith.train.rundir import RunDir
 
 SYSTEMS = ("base", "prompted", "tuned")

@@ -32,6 +32,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from tunesmith.evaluate.gate import metric_value
 from tunesmith.report.html import badge, esc, fig_to_data_uri, img, page, section, swatch, system_colors, table
 from tunesmith.report.plots import loss_figure
 
@@ -52,15 +53,6 @@ def _metrics(entry: dict[str, Any]) -> dict[str, Any]:
     if "compliance" in entry and "metrics" in entry:
         metrics["compliance"] = entry["compliance"]
     return metrics
-
-
-def _get(metrics: dict[str, Any], key: str) -> float | None:
-    value: Any = metrics
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _fmt(x: float | None) -> str:
@@ -90,7 +82,7 @@ def _metrics_section(systems: dict[str, dict], colors: dict[str, str]) -> str:
     rows = []
     chart_keys = []
     for key, label in SCALARS.items():
-        vals = [_get(systems[s], key) for s in names]
+        vals = [metric_value(systems[s], key) for s in names]
         if all(v is None for v in vals):
             continue
         chart_keys.append(key)
@@ -105,7 +97,7 @@ def _metrics_section(systems: dict[str, dict], colors: dict[str, str]) -> str:
     body = table(headers, rows, numeric=[False] + [True] * len(names))
     chart = _grouped_bars(
         [SCALARS[k] for k in chart_keys],
-        {s: [_get(systems[s], k) or 0.0 for k in chart_keys] for s in names},
+        {s: [metric_value(systems[s], k) or 0.0 for k in chart_keys] for s in names},
         colors,
         "score",
     )

@@ -6,12 +6,12 @@ dpo reads preference pairs, pretrain reads raw text.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 from typing import Any
 
 from tunesmith.config import RunConfig
+from tunesmith.data.formats import sha256_file
 from tunesmith.data.records import Conversation, Message, Preference, Record, Text
 
 RECORD_TYPES: dict[str, type] = {"sft": Conversation, "grpo": Conversation, "dpo": Preference, "pretrain": Text}
@@ -20,14 +20,6 @@ _NEEDS = {Conversation: "chat data", Preference: "preference pairs (prompt, chos
 
 class TrainingDataError(ValueError):
     pass
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_conversations(path: str, fmt: str = "auto", system_prompt: str | None = None) -> list[Conversation]:
