@@ -117,6 +117,22 @@ def test_verify_catches_a_gguf_without_rotary_permutation(setup, monkeypatch):
     assert not report["passed"] and report["rel_logit_diff"] > gguf_export.TOLERANCE["f16"]
 
 
+def test_verify_takes_the_weight_type_from_the_file(setup, tmp_path):
+    v, db = setup["version"], str(setup["reg"].path)
+    q8 = gguf_export.export_gguf(v, setup["root"] / "typed" / "legal.gguf", "q8_0")
+    assert gguf_export.gguf_type(q8) == "q8_0"
+    res = _cli("verify", v.id, "--gguf", str(q8), "--registry", db, "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)["parity"][0]
+    assert report["kind"] == "gguf-q8_0" and report["tolerance"] == gguf_export.TOLERANCE["q8_0"]
+    res = _cli("verify", v.id, "--gguf", str(q8), "--type", "f16", "--registry", db)
+    assert res.exit_code == 2 and "declares q8_0" in res.output
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf file at all")
+    res = _cli("verify", v.id, "--gguf", str(junk), "--registry", db)
+    assert res.exit_code == 2 and "not a readable GGUF file" in res.output
+
+
 def test_export_refuses_unusable_arguments(setup, tmp_path):
     db = str(setup["reg"].path)
     res = _cli("gguf", "legal@prod", "-o", str(tmp_path / "x.gguf"), "--type", "q4_k", "--registry", db)

@@ -189,4 +189,9 @@ def test_vllm_command_parses_with_shlex(env, tmp_path):
     store = reg.path.with_name("r-store")
     assert modules == {"legal@prod": str(store / v1), v1: str(store / v1), v2: str(store / v2)}
     assert "splits traffic" in res.stderr
+    assert argv[argv.index("--max-loras") + 1] == "3" and "--api-key" not in argv
+    res = CliRunner().invoke(_cli(), ["serve", "--engine", "vllm", "--print", "--api-key", "s3cret",
+                                      "--registry", str(reg.path)])
+    keyed = shlex.split(res.stdout.strip())
+    assert keyed[keyed.index("--api-key") + 1] == "s3cret"
     assert vllm_command(reg)[0] == argv[:argv.index("--host") + 2] + ["--port", "8000"] + argv[argv.index("--port") + 2:]

@@ -174,6 +174,9 @@ def test_rules_guard_reject_report_and_flywheel(stack, client, tmp_path):
         (None, {"model": "../etc/passwd", "messages": CHAT}, 404, "model_not_found"),
         (None, {"model": "/tmp/x", "messages": CHAT}, 404, "model_not_found"),
         (None, "{not json", 400, "invalid_json"),
+        (None, "[" * 5_000 + "]" * 5_000, 400, "invalid_json"),  # deeper than the JSON decoder's recursion limit
+        (None, '{"model": "base", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400,
+         "invalid_json"),
         (None, {"model": "base"}, 400, "invalid_request"),
         (None, {"model": "base", "messages": [{"role": "wizard", "content": "x"}]}, 400, "invalid_request"),
         (None, {"model": "base", "messages": CHAT, "max_tokens": 65}, 400, "max_tokens_too_large"),
@@ -190,6 +193,14 @@ def test_bad_requests_get_openai_errors(stack, headers, body, status, code):
                    content=content)
     assert r.status_code == status
     assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+
+
+def test_unknown_routes_answer_in_the_openai_error_shape(stack):
+    h = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.get(stack["url"] + "/v1/nope", headers=h)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = httpx.get(stack["url"] + "/v1/chat/completions", headers=h)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "bad_request" and "POST" in r.headers["allow"]
 
 
 def test_version_of_another_base_is_unknown(stack, tmp_path):

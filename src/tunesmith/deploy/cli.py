@@ -353,7 +353,8 @@ def export_verify(
     version: Annotated[str, typer.Argument(help="Version id or alias the export came from.")],
     merged: Annotated[Optional[Path], typer.Option("--merged", help="Merged model directory to check.")] = None,
     gguf: Annotated[Optional[Path], typer.Option("--gguf", help="GGUF file to check.")] = None,
-    type_: Annotated[str, typer.Option("--type", help="The GGUF's weight type (sets the tolerance).")] = "f16",
+    type_: Annotated[Optional[str], typer.Option("--type", help="The GGUF's weight type (sets the tolerance); "
+                                                  "default: the type the file declares.")] = None,
     prompts: PromptsOpt = 8,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
@@ -362,16 +363,25 @@ def export_verify(
 
     Example: tunesmith export verify legal@prod --merged merged/legal --gguf legal.gguf
     """
-    from tunesmith.deploy.gguf_export import TOLERANCE, verify_gguf
+    from tunesmith.deploy.gguf_export import TOLERANCE, ExportError, gguf_type, verify_gguf
     from tunesmith.deploy.merge import verify_merge
 
     if merged is None and gguf is None:
         _fail("nothing to verify: give --merged DIR and/or --gguf FILE")
-    if type_ not in TOLERANCE:
+    if type_ is not None and type_ not in TOLERANCE:
         _fail(f"--type {type_!r}: expected one of {', '.join(TOLERANCE)}")
     for p in (merged, gguf):
         if p is not None and not p.exists():
             _fail(f"{p}: no such file or directory")
+    if gguf is not None:
+        # Judging a q8_0 file by the f16 tolerance would fail a good export, so the file's own type decides.
+        try:
+            declared = gguf_type(gguf)
+        except ExportError as e:
+            _fail(str(e))
+        if type_ is not None and type_ != declared:
+            _fail(f"--type {type_} but {gguf} declares {declared}")
+        type_ = declared
     reg = _open(registry)
     try:
         v = _resolve_version(reg, version)
@@ -415,7 +425,9 @@ def flywheel_export(
     counts = export_records(log_path, output, failed_only=failed, version=version)
     _emit(as_json, {"output": str(output), **counts},
           lambda: out.print(f"wrote {counts['records']} records to {output} ({counts['corrected']} corrected, "
-                            f"{counts['needs_correction']} need a corrected answer before training)"))
+                            f"{counts['needs_correction']} need a corrected answer before training"
+                            + (f"; skipped {counts['skipped_no_user_turn']} without a user turn"
+                               if counts["skipped_no_user_turn"] else "") + ")"))
 
 
 # ---- serve -----------------------------------------------------------------------------------
@@ -447,7 +459,7 @@ def serve(
         from tunesmith.deploy.vllm import vllm_command
 
         try:
-            argv, notes = vllm_command(_open(registry), host, port)
+            argv, notes = vllm_command(_open(registry), host, port, api_key)
         except RegistryError as e:
             _fail(str(e))
         for note in notes:

@@ -107,14 +107,18 @@ def to_record(row: dict[str, Any]) -> dict[str, Any]:
 
 def export_records(log_path: str | Path, out: str | Path, failed_only: bool = False,
                    version: str | None = None) -> dict[str, int]:
-    """Write JSONL records; returns counts (records, corrected, still needing a human)."""
+    """Write JSONL records; returns counts (records, corrected, still needing a human, skipped)."""
     log = RequestLog(log_path)
-    counts = {"records": 0, "corrected": 0, "needs_correction": 0}
+    counts = {"records": 0, "corrected": 0, "needs_correction": 0, "skipped_no_user_turn": 0}
     out_path = Path(out).expanduser()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with out_path.open("w", encoding="utf-8") as f:
             for row in log.rows(failed_only=failed_only, version=version):
+                # The API takes conversations without a user turn; as training data they are invalid.
+                if not any(m.get("role") == "user" for m in row["request"]["messages"]):
+                    counts["skipped_no_user_turn"] += 1
+                    continue
                 rec = to_record(row)
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 counts["records"] += 1

@@ -210,6 +210,22 @@ def export_gguf(version: Version, path: str | Path, qtype: str = "f16", pre: str
     return out
 
 
+def gguf_type(path: str | Path) -> str:
+    """The weight type a GGUF file declares (general.file_type), as --type spells it."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(str(Path(path).expanduser())).fields.get("general.file_type")
+    except Exception as e:  # truncated or not a GGUF file at all
+        raise ExportError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+    names = {int(gguf.LlamaFileType.MOSTLY_F16): "f16", int(gguf.LlamaFileType.MOSTLY_Q8_0): "q8_0"}
+    found = names.get(int(field.contents())) if field is not None else None
+    if found is None:
+        raise ExportError(f"{path}: file type {field.contents() if field else 'missing'} is not one tunesmith "
+                          f"checks (expected {', '.join(TOLERANCE)})")
+    return found
+
+
 def verify_gguf(version: Version, path: str | Path, qtype: str, n: int = 8, max_new_tokens: int = 24) -> ParityReport:
     """Re-load the GGUF with transformers and compare it with the fp32 merged model."""
     import torch

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.deploy.flywheel import RequestLog
 from tunesmith.deploy.merge import encode_chat
@@ -62,14 +63,15 @@ class ServeSettings(BaseModel):
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error",
-                 param: str | None = None):
+                 param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.type, self.param = status, message, code, type_, param
+        self.headers = headers
 
     def response(self) -> JSONResponse:
         return JSONResponse(
             {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}},
-            status_code=self.status,
+            status_code=self.status, headers=self.headers,
         )
 
 
@@ -365,6 +367,10 @@ class Server:
         return ids + [a.alias for a in self.registry.aliases()]
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # Python's json accepts NaN/Infinity; JSON does not
+
+
 def _sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -383,6 +389,11 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:  # unknown route, wrong method
+        return ApiError(exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else "bad_request",
+                        headers=exc.headers).response()
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:  # same error shape, no traceback to clients
@@ -406,9 +417,11 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
             if len(body) > settings.max_body_bytes:
                 raise ApiError(413, f"request body over {settings.max_body_bytes} bytes", "body_too_large")
         try:
-            return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
             raise ApiError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
+        except RecursionError:  # a body of deeply nested arrays overflows the decoder's stack
+            raise ApiError(400, "request body is not valid JSON: nested too deeply", "invalid_json") from None
 
     def parse(model_cls: type[BaseModel], data: Any) -> Any:
         try:

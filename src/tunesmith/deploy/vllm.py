@@ -17,7 +17,8 @@ from tunesmith.deploy.registry import Registry, RegistryError
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000) -> tuple[list[str], list[str]]:
+def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
+                 api_key: str | None = None) -> tuple[list[str], list[str]]:
     """(argv, notes) for `vllm serve BASE --enable-lora --lora-modules ...`."""
     aliases = registry.aliases()
     if not aliases:
@@ -48,6 +49,10 @@ def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000) 
     if rank is None:
         raise RegistryError(f"LoRA rank {max(ranks)} is above vLLM's maximum of {VLLM_RANKS[-1]}")
     argv = ["vllm", "serve", bases.pop(), "--served-model-name", "base", "--host", host, "--port", str(port),
-            "--enable-lora", "--max-lora-rank", str(rank), "--max-loras", str(len(versions)), "--lora-modules"]
-    argv += [f"{name}={path}" for name, path in modules.items()]
+            "--enable-lora", "--max-lora-rank", str(rank),
+            # vLLM gives every module name its own LoRA slot, even two names for one adapter directory
+            "--max-loras", str(len(modules))]
+    if api_key:  # without it the vLLM server would answer anyone, unlike the embedded one asked for
+        argv += ["--api-key", api_key]
+    argv += ["--lora-modules"] + [f"{name}={path}" for name, path in modules.items()]
     return argv, notes

@@ -291,7 +291,7 @@ def memory(
 @app.command()
 def cost(
     data: Path = typer.Argument(..., help="Training JSONL ({messages}, {text,label} or Alpaca records)."),
-    model: Path = typer.Option(..., help="Model directory: its tokenizer and chat template count the tokens; its config.json gives the shape."),
+    model: str = typer.Option(..., help="Model directory or smollm2-135m-instruct: its tokenizer and chat template count the tokens; its config.json gives the shape."),
     epochs: int = typer.Option(3, min=1, help="Passes over the data."),
     prices: Path = typer.Option(co.DEFAULT_PRICES, help="Price table YAML (dated, illustrative; copy and edit it)."),
     method: str = typer.Option("lora", help="full | lora | qlora (self-hosted throughput)."),
@@ -317,8 +317,12 @@ def cost(
     convs = loaded.conversations
     if loaded.skipped:
         err.print(f"[yellow]warning:[/] {loaded.warning()}")
-    if not model.is_dir():
-        _fail(f"{model}: not a directory (pass a local model or tokenizer directory)")
+    from tunesmith.models import ModelError, resolve_model
+
+    try:
+        model = resolve_model(model)
+    except ModelError as exc:
+        _fail(str(exc))
     shape = None
     if tokens_per_second is None:
         try:
