@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import typer
@@ -13,6 +14,9 @@ from tunesmith.evaluate.cli import app as eval_app
 from tunesmith.plan.cli import app as plan_app
 from tunesmith.train.cli import config_app, train
 from tunesmith.train.render import render
+
+# Deprecation notices that transformers raises about its own internal calls are noise to a user.
+warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6.*", category=FutureWarning)
 
 app = typer.Typer(
     name="tunesmith",

@@ -128,12 +128,12 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     systems = [s for s in ("base", "prompted", "tuned") if s in summary]
     rules = list(summary[systems[0]]["per_rule"]) if systems else []
     table = Table(title=f"format compliance on {summary['test_examples']} sealed test examples")
-    table.add_column("system")
-    for r in rules:
-        table.add_column(r, justify="right")
-    table.add_column("all rules", justify="right", style="bold")
+    table.add_column("rule")
     for s in systems:
-        table.add_row(s, *[f"{summary[s]['per_rule'][r]:.0%}" for r in rules], f"{summary[s]['compliance']:.0%}")
+        table.add_column(s, justify="right")
+    for r in rules:
+        table.add_row(r, *[f"{summary[s]['per_rule'][r]:.0%}" for s in systems])
+    table.add_row("[bold]all rules[/]", *[f"[bold]{summary[s]['compliance']:.0%}[/]" for s in systems])
     console.print(table)
     gate = summary.get("gate") or {}
     verdict = "[green]PASS[/]" if gate.get("passed") else "[red]FAIL[/]"

@@ -25,7 +25,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.records import Conversation
 from tunesmith.evaluate import metrics
 from tunesmith.evaluate.gate import decide
-from tunesmith.rules import RuleSet, load_rules
+from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
 from tunesmith.train.dataset import read_conversations
 from tunesmith.train.rundir import RunDir
@@ -60,14 +60,12 @@ def task_of(tests: list[Conversation], rules: RuleSet | None) -> str:
     if tests and all(c.label is not None for c in tests):
         return "classification"
     answers = [c.assistant_turns()[-1] for c in tests]
-    if answers and all(metrics_is_json(a) for a in answers):
+    if answers and all(_is_json_object(a) for a in answers):
         return "extraction"
     return "compliance" if rules is not None else "generation"
 
 
-def metrics_is_json(text: str) -> bool:
-    from tunesmith.rules import parse_json_answer
-
+def _is_json_object(text: str) -> bool:
     ok, value = parse_json_answer(text)
     return ok and isinstance(value, dict)
 

@@ -63,7 +63,7 @@ def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[
     report = tk.EncodeReport(total=len(records))
     out: list[tk.Encoded] = []
     untrained: list[str] = []
-    eos = tk.end_of_turn_id(tokenizer)
+    eos = tokenizer.eos_token_id  # the end-of-turn token of chat templates that end turns with EOS
     eos_seen = False
     for i, record in enumerate(records):
         where = record_location(record, i)
@@ -170,6 +170,7 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model) -> dict[st
         activation_checkpointing=t.gradient_checkpointing,
         report_to=list(t.report_to) or "none",
         disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs an accelerator; on CPU it only warns
         # Several processes without CUDA (torchrun on CPUs): gloo data parallel instead of independent runs.
         use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         load_best_model_at_end=keep_best,

@@ -113,7 +113,3 @@ def apply_length_policy(enc: Encoded, max_len: int, policy: str) -> Encoded | No
     if policy == "error":
         raise OverLengthError(f"example has {len(enc.input_ids)} tokens, over max_seq_len={max_len}")
     return Encoded(enc.input_ids[:max_len], enc.labels[:max_len], truncated=True)
-
-
-def end_of_turn_id(tokenizer) -> int | None:
-    return tokenizer.eos_token_id
