@@ -61,6 +61,7 @@ def test_every_kind():
     assert rs.check_answer("However, we guarantee it.")["nre"] is False
     assert rs.check_answer("one two three four five six seven")["maxw"] is False
     assert parse_json_answer("not json") == (False, None)
+    assert parse_json_answer('```JSON\n{"id": 3}\n```') == (True, {"id": 3})  # fence tag in any case
 
 
 def test_scope_all_checks_every_assistant_turn():

@@ -149,7 +149,7 @@ class Rule(BaseModel):
         raise AssertionError(kind)
 
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL | re.IGNORECASE)
 
 
 def parse_json_answer(answer: str) -> tuple[bool, Any]:

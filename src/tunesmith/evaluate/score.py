@@ -22,11 +22,22 @@ class ScoreError(ValueError):
     """Inputs that cannot be scored; the message names the file, line or id."""
 
 
+def _id_key(value: Any) -> str | None:
+    """Ids join as text, so 7, 7.0 and "7" are one id; null, true and containers are no ids
+    (str() would otherwise silently join null with "None" and true with "True")."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return str(value)
+
+
 def read_outputs(path: str | Path) -> dict[str, dict[str, Any]]:
     """id -> line object, in file order. Ids are compared as text so 7 and "7" join."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: files saved by Windows tools start with a BOM that json.loads rejects
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
     except OSError as e:
         raise ScoreError(f"{p}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
@@ -45,7 +56,9 @@ def read_outputs(path: str | Path) -> dict[str, dict[str, Any]]:
         for key in ("id", "output"):
             if key not in obj:
                 raise ScoreError(f"{p}:{no}: missing '{key}'")
-        key = str(obj["id"])
+        key = _id_key(obj["id"])
+        if key is None:
+            raise ScoreError(f"{p}:{no}: 'id' must be a string or an integer, got {json.dumps(obj['id'])}")
         if key in rows:
             raise ScoreError(f"{p}:{no}: duplicate id {key!r} (first on line {first_line[key]})")
         rows[key] = obj
@@ -68,6 +81,14 @@ def _join(preds: dict[str, dict], refs: dict[str, dict], pred_path: Path, ref_pa
 def _ids(keys: list[str]) -> str:
     shown = ", ".join(repr(k) for k in keys[:5])
     return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def _prompt(ref: dict[str, Any], pred: dict[str, Any]) -> str:
+    """The reference line's prompt, else the prediction line's; a null prompt counts as absent."""
+    for row in (ref, pred):
+        if isinstance(row.get("prompt"), str):
+            return row["prompt"]
+    return ""
 
 
 def _texts(rows: list[dict[str, Any]], path: Path, field: str = "output") -> list[str]:
@@ -130,6 +151,6 @@ def score_predictions(
         raise ScoreError(f"{ref_path}: {e}") from None
     if rules is not None:
         outputs = [metrics.dumps_output(r["output"]) for r in pred_rows]
-        prompts = [str((refs.get(i) or {}).get("prompt", preds[i].get("prompt", ""))) for i in ids]
+        prompts = [_prompt(refs.get(i, {}), preds[i]) for i in ids]
         result["compliance"] = metrics.compliance(outputs, prompts, rules)
     return result

@@ -64,13 +64,13 @@ def plot_cumulative(result: Breakeven, path: Path) -> Path:
     matplotlib.use("Agg")  # headless: no display on servers and in CI
     import matplotlib.pyplot as plt
 
-    horizon = 2 * result.breakeven_requests if result.breakeven_requests else 10_000
+    horizon = 2 * result.breakeven_requests if result.breakeven_requests else 10_000  # 0 when training is free
     horizon = max(10, math.ceil(horizon))
     xs = [horizon * k / 200 for k in range(201)]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(xs, [x * result.prompt_cost_per_request for x in xs], label="prompted (overhead tokens every request)")
     ax.plot(xs, [result.training_cost + x * result.ft_cost_per_request for x in xs], label="fine-tuned (training + per request)")
-    if result.breakeven_requests:
+    if not result.never_breaks_even:
         y = result.breakeven_requests * result.prompt_cost_per_request
         ax.axvline(result.breakeven_requests, color="grey", linestyle=":", linewidth=1)
         note = f"break-even ≈ {result.breakeven_requests:,.0f} requests"
