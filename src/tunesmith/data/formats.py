@@ -437,15 +437,20 @@ def _rows(path: Path) -> tuple[Iterator[Row], bool]:
 # ---------------------------------------------------------------- public reading API
 
 
+def require_file(p: Path) -> None:
+    """A DataError naming what `p` is when it is not a readable data file."""
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, not a data file")
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+
+
 def read_file(path: str | Path, format: str = "auto") -> ReadResult:
     """Read one file into canonical records; bad rows become `Invalid` entries (never an exception)."""
     p = Path(path)
     if format != "auto" and format not in FORMATS:
         raise DataError(f"unknown format {format!r}; use auto or one of {', '.join(FORMATS)}")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory, not a data file")
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
+    require_file(p)
     rows_iter, plain = _rows(p)
     try:
         rows = list(rows_iter)

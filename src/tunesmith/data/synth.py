@@ -68,10 +68,7 @@ def _prompt_messages(value: Any, fmt: str, origin: Origin) -> list[dict[str, str
 def read_prompts(path: str | Path, format: str = "auto") -> tuple[list[Prompt], list[Invalid]]:
     """Prompts from any supported file (a .txt file is one prompt per line)."""
     p = Path(path)
-    if p.is_dir():
-        raise formats.DataError(f"{p}: is a directory, not a data file")
-    if not p.is_file():
-        raise formats.DataError(f"{p}: no such file")
+    formats.require_file(p)
     rows_iter, plain = formats._rows(p)
     rows = list(rows_iter)
     fmt = format if format != "auto" else "text" if plain else formats._detect(v for _, v, _ in rows if not isinstance(v, _Bad)) or "text"

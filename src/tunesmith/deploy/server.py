@@ -418,7 +418,7 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
                 raise ApiError(413, f"request body over {settings.max_body_bytes} bytes", "body_too_large")
         try:
             return json.loads(body, parse_constant=_reject_constant)
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError and NaN/Infinity all are ValueErrors
             raise ApiError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
         except RecursionError:  # a body of deeply nested arrays overflows the decoder's stack
             raise ApiError(400, "request body is not valid JSON: nested too deeply", "invalid_json") from None

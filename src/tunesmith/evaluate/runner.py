@@ -139,7 +139,7 @@ def evaluate_run(
             weights = next(full_model.glob("*.safetensors"))
         else:
             raise ValueError(f"{run.path}: no adapter/ or model/ to evaluate as the tuned system")
-    adapter_sha = sha256_file(weights) if "tuned" in systems else None
+    tuned_sha = sha256_file(weights) if "tuned" in systems else None
     # LoRA merges into the weights for fast generation; virtual-token adapters cannot merge.
     can_merge = isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value in ("LORA",)
     test_sha = sha256_file(test_path)
@@ -152,14 +152,13 @@ def evaluate_run(
         prompts = system_prompts(tests, system, shots)
         prompts_by_system[system] = prompts
         key = _cache_key(system, test_sha, ev.max_new_tokens, len(tests), prompts,
-                         adapter_sha if system == "tuned" else info["base_model"])
+                         tuned_sha if system == "tuned" else info["base_model"])
         cache = gen_dir / f"{system}-{key}.json"
         if cache.is_file():
             outputs[system] = json.loads(cache.read_text(encoding="utf-8"))
             console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
             continue
-        with _as_system(model, system, can_merge), torch.inference_mode():
-            gen_model = tuned_model if (system == "tuned" and tuned_model is not None) else model
+        with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
             outputs[system] = generate(gen_model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
                                        batch_size=ev.batch_size, label=f"generate {system:<8}",
                                        console=console, show_progress=show_progress)
@@ -205,8 +204,7 @@ def _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_prog
     convs = [it["messages"] for it in items]
     scored = {}
     for system in ("base", "tuned"):
-        with _as_system(model, system, can_merge):
-            gen_model = tuned_model if (system == "tuned" and tuned_model is not None) else model
+        with _as_system(model, tuned_model, system, can_merge) as gen_model:
             outs = generate(gen_model, tokenizer, convs, max_new_tokens=64, batch_size=ev.batch_size,
                             label=f"regression {system:<6}", console=console, show_progress=show_progress)
         scored[system] = score_regression({it["id"]: o for it, o in zip(items, outs)})
@@ -214,20 +212,23 @@ def _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_prog
 
 
 @contextmanager
-def _as_system(model, system: str, can_merge: bool):
-    """The shared base model behaving as `system`: adapter off for base/prompted, on (merged if LoRA) for tuned."""
+def _as_system(model, tuned_model, system: str, can_merge: bool):
+    """The model that answers as `system`: a full fine-tune's own model for tuned, else the shared
+    base with its adapter off (base, prompted) or on, merged when it is LoRA (tuned)."""
     from peft import PeftModel
 
-    if not isinstance(model, PeftModel):
-        yield
+    if system == "tuned" and tuned_model is not None:
+        yield tuned_model
+    elif not isinstance(model, PeftModel):
+        yield model
     elif system != "tuned":
         with model.disable_adapter():
-            yield
+            yield model
     elif can_merge:
         model.merge_adapter()  # merged weights generate at base-model speed
         try:
-            yield
+            yield model
         finally:
             model.unmerge_adapter()
     else:
-        yield
+        yield model
