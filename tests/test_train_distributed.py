@@ -19,24 +19,33 @@ from safetensors.torch import load_file
 from test_train_recipes import write_chat
 
 
-def config(path, tiny, data, name, batch_size):
+def config(path, tiny, data, name, batch_size, **train):
     path.write_text(yaml.safe_dump({
         "name": name, "model": str(tiny), "output_dir": "runs", "data": {"train": str(data), "max_seq_len": 64},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "train": {"max_steps": 3, "batch_size": batch_size, "lr": 1e-2, "logging_steps": 1, "seed": 0},
+        "train": {"max_steps": 3, "batch_size": batch_size, "lr": 1e-2, "logging_steps": 1, "seed": 0, **train},
     }))
     return path
 
 
-def test_two_processes_match_one(tiny_model_dir, tmp_path):
+# plain: 1 × batch 4 against 2 × batch 2. fast: one 128-token row per micro-batch, 1 process × 2 accumulation
+# steps against 2 processes × 1 (the wrapped model's own forward, loss scaled by the global trained tokens).
+SETUPS = {"plain": ({"batch_size": 4}, {"batch_size": 2}),
+          "fast": ({"batch_size": 1, "performance": "on", "row_tokens": 128, "grad_accum": 2},
+                   {"batch_size": 1, "performance": "on", "row_tokens": 128})}
+
+
+@pytest.mark.parametrize("path", list(SETUPS))
+def test_two_processes_match_one(tiny_model_dir, tmp_path, path):
     data = write_chat(tmp_path / "train.jsonl", 16)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    one = config(tmp_path / "one.yaml", tiny_model_dir, data, "one", 4)
-    two = config(tmp_path / "two.yaml", tiny_model_dir, data, "two", 2)
+    single_train, multi_train = SETUPS[path]
+    one = config(tmp_path / "one.yaml", tiny_model_dir, data, "one", **single_train)
+    two = config(tmp_path / "two.yaml", tiny_model_dir, data, "two", **multi_train)
     single = subprocess.Popen([sys.executable, "-m", "tunesmith.train", str(one)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                            "--master_port", "29517", "-m", "tunesmith.train", str(two)],
+                            "--master_port", str(29517 + len(path)), "-m", "tunesmith.train", str(two)],
                            env=env, capture_output=True, timeout=300)
     out, err = single.communicate(timeout=300)
     assert single.returncode == 0, err.decode()[-3000:]
@@ -44,7 +53,10 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path):
 
     rows = {n: [json.loads(x) for x in (tmp_path / "runs" / n / "metrics.jsonl").read_text().splitlines()]
             for n in ("one", "two")}
-    assert [r["epoch"] for r in rows["two"]] == [0.25, 0.5, 0.75]  # one metrics log, 4 examples per step
+    if path == "plain":
+        assert [r["epoch"] for r in rows["two"]] == [0.25, 0.5, 0.75]  # one metrics log, 4 examples per step
+    else:
+        assert json.loads((tmp_path / "runs" / "two" / "run.json").read_text())["fast_path"]["direct"] is False
     assert [r["loss"] for r in rows["two"]] == pytest.approx([r["loss"] for r in rows["one"]], abs=1e-4)
     a = load_file(tmp_path / "runs" / "one" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "runs" / "two" / "adapter" / "adapter_model.safetensors")

@@ -20,26 +20,27 @@ from test_train_recipes import write_chat
 STEPS = 30
 
 
-def write_config(path, tiny, data, name):
+def write_config(path, tiny, data, name, performance="off"):
     path.write_text(yaml.safe_dump({
         "name": name, "model": str(tiny), "output_dir": "runs",
         "data": {"train": str(data), "max_seq_len": 64},
         # dropout on: the resumed run must also restore the RNG to match
         "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
         "train": {"max_steps": STEPS, "batch_size": 4, "lr": 5e-3, "logging_steps": 1, "save_every": 5,
-                  "save_total_limit": 2, "seed": 3},
+                  "save_total_limit": 2, "seed": 3, "performance": performance, "row_tokens": 128},
     }))
     return path
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("performance", ["off", "on"])  # the plain TRL path and the fast path (packed rows)
+def test_sigkill_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path, performance):
     data = write_chat(tmp_path / "train.jsonl", 18, seed=5)  # 18 examples: epochs end mid-batch, data order matters
     quiet = Console(stderr=True, quiet=True)
 
-    straight = train(load_config(write_config(tmp_path / "a.yaml", tiny_model_dir, data, "straight")),
+    straight = train(load_config(write_config(tmp_path / "a.yaml", tiny_model_dir, data, "straight", performance)),
                      console=quiet, show_progress=False)
 
-    cfg_path = write_config(tmp_path / "b.yaml", tiny_model_dir, data, "killed")
+    cfg_path = write_config(tmp_path / "b.yaml", tiny_model_dir, data, "killed", performance)
     run_dir = tmp_path / "runs" / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "tunesmith.train", str(cfg_path)], env=env,

@@ -121,7 +121,29 @@ class TrainSettings(_Section):
     keep_best: bool = Field(
         False, description="Checkpoint at every eval and end with the lowest-val-loss weights (needs data.val)."
     )
-    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Trade compute for activation memory. auto: off on CPU; on a GPU, on for the plain path and "
+        "QLoRA, and on the fast path only when a row's estimated memory does not fit the GPU.",
+    )
+    performance: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="The fast path for sft/pretrain with lora/qlora/full (token-budget rows, document-masked "
+        "attention, loss on trained tokens only; FlexAttention, per-layer torch.compile and Liger's fused loss "
+        "on a CUDA GPU). auto: on with a CUDA GPU | on: also on CPU | off: the plain TRL SFTTrainer path.",
+    )
+    row_tokens: int | None = Field(
+        None,
+        ge=128,
+        multiple_of=128,
+        description="Fast path: token slots per micro-batch row (a multiple of 128). None: about batch_size "
+        "examples of the mean length, never fewer than the longest example.",
+    )
+    liger: bool = Field(
+        False,
+        description="Plain path: Liger's RMSNorm/SwiGLU/RoPE kernels through TRL (CUDA, liger-kernel installed). "
+        "The fast path uses Liger's fused cross-entropy whenever liger-kernel is installed.",
+    )
     dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Experiment trackers fed by transformers (their packages must be installed)."

@@ -85,13 +85,14 @@ def resolve_model(spec: str | Path) -> Path:
     )
 
 
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat: bool = True):
+    """The model's tokenizer; `chat`: it must have a chat template (raw-text pre-training does not need one)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if tok.chat_template is None:
+    if chat and tok.chat_template is None:
         raise ModelError(f"{path}: the tokenizer has no chat template; chat fine-tuning needs one")
     return tok
 

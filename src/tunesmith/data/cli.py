@@ -340,3 +340,41 @@ def synth(
             _out.print(f"  [red]line {f['line']}:[/red] {f['error']}")
         _out.print(f"review sample: {s['review_sample']} records in {s['review_file']}")
     raise typer.Exit(1 if result.failed else 0)
+
+
+@app.command()
+def replay(
+    out: Path = typer.Option(..., "-o", "--out", help="Chat JSONL of prompts answered by the model."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="The base model you will fine-tune."),
+    prompts: Optional[Path] = typer.Option(
+        None, "--prompts", help="Your own general prompts (.txt one per line, or chat data); default: the 72 shipped."
+    ),
+    n: Optional[int] = typer.Option(None, "-n", help="Answer the first N prompts (default: all)."),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="Put this system prompt before each."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Answer length limit in tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Self-distilled replay data against forgetting: general prompts answered by the base model itself.
+
+    Mix it into training at 10-20% with data.mix: the adapter also learns to answer as the base model did.
+
+    Empty answers are counted, not written.
+
+    Example: tunesmith data replay --model smollm2-135m-instruct -o data/general.jsonl
+    """
+    from tunesmith.data.replay import general_prompts, read_prompts, self_distill
+    from tunesmith.data.formats import write_jsonl
+
+    if (n is not None and n < 1) or max_new_tokens < 1:
+        _err.print("[red]Error:[/red] -n and --max-new-tokens must be >= 1")
+        raise typer.Exit(2)
+    with _user_errors():
+        chosen = (read_prompts(prompts) if prompts else general_prompts())[:n]
+        result = self_distill(model, chosen, system_prompt=system_prompt, max_new_tokens=max_new_tokens,
+                              console=_err)
+        write_jsonl(result.records, out)
+    s = result.summary(out)
+    if as_json:
+        _emit(s)
+    else:
+        _out.print(f"{s['written']} answers written to {out}; {s['empty_answers']} empty answers left out")

@@ -50,7 +50,7 @@ def load_for_training(cfg: RunConfig, base_dir: Path):
             str(base_dir), quantization_config=bnb, dtype=getattr(torch, q.compute_dtype), use_safetensors=True,
             trust_remote_code=cfg.trust_remote_code, device_map={"": torch.cuda.current_device()},
         )
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing in ("auto", True))
     # Packed batches are isolated per example only when no KV cache is built (transformers derives the
     # per-example mask from position_ids only then); training never needs the cache anyway.
     model.config.use_cache = False

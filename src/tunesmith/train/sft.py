@@ -97,9 +97,11 @@ def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[
     return out, report
 
 
-def _tokenized(encoded: list[tk.Encoded]):
+def _tokenized(encoded: list[tk.Encoded] | None):
     from datasets import Dataset
 
+    if encoded is None:
+        return None
     return Dataset.from_dict({"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]})
 
 
@@ -112,8 +114,8 @@ def report_cuts(report: tk.EncodeReport, cfg: RunConfig, console: Console) -> No
         )
 
 
-def token_datasets(cfg: RunConfig, tokenizer, splits, console: Console):
-    """sft / pretrain: pre-tokenized train and val datasets (input_ids + labels) and the encode report."""
+def token_examples(cfg: RunConfig, tokenizer, splits, console: Console):
+    """sft / pretrain: encoded train and val examples (input_ids + labels) and the encode report."""
     encoded, report = encode_dataset(tokenizer, splits["train"], cfg.data.max_seq_len, cfg.data.over_length)
     if not report.eos_trained:
         raise DataError(
@@ -121,11 +123,34 @@ def token_datasets(cfg: RunConfig, tokenizer, splits, console: Console):
             "Check the chat template and the max_seq_len truncation."
         )
     report_cuts(report, cfg, console)
-    eval_ds = None
+    val = None
     if splits.get("val"):
-        val_enc, _ = encode_dataset(tokenizer, splits["val"], cfg.data.max_seq_len, "truncate")
-        eval_ds = _tokenized(val_enc)
-    return _tokenized(encoded), eval_ds, report
+        val, _ = encode_dataset(tokenizer, splits["val"], cfg.data.max_seq_len, "truncate")
+    return encoded, val, report
+
+
+def wants_fast_path(cfg: RunConfig, packing: bool) -> tuple[bool, str | None]:
+    """Whether this run takes train/fast.py, and why not when the config asked for it."""
+    import torch
+
+    t = cfg.train
+    if t.performance == "off" or cfg.objective not in ("sft", "pretrain"):
+        return False, None
+    if cfg.method not in ("lora", "qlora", "full"):
+        return False, f"performance: {cfg.method} prepends virtual tokens per example; plain path"
+    if not packing:
+        return False, "performance: train.packing is off; plain path"
+    if t.performance == "auto" and not torch.cuda.is_available():
+        return False, None  # on CPU the plain path is as fast; `performance: on` forces the fast path
+    return True, None
+
+
+def resolved_checkpointing(cfg: RunConfig) -> bool:
+    """gradient_checkpointing for the plain path: auto is on with a CUDA GPU (as TRL/transformers), off on CPU."""
+    import torch
+
+    g = cfg.train.gradient_checkpointing
+    return torch.cuda.is_available() if g == "auto" else g
 
 
 def is_main_process() -> bool:
@@ -133,8 +158,8 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model) -> dict[str, Any]:
-    """TrainingArguments shared by every objective's TRL config."""
+def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model, checkpointing: bool) -> dict[str, Any]:
+    """TrainingArguments shared by every objective's TRL config and the fast path."""
     import torch
 
     t = cfg.train
@@ -167,7 +192,8 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model) -> dict[st
         data_seed=t.seed,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         report_to=list(t.report_to) or "none",
         disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs an accelerator; on CPU it only warns
@@ -180,7 +206,10 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model) -> dict[st
 
 
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console: Console | None = None,
-          show_progress: bool = True) -> TrainResult:
+          show_progress: bool = True, examples: tuple[list[tk.Encoded], list[tk.Encoded] | None] | None = None,
+          callbacks: list | None = None) -> TrainResult:
+    """Train one run. `examples` (train, val) replaces data.train/data.val with examples tokenized elsewhere
+    (benchmarks feed the peer workload's token ids this way); `callbacks` are extra Trainer callbacks."""
     import datasets
     import torch
     from peft import get_peft_model
@@ -210,20 +239,29 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
 
     # --- data -------------------------------------------------------------------------------------
     base_dir = resolve_base(cfg.model, cfg.trust_remote_code)
-    tokenizer = load_tokenizer(base_dir, cfg.trust_remote_code)
-    splits, manifest = load_training_records(cfg)
-    if cfg.objective == "dpo":
-        from tunesmith.train.dpo import preference_datasets
-
-        train_ds, eval_ds, report = preference_datasets(cfg, tokenizer, splits, console)
-    elif cfg.objective == "grpo":
-        from tunesmith.train.grpo import prompt_dataset
-
-        if splits.get("val"):
-            console.print("[dim]grpo: data.val is not used (there is no loss to evaluate on it)[/]")
-        train_ds, eval_ds, report = prompt_dataset(splits["train"]), None, None
+    # Raw text and examples tokenized elsewhere never go through the chat template.
+    tokenizer = load_tokenizer(base_dir, cfg.trust_remote_code,
+                               chat=cfg.objective != "pretrain" and examples is None)
+    train_enc = val_enc = None
+    if examples is not None:
+        if cfg.objective not in ("sft", "pretrain"):
+            raise ValueError("pre-tokenized examples are for objectives sft and pretrain")
+        (train_enc, val_enc), report = examples, tk.EncodeReport(total=len(examples[0]), kept=len(examples[0]))
+        manifest = {"train": {"in_memory": len(train_enc)}}
     else:
-        train_ds, eval_ds, report = token_datasets(cfg, tokenizer, splits, console)
+        splits, manifest = load_training_records(cfg)
+        if cfg.objective == "dpo":
+            from tunesmith.train.dpo import preference_datasets
+
+            train_ds, eval_ds, report = preference_datasets(cfg, tokenizer, splits, console)
+        elif cfg.objective == "grpo":
+            from tunesmith.train.grpo import prompt_dataset
+
+            if splits.get("val"):
+                console.print("[dim]grpo: data.val is not used (there is no loss to evaluate on it)[/]")
+            train_ds, eval_ds, report = prompt_dataset(splits["train"]), None, None
+        else:
+            train_enc, val_enc, report = token_examples(cfg, tokenizer, splits, console)
 
     # --- model ------------------------------------------------------------------------------------
     random.seed(cfg.train.seed)
@@ -237,12 +275,38 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
         packing = False
         console.print(f"[dim]packing off: {cfg.method} prepends virtual tokens to every example, "
                       "so examples cannot share a row[/]")
+    fast, why_not = wants_fast_path(cfg, packing)
+    if why_not:
+        console.print(f"[dim]{why_not}[/]")
+    fast_plan = pack_info = None
+    if fast:
+        from tunesmith.train import fast as fp
+        from tunesmith.train.packing import auto_row_tokens, pack_rows
+
+        row_tokens = cfg.train.row_tokens or auto_row_tokens(train_enc, cfg.train.batch_size)
+        longest = max(len(e.input_ids) for e in train_enc + (val_enc or []))
+        if longest > row_tokens:
+            raise DataError(f"train.row_tokens ({row_tokens}) is shorter than the longest example ({longest} tokens): "
+                            "raise train.row_tokens or lower data.max_seq_len")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        train_ds, stats = pack_rows(train_enc, row_tokens, pad_id)
+        eval_ds = pack_rows(val_enc, row_tokens, pad_id)[0] if val_enc else None
+        fast_plan = fp.plan(model, model.config.model_type, row_tokens, cfg.train.gradient_checkpointing, cfg.method)
+        pack_info = stats.to_dict()
+        console.print(f"[dim]fast path: {stats.examples} examples in {stats.rows} rows of {row_tokens} tokens "
+                      f"({100 * stats.pad_fraction:.1f}% padding); attention {fast_plan.attention}, "
+                      f"compile {'on' if fast_plan.compile_layers else 'off'}, loss {fast_plan.loss}[/]")
+        for note in fast_plan.notes:
+            console.print(f"[dim]fast path: {note}[/]")
+    elif train_enc is not None:
+        train_ds, eval_ds = _tokenized(train_enc), _tokenized(val_enc)
 
     # --- trainer ----------------------------------------------------------------------------------
     t = cfg.train
-    common = training_args(cfg, run, eval_ds is not None, model)
+    checkpointing = fast_plan.gradient_checkpointing if fast_plan else resolved_checkpointing(cfg)
+    common = training_args(cfg, run, eval_ds is not None, model, checkpointing)
     callbacks = [MetricsLog(run.metrics), OverfitWarning(console),
-                 RichProgress(console, enabled=show_progress and main)]
+                 RichProgress(console, enabled=show_progress and main), *(callbacks or [])]
     if t.early_stopping_patience and eval_ds is not None:
         from transformers import EarlyStoppingCallback
 
@@ -255,11 +319,23 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
         from tunesmith.train.grpo import grpo_trainer
 
         trainer = grpo_trainer(cfg, model, tokenizer, common, train_ds, callbacks)
+    elif fast:
+        from transformers import TrainingArguments
+
+        from tunesmith.train.fast import PackedTrainer
+        from tunesmith.train.packing import collate_rows
+
+        # One row is one micro-batch: batch_size already shaped the row (row_tokens).
+        args = TrainingArguments(**{**common, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1},
+                                 remove_unused_columns=False, prediction_loss_only=True)
+        trainer = PackedTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                processing_class=tokenizer, data_collator=collate_rows, callbacks=callbacks,
+                                fast_plan=fast_plan)
     else:
         from trl import SFTConfig, SFTTrainer
 
         args = SFTConfig(**common, padding_free=packing, max_length=None,  # lengths were enforced above
-                         dataset_num_proc=None)
+                         dataset_num_proc=None, use_liger_kernel=t.liger)
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              processing_class=tokenizer, callbacks=callbacks)
 
@@ -272,7 +348,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
         run.write_info({"name": cfg.name, "status": "running", "method": cfg.method, "objective": cfg.objective,
                         "base_model": str(Path(base_dir).resolve()), "model_spec": cfg.model, "data": manifest,
                         "rules": cfg.data.rules, "system_prompt": cfg.data.system_prompt, "packing": packing,
-                        "encode": encode})
+                        "encode": encode, "fast_path": fast_plan.to_dict() | {"rows": pack_info} if fast else None})
         run.truncate_metrics(int(last_ckpt.name.split("-")[-1]) if last_ckpt else 0)
     start = time.time()
     try:
@@ -299,6 +375,9 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     if main:
         run.update_info({"status": "finished", "train_seconds": round(seconds, 2), "final_train_loss": final_loss,
                          "final_eval_loss": final_eval, "global_step": trainer.state.global_step,
-                         "best_checkpoint": trainer.state.best_model_checkpoint})
+                         "best_checkpoint": trainer.state.best_model_checkpoint,
+                         # example tokens per second (not for a resumed run: its count includes earlier steps)
+                         "real_tokens_per_s": round(trainer.state.num_input_tokens_seen / seconds, 1)
+                         if fast and not last_ckpt else None})
         run.plot_losses()
     return TrainResult(run.path, seconds, final_loss, final_eval, encode)

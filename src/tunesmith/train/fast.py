@@ -1,0 +1,171 @@
+"""The fast path for sft/pretrain with lora, qlora or full: token-budget rows, document-masked attention,
+loss only where a token is trained, and (on a CUDA GPU) FlexAttention and per-layer torch.compile.
+
+Where the time of the plain path goes (../shared/bench profile of the TRL stack): the GPU idles
+~60% of each step on thousands of small kernel launches and on attention re-planned for every
+new batch length, while packed attention runs dense over whole rows. So, each lever kept only
+because it measured faster (benchmarks/train_throughput.py):
+  rows        every micro-batch is one row of `row_tokens` slots (train/packing.py): one shape,
+              so compiled kernels are reused and nothing is re-planned
+  attention   a document-causal mask (train/attention.py): FlexAttention skips the blocks across
+              documents on GPUs that have it; a dense mask elsewhere (same result, more work)
+  compile     each decoder layer compiled once (`layer.compile()`: state-dict keys unchanged,
+              gradient checkpointing stays outside the compiled region)
+  loss        hidden states of trained positions only go through the LM head, fused with the
+              cross-entropy (Liger's kernel when installed, else checkpointed chunks), so the
+              rows × vocabulary logits tensor never exists
+  memory      gradient checkpointing only when the estimate says the row does not fit
+Everything stays on transformers/PEFT/Trainer: the model is called through its own modules,
+the mask goes in as `attention_mask`, and checkpoints, resume, eval and callbacks are the
+Trainer's. `train.performance: off` is the plain TRL path; what this path turns off on a
+machine is printed (`FastPlan.notes`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from transformers import Trainer
+
+from tunesmith.train.attention import dense_document_mask, document_block_mask
+
+# Model types whose logits are exactly lm_head(final hidden state): no soft-capping or scaling that the
+# direct decoder + fused loss call would skip. Others go through the model's own forward.
+PLAIN_LM_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "olmo2", "smollm3"}
+
+# Activation bytes per token per layer without checkpointing, eager bf16 ≈ 2·(10·hidden + 5·intermediate):
+# fitted to one measurement (Llama-3.2-1B shape, 16k-token row: 29.8 GiB over the model), so a
+# conservative planner input, not a law.
+ACT_HIDDEN, ACT_INTERMEDIATE = 10.0, 5.0
+MEMORY_HEADROOM = 0.85  # fraction of GPU memory the planner lets a run use
+
+
+@dataclass
+class FastPlan:
+    attention: str = "dense"  # flex | dense
+    compile_layers: bool = False
+    loss: str = "chunked"  # liger | chunked
+    direct: bool = True  # decoder + fused loss; False: the model's own forward with logits_to_keep
+    gradient_checkpointing: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"attention": self.attention, "compile_layers": self.compile_layers, "loss": self.loss,
+                "direct": self.direct, "gradient_checkpointing": self.gradient_checkpointing, "notes": self.notes}
+
+
+def estimate_peak_bytes(model_config, row_tokens: int, param_bytes: int, trainable: int) -> int:
+    """Weights + AdamW state and grads of the trained parameters (fp32: 16 B each) + one row's activations."""
+    c = model_config
+    per_token_layer = 2 * (ACT_HIDDEN * c.hidden_size + ACT_INTERMEDIATE * c.intermediate_size)
+    return int(param_bytes + 16 * trainable + row_tokens * c.num_hidden_layers * per_token_layer)
+
+
+def plan(model, model_type: str, row_tokens: int, gradient_checkpointing: bool | str, method: str) -> FastPlan:
+    """What the fast path uses on this machine, and a note for each lever it turns off."""
+    p = FastPlan()
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        p.notes.append("no CUDA GPU: dense document mask (FlexAttention has no CPU backward), no torch.compile, "
+                       "chunked cross-entropy")
+    elif torch.cuda.get_device_capability() < (8, 0):
+        p.notes.append(f"{torch.cuda.get_device_name()} is older than Ampere (sm_80): dense document mask, "
+                       "no torch.compile")
+    else:
+        p.attention, p.compile_layers = "flex", True
+    if cuda:
+        if importlib.util.find_spec("liger_kernel") is not None:
+            p.loss = "liger"
+        else:
+            p.notes.append("liger-kernel not installed (pip install 'tunesmith[gpu]'): chunked cross-entropy")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        p.direct = False
+        p.notes.append("several processes: the wrapped model's own forward (its loss on trained positions only)")
+    elif model_type not in PLAIN_LM_HEAD:
+        p.direct = False
+        p.notes.append(f"model type {model_type!r} is not known to have a plain LM head: its own forward is used")
+    if gradient_checkpointing != "auto":
+        p.gradient_checkpointing = bool(gradient_checkpointing)
+    elif method == "qlora":
+        p.gradient_checkpointing = True  # memory is the reason to choose QLoRA
+    elif cuda:
+        params = list(model.parameters())
+        need = estimate_peak_bytes(model.config, row_tokens, sum(x.numel() * x.element_size() for x in params),
+                                   sum(x.numel() for x in params if x.requires_grad))
+        total = torch.cuda.get_device_properties(0).total_memory
+        p.gradient_checkpointing = need > MEMORY_HEADROOM * total
+        p.notes.append(f"gradient checkpointing {'on' if p.gradient_checkpointing else 'off'}: a {row_tokens}-token "
+                       f"row needs ~{need / 2**30:.1f} GiB of {total / 2**30:.0f} GiB without it")
+    return p
+
+
+def _chunk_ce_sum(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(F.linear(h, weight).float(), targets, reduction="sum")
+
+
+def chunked_ce_sum(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Summed cross-entropy of lm_head(h); each chunk's logits are recomputed in backward, not kept."""
+    total = h.new_zeros((), dtype=torch.float32)
+    for s in range(0, h.shape[0], chunk):
+        total = total + checkpoint(_chunk_ce_sum, h[s:s + chunk], weight, targets[s:s + chunk], use_reentrant=False)
+    return total
+
+
+def _liger_ce_sum():
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    loss = LigerFusedLinearCrossEntropyLoss(reduction="sum")
+    return lambda h, weight, targets: loss(weight, h, targets)
+
+
+class PackedTrainer(Trainer):
+    """transformers' Trainer over packed rows (one row per micro-batch); only the loss is computed here."""
+
+    def __init__(self, *args, fast_plan: FastPlan, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast_plan = fast_plan
+        self.ce_sum = _liger_ce_sum() if fast_plan.loss == "liger" else chunked_ce_sum
+        base = self._causal_lm(self.model)
+        if fast_plan.attention == "flex":
+            base.set_attn_implementation("flex_attention")
+        if fast_plan.compile_layers:
+            for layer in base.get_decoder().layers:
+                layer.compile()
+
+    @staticmethod
+    def _causal_lm(model):
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # Example tokens only (tail padding excluded), saved with checkpoints: the throughput count.
+        self.state.num_input_tokens_seen += inputs.pop("real_tokens")
+        inputs.pop("doc_sq")
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, *args, **kwargs):
+        inputs = {k: v for k, v in inputs.items() if k not in ("real_tokens", "doc_sq")}
+        return super().prediction_step(model, inputs, *args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ids, positions = inputs["input_ids"], inputs["position_ids"]
+        doc_ids = inputs["doc_ids"]
+        mask = document_block_mask(doc_ids) if self.fast_plan.attention == "flex" else dense_document_mask(doc_ids)
+        keep, targets = inputs["keep"], inputs["targets"]
+        if self.fast_plan.direct:
+            lm = self._causal_lm(self.accelerator.unwrap_model(model))
+            hidden = lm.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask).last_hidden_state
+            h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
+            loss = self.ce_sum(h, lm.get_output_embeddings().weight, targets)
+        else:
+            # One row per micro-batch, so the trained positions of the row are the logits to keep.
+            out = model(input_ids=ids, position_ids=positions, attention_mask=mask, logits_to_keep=keep)
+            loss = F.cross_entropy(out.logits[0].float(), targets, reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(keep.numel(), 1))
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages the gradients
+        return (loss, {"loss": loss}) if return_outputs else loss

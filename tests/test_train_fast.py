@@ -1,0 +1,167 @@
+"""The fast path (train/fast.py): packed rows lose nothing, masks keep documents apart, and the loss curve
+equals the plain TRL path's when both see the same examples in each step."""
+
+import json
+
+import pytest
+import torch
+
+from test_train_recipes import QUIET, losses, make_cfg, write_chat
+from tunesmith.train import fast
+from tunesmith.train.attention import _document_mask_mod, dense_document_mask, document_block_mask
+from tunesmith.train.packing import auto_row_tokens, best_fit_decreasing, build_row, collate_rows, pack_rows
+from tunesmith.train.sft import train
+from tunesmith.train.tokenize import IGNORE, Encoded
+
+
+def test_best_fit_decreasing_fills_the_tightest_row():
+    # 7 → row A (3 left); 5 → row B (5 left); 4 → B (1 left); 3 → A exactly (0 left); 2 fits nowhere → row C;
+    # 1 → B, the tightest fit (1 left) rather than C (8 left)
+    bins = best_fit_decreasing([3, 7, 2, 5, 1, 4], 10)
+    assert bins == [[1, 0], [3, 5, 4], [2]]
+    assert best_fit_decreasing([3, 7, 2, 5, 1, 4], 10) == bins  # deterministic
+    with pytest.raises(ValueError, match="11 tokens does not fit a row of 10"):
+        best_fit_decreasing([11, 2], 10)
+
+
+def test_row_targets_stay_inside_each_example():
+    a = Encoded([10, 11, 12, 13], [IGNORE, IGNORE, 12, 13])
+    b = Encoded([20, 21, 22], [IGNORE, 21, 22])
+    row = build_row([a, b], row_tokens=12, pad_id=0, max_segment=3)
+    assert row["input_ids"] == [10, 11, 12, 13, 20, 21, 22, 0, 0, 0, 0, 0]
+    # next token's label; the last token of an example predicts nothing (not the next example's first token)
+    assert row["shift_labels"] == [IGNORE, 12, 13, IGNORE, 21, 22, IGNORE] + [IGNORE] * 5
+    assert row["position_ids"] == [0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 0, 1]  # tail cut into segments of ≤ 3
+    assert row["doc_ids"] == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
+
+
+def test_pack_rows_keeps_every_token_and_counts():
+    import random
+
+    rng = random.Random(0)
+    encoded = []
+    for _ in range(50):
+        n = rng.randint(4, 200)
+        encoded.append(Encoded([rng.randint(3, 99) for _ in range(n)], [IGNORE] * (n // 3) + [5] * (n - n // 3)))
+    row_tokens = auto_row_tokens(encoded, examples_per_row=4)
+    assert row_tokens % 128 == 0 and row_tokens >= max(len(e.input_ids) for e in encoded)
+    ds, stats = pack_rows(encoded, row_tokens, pad_id=0)
+    assert stats.rows == len(ds) and stats.examples == 50
+    assert stats.real_tokens == sum(len(e.input_ids) for e in encoded)
+    # every trained token except each example's first label survives as a next-token target
+    assert stats.trained_tokens == sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in encoded)
+    found = sorted(tuple(r["input_ids"][i] for i in range(len(r["doc_ids"])) if r["doc_ids"][i] == d)
+                   for r in ds for d in range(len(set(r["doc_ids"]))))
+    for e in encoded:
+        assert tuple(e.input_ids) in found
+    batch = collate_rows([ds[0]])
+    assert batch["input_ids"].shape == (1, row_tokens) and batch["labels"] is batch["shift_labels"]
+
+
+def test_block_mask_equals_the_document_causal_mask():
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    encoded = [Encoded(list(range(n)), list(range(n))) for n in (300, 90, 17, 200, 150, 5, 260)]
+    ds, _ = pack_rows(encoded, 512, pad_id=0)
+    doc_ids = torch.tensor(ds["doc_ids"])
+    ours = document_block_mask(doc_ids)
+    reference = create_block_mask(_document_mask_mod(doc_ids), len(ds), None, 512, 512, device="cpu")
+    assert torch.equal(ours.to_dense(), reference.to_dense())
+    # blocks across documents are skipped: fewer visited blocks than the causal lower triangle (10 per row)
+    assert ours.to_dense().sum() < len(ds) * 10
+    dense = dense_document_mask(doc_ids)
+    q, k, v = (torch.randn(len(ds), h, 512, 16, generator=torch.Generator().manual_seed(i))
+               for i, h in enumerate((4, 2, 2)))
+    with pytest.warns(UserWarning):  # eager flex on CPU: unfused, still exact
+        out = flex_attention(q, k, v, block_mask=ours, enable_gqa=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                                           attn_mask=dense)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_memory_estimate_matches_the_measured_row():
+    from transformers import LlamaConfig
+
+    c = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16)
+    est = fast.estimate_peak_bytes(c, 16384, param_bytes=2 * 1_235_814_400, trainable=11_272_192)
+    # lean-loop probe, Llama-3.2-1B shape, one 16384-token row, no checkpointing, eager: 32.17 GiB peak
+    assert est / 2**30 == pytest.approx(32.47, abs=0.01)
+    assert 0 < est / 2**30 - 32.17 < 0.05 * 32.17  # within 5%, and on the safe side
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fast-data")
+    write_chat(d / "train.jsonl", 8)
+    write_chat(d / "val.jsonl", 4, seed=1)
+    (d / "text.txt").write_text("".join(f"the quick brown fox {i} jumps over the lazy dog\n" for i in range(8)))
+    return d
+
+
+def _run(tiny, data, tmp_path, name, performance, **over):
+    # All 8 examples in each optimizer step on both paths: the same data, so the same loss curve.
+    base = dict(train__performance=performance, train__batch_size=8, train__row_tokens=1024, train__max_steps=5,
+                lora__dropout=0.0, data__val=str(data / "val.jsonl"), train__eval_every=5)
+    cfg = make_cfg(tiny, data, tmp_path, name, **{**base, **over})
+    result = train(cfg, console=QUIET, show_progress=False)
+    return result, losses(result.run_dir), json.loads((result.run_dir / "run.json").read_text())
+
+
+@pytest.mark.parametrize("case", ["lora", "full", "pretrain", "grad_accum"])
+def test_fast_path_loss_curve_equals_plain_path(tiny_model_dir, eight, tmp_path, case):
+    over = {}
+    if case == "full":
+        over["method"] = "full"
+    if case == "pretrain":
+        over.update(objective="pretrain", data__train=str(eight / "text.txt"), data__val=None,
+                    train__eval_every=None)
+    plain = _run(tiny_model_dir, eight, tmp_path, f"{case}-plain", "off", **over)
+    if case == "grad_accum":  # the fast path's 8 examples in 2 rows × 2 accumulation steps
+        over.update(train__row_tokens=256, train__grad_accum=2)
+    fast_run = _run(tiny_model_dir, eight, tmp_path, f"{case}-fast", "on", **over)
+    assert plain[2]["fast_path"] is None
+    rows = fast_run[2]["fast_path"]["rows"]
+    assert rows["examples"] == 8 and rows["rows"] == (2 if case == "grad_accum" else 1)
+    assert len(plain[1]) == len(fast_run[1]) == 5
+    assert fast_run[1] == pytest.approx(plain[1], abs=1e-4)
+    assert plain[1][-1] < plain[1][0] - 0.05  # it trained: the comparison is not between two flat lines
+    if case != "pretrain":
+        assert fast_run[0].final_eval_loss == pytest.approx(plain[0].final_eval_loss, abs=1e-4)
+
+
+def test_model_forward_fallback_equals_direct_loss(tiny_model_dir, eight, tmp_path, monkeypatch):
+    direct = _run(tiny_model_dir, eight, tmp_path, "direct", "on")
+    monkeypatch.setattr(fast, "PLAIN_LM_HEAD", set())  # an unknown architecture: its own forward and LM head
+    own = _run(tiny_model_dir, eight, tmp_path, "own-forward", "on")
+    assert own[2]["fast_path"]["direct"] is False and direct[2]["fast_path"]["direct"] is True
+    assert own[1] == pytest.approx(direct[1], abs=1e-5)
+
+
+def test_auto_takes_the_plain_path_on_cpu_and_says_why_on_cpu(tiny_model_dir, eight, tmp_path):
+    auto = _run(tiny_model_dir, eight, tmp_path, "auto", "auto", train__max_steps=1)
+    assert auto[2]["fast_path"] is None
+    forced = _run(tiny_model_dir, eight, tmp_path, "forced", "on", train__max_steps=1)
+    plan = forced[2]["fast_path"]
+    assert plan["attention"] == "dense" and plan["compile_layers"] is False and plan["loss"] == "chunked"
+    assert any("no CUDA GPU" in n for n in plan["notes"])
+    assert plan["gradient_checkpointing"] is False
+
+
+def test_compiled_layers_train_like_eager(tiny_model_dir, eight, tmp_path, monkeypatch):
+    """The GPU plan compiles each decoder layer; on CPU inductor runs the same graphs: same losses, no breaks."""
+    from torch._dynamo.utils import counters
+
+    eager = _run(tiny_model_dir, eight, tmp_path, "eager", "on", train__max_steps=3)
+    planned = fast.plan
+
+    def compiled_plan(*args, **kwargs):
+        p = planned(*args, **kwargs)
+        p.compile_layers = p.gradient_checkpointing = True  # both GPU levers at once: checkpoint wraps compiled
+        return p
+
+    monkeypatch.setattr(fast, "plan", compiled_plan)
+    counters.clear()
+    compiled = _run(tiny_model_dir, eight, tmp_path, "compiled", "on", train__max_steps=3)
+    assert compiled[2]["fast_path"]["compile_layers"] is True
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
+    assert compiled[1] == pytest.approx(eager[1], abs=1e-5)
