@@ -33,6 +33,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from transformers import TrainerCallback  # noqa: E402  (after the offline switch)
+
 PEAK_FLOPS = 989e12  # H100 SXM dense bf16, the peer's MFU denominator
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -46,6 +48,8 @@ OURS = {
     "ts_full_llama_r8k": dict(model="llama3.2-1b", method="full", row=8192),
     "ts_plain_lora_llama": dict(model="llama3.2-1b", method="lora", performance="off", batch=16),
     "ts_plain_liger_llama": dict(model="llama3.2-1b", method="lora", performance="off", batch=16, liger=True),
+    # torch.profiler over 3 steps after warm-up: where the time goes (kernel table in OUT/profile_*.txt)
+    "ts_lora_llama_r8k_profiled": dict(model="llama3.2-1b", method="lora", row=8192, profile=3),
 }
 AGREEMENT = "agree_llama"  # first 20 losses of the fast path and the plain path on the same full batches
 PEERS = {  # the peer script's configs this table compares against, by (model, quantised)
@@ -77,9 +81,8 @@ def base_params(peer, model_config) -> int:
     return sum(p.numel() for p in peer.build_meta_params(model_config))
 
 
-def run_ours(name: str, spec: dict, peer, base: Path, warmup: int, timed: int, n_examples: int) -> dict:
+def run_ours(name: str, spec: dict, peer, base: Path, out: Path, warmup: int, timed: int, n_examples: int) -> dict:
     import torch
-    from transformers import TrainerCallback
 
     from tunesmith.config import RunConfig
     from tunesmith.train.packing import pack_rows
@@ -109,6 +112,7 @@ def run_ours(name: str, spec: dict, peer, base: Path, warmup: int, timed: int, n
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
+            self.begin = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             if cuda:
@@ -117,7 +121,10 @@ def run_ours(name: str, spec: dict, peer, base: Path, warmup: int, timed: int, n
             self.tokens.append(state.num_input_tokens_seen)
 
     meter = Meter()
-    result = train(cfg, force=True, show_progress=False, examples=(data, None), callbacks=[meter])
+    callbacks = [meter]
+    if spec.get("profile") and cuda:
+        callbacks.append(Profiler(warmup, spec["profile"], out / f"profile_{name}.txt"))
+    result = train(cfg, force=True, show_progress=False, examples=(data, None), callbacks=callbacks)
     info = json.loads((result.run_dir / "run.json").read_text())
     window = meter.ends[-1] - meter.ends[warmup - 1]
     steps = [b - a for a, b in zip(meter.ends[warmup - 1:], meter.ends[warmup:])]
@@ -145,12 +152,45 @@ def run_ours(name: str, spec: dict, peer, base: Path, warmup: int, timed: int, n
         "quantised": spec["method"] == "qlora", "tokens_per_s": round(real / window, 1), "tokens_exact": exact,
         "peak_mem_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "s_per_step_mean": round(window / timed, 4), "s_per_step_min": round(min(steps), 4),
-        "s_per_step_max": round(max(steps), 4), "first_step_s": round(meter.ends[0] - meter.ends[0] + steps[0], 3),
+        "s_per_step_max": round(max(steps), 4), "first_step_s": round(meter.ends[0] - meter.begin, 3),  # compile time lands here
         "mfu_4N": round(lin / window / PEAK_FLOPS, 4), "mfu_4N_attn": round((lin + attn) / window / PEAK_FLOPS, 4),
         "fast_path": info.get("fast_path"), "final_train_loss": result.final_train_loss,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         "gpu": torch.cuda.get_device_name(0) if cuda else "cpu",
     }
+
+
+class Profiler(TrainerCallback):
+    """torch.profiler over `steps` optimizer steps after warm-up: GPU busy fraction, launches per step, top kernels."""
+
+    def __init__(self, warmup: int, steps: int, path: Path):
+        self.warmup, self.steps, self.path = warmup, steps, path
+
+    def on_step_begin(self, args, state, control, **kw):
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        if state.global_step == self.warmup:
+            torch.cuda.synchronize()
+            self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.prof.__enter__()
+            self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        import torch
+
+        if state.global_step == self.warmup + self.steps and hasattr(self, "prof"):
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - self.t0
+            self.prof.__exit__(None, None, None)
+            events = self.prof.key_averages()
+            gpu_s = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") / 1e6
+            launches = sum(e.count for e in events if "LaunchKernel" in e.key)
+            head = {"steps": self.steps, "wall_s": round(wall, 3), "gpu_kernel_s": round(gpu_s, 3),
+                    "gpu_busy": round(gpu_s / wall, 3), "launches_per_step": round(launches / self.steps)}
+            self.path.write_text(json.dumps(head) + "\n\n" + events.table(
+                sort_by="self_device_time_total", row_limit=40, max_name_column_width=80))
+            del self.prof
 
 
 def lora_params(c) -> int:
@@ -248,7 +288,7 @@ def main() -> None:
     if a.run:
         try:
             r = run_agreement(peer, base) if a.run == AGREEMENT else run_ours(
-                a.run, ours[a.run], peer, base, a.warmup, a.timed, a.n_examples)
+                a.run, ours[a.run], peer, base, out, a.warmup, a.timed, a.n_examples)
         except Exception as e:  # noqa: BLE001 - one failed variant must not lose the others' numbers
             import traceback
 

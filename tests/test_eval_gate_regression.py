@@ -64,6 +64,9 @@ def test_compare_flags_drop_over_threshold() -> None:
     assert cmp["by_category"]["arithmetic"]["flagged"] is False
     assert cmp["overall"]["delta"] == pytest.approx(-2 / 30)
     assert cmp["flagged"] == ["facts", "overall"]
+    assert [(c["id"], c["change"], c["tuned"]) for c in cmp["changed"]] == [("facts-01", "lost", "Lyon"),
+                                                                          ("facts-02", "lost", "Kyoto")]
+    assert cmp["changed"][0]["base"] == GOOD["facts-01"] and cmp["changed"][0]["failed_checks"]
     # a looser threshold lets the same 25-point category drop through but still flags nothing else
     assert compare_regression(base, tuned, threshold=0.25)["flagged"] == []
 

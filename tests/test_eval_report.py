@@ -73,6 +73,8 @@ def test_compliance_report_with_loss_curve_and_gate(tmp_path: Path) -> None:
     assert "&lt;b&gt;tort&lt;/b&gt;" in html and "<b>tort</b>" not in html
     # every example differs between systems here, so all three are shown
     assert "3 of 3 test examples" in html
+    # "42" answers arithmetic-01 (17 + 25) right where "x" did not: the item is listed as gained, both answers shown
+    assert "What is 17 + 25? Answer with the number only." in html and "gained" in html
     # metrics chart, compliance chart, loss curve
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)) == 3
     # "42" everywhere loses the one lowercase-instruction item "x" passed: gate refuses

@@ -83,3 +83,32 @@ def test_eval_gate_exit_codes(tiny_model_dir, tmp_path):
     assert json.loads((run_dir / "eval" / "gate.json").read_text())["passed"] is True
     bad = runner.invoke(app, ["eval", str(run_dir), "--systems", "base,oracle"])
     assert bad.exit_code == 2
+
+
+def test_quickstart_replay_mixes_base_answers(tiny_model_dir, tmp_path, monkeypatch):
+    """--replay: the base model's general answers are written and mixed at 30%; none usable → no mix."""
+    import tunesmith.data.replay as replay
+
+    answered = replay.Replay(records=[{"messages": [{"role": "user", "content": f"general {i}"},
+                                                    {"role": "assistant", "content": f"answer {i}"}]}
+                                      for i in range(10)])
+    monkeypatch.setattr(replay, "self_distill", lambda *a, **k: answered)
+    settings = {
+        "model": str(tiny_model_dir),
+        "lora": {"layers": None, "r": 4, "alpha": 8},
+        "train": {"max_steps": 1, "batch_size": 4, "eval_every": None, "logging_steps": 1},
+        "eval": {"max_new_tokens": 4, "max_examples": 2, "few_shot": 1, "batch_size": 8, "regression": False},
+    }
+    out = tmp_path / "qs"
+    run_quickstart(out, Console(stderr=True, quiet=True), show_progress=False, settings=settings, examples=40,
+                   replay=True)
+    assert len((out / "data" / "general.jsonl").read_text().splitlines()) == 10
+    run = json.loads((out / "runs" / "legal-bot" / "run.json").read_text())
+    train_count = run["data"]["train"]["count"]
+    [mix] = run["data"]["mix"]
+    assert mix["weight"] == 0.3 and mix["count"] == round(round(train_count / 0.7) * 0.3)
+
+    monkeypatch.setattr(replay, "self_distill", lambda *a, **k: replay.Replay(empty=["p"]))
+    run_quickstart(tmp_path / "qs2", Console(stderr=True, quiet=True), show_progress=False, settings=settings,
+                   examples=40, replay=True)
+    assert "mix" not in json.loads((tmp_path / "qs2" / "runs" / "legal-bot" / "run.json").read_text())["data"]

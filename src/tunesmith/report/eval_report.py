@@ -229,10 +229,20 @@ def _regression_section(reg: dict[str, Any]) -> str:
                 badge(False, no="dropped") if row["flagged"] else badge(True, yes="ok"),
             ]
         )
+    body = table(["category", "base", "tuned", "change (points)", ""], rows, numeric=[False, True, True, True, False])
+    changed = reg.get("changed", [])
+    if changed:
+        body += table(
+            ["item", "prompt", "base answer", "tuned answer", ""],
+            [[esc(c["id"]), esc(c["prompt"]), esc(c["base"]), esc(c["tuned"]),
+              badge(c["change"] == "gained", yes="gained", no="lost")] for c in changed],
+            numeric=[False] * 5,
+        )
     return section(
         "Regression suite",
-        table(["category", "base", "tuned", "change (points)", ""], rows, numeric=[False, True, True, True, False]),
-        note=f"General-ability prompts answered by base and tuned; a drop over {reg['threshold'] * 100:.1f} points is flagged.",
+        body,
+        note=f"General-ability prompts answered by base and tuned; a drop over {reg['threshold'] * 100:.1f} points is "
+        "flagged. Below: every item one of them passes and the other fails.",
         anchor="regression",
     )
 

@@ -50,7 +50,11 @@ def load_for_training(cfg: RunConfig, base_dir: Path):
             str(base_dir), quantization_config=bnb, dtype=getattr(torch, q.compute_dtype), use_safetensors=True,
             trust_remote_code=cfg.trust_remote_code, device_map={"": torch.cuda.current_device()},
         )
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing in ("auto", True))
+        if q.compute_dtype == "float16":
+            # fp16 compute overflows in norms and the LM head: PEFT upcasts every unquantized weight to fp32.
+            # With bf16 that is not needed and would cost ~1 GiB of fp32 embeddings on a 1B model.
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=cfg.train.gradient_checkpointing in ("auto", True))
     # Packed batches are isolated per example only when no KV cache is built (transformers derives the
     # per-example mask from position_ids only then); training never needs the cache anyway.
     model.config.use_cache = False
