@@ -123,6 +123,7 @@ def test_fast_path_loss_curve_equals_plain_path(tiny_model_dir, eight, tmp_path,
     rows = fast_run[2]["fast_path"]["rows"]
     assert rows["examples"] == 8 and rows["rows"] == (2 if case == "grad_accum" else 1)
     assert len(plain[1]) == len(fast_run[1]) == 5
+    assert fast_run[2]["fast_path"]["direct"] is True
     assert fast_run[1] == pytest.approx(plain[1], abs=1e-4)
     assert plain[1][-1] < plain[1][0] - 0.05  # it trained: the comparison is not between two flat lines
     if case != "pretrain":
@@ -137,7 +138,19 @@ def test_model_forward_fallback_equals_direct_loss(tiny_model_dir, eight, tmp_pa
     assert own[1] == pytest.approx(direct[1], abs=1e-5)
 
 
-def test_auto_takes_the_plain_path_on_cpu_and_says_why_on_cpu(tiny_model_dir, eight, tmp_path):
+def test_lora_on_the_lm_head_is_trained_through_the_model_forward(tiny_model_dir, eight, tmp_path):
+    """An adapted LM head lives outside lm_head.weight: the direct fused loss would silently skip it."""
+    from safetensors.torch import load_file
+
+    run = _run(tiny_model_dir, eight, tmp_path, "head", "on", lora__target_modules=["q_proj", "lm_head"])
+    assert run[2]["fast_path"]["direct"] is False
+    assert any("not a plain Linear" in n for n in run[2]["fast_path"]["notes"])
+    weights = load_file(run[0].run_dir / "adapter" / "adapter_model.safetensors")
+    head_b = [v for k, v in weights.items() if "lm_head" in k and "lora_B" in k]
+    assert head_b and head_b[0].abs().sum() > 0  # B starts at zero: non-zero means the head's adapter trained
+
+
+def test_auto_keeps_the_plain_path_on_cpu_and_on_says_what_it_turned_off(tiny_model_dir, eight, tmp_path):
     auto = _run(tiny_model_dir, eight, tmp_path, "auto", "auto", train__max_steps=1)
     assert auto[2]["fast_path"] is None
     forced = _run(tiny_model_dir, eight, tmp_path, "forced", "on", train__max_steps=1)

@@ -39,11 +39,12 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     "output_dir": "runs",
 }
 DEMO_EXAMPLES = 240
-# `--replay`: the base model's own answers to general prompts make up 30% of training (data.mix), with
-# 10 more steps so the legal examples are seen about as often. Measured on the embedded default:
-# regression overall 40% -> 30% (without replay: 40% -> 23%), compliance 0.91 (without: 1.00).
+# `--replay`: the base model's own answers to general prompts make up 30% of training (data.mix), at half
+# the learning rate for 60 steps. Measured on the embedded default: regression overall 40% -> 36.7%, not
+# flagged (without replay: 40% -> 23.3%), compliance 0.91 (without: 1.00), in one run; the format category
+# still drops (the disclaimer habit leaks into JSON-only answers), so the strict gate still fails.
 REPLAY_SETTINGS: dict[str, Any] = {"data": {"mix": [{"path": "data/general.jsonl", "weight": 0.3}]},
-                                   "train": {"max_steps": 50}}
+                                   "train": {"max_steps": 60, "lr": 1.0e-3}}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Mixed into training (`data.mix`, 10-20%), these conversations pull the adapter towards the base
 model's own behaviour everywhere outside the task, which is what the regression suite measures.
 The answers are the base model's, so nothing new is taught and no teacher or download is needed.
-The shipped prompts (replay_prompts.txt) are general (arithmetic, facts, instructions, formats,
+The 72 shipped prompts (replay_prompts.txt) are general (arithmetic, facts, instructions, formats,
 short writing) and deliberately none of the regression suite's prompts: a test checks that no
 replay prompt is a near duplicate of a suite prompt, so the suite keeps measuring held-out ability.
 """

@@ -83,9 +83,13 @@ def plan(model, model_type: str, row_tokens: int, gradient_checkpointing: bool |
             p.loss = "liger"
         else:
             p.notes.append("liger-kernel not installed (pip install 'tunesmith[gpu]'): chunked cross-entropy")
+    head = PackedTrainer.causal_lm(model).get_output_embeddings()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         p.direct = False
         p.notes.append("several processes: the wrapped model's own forward (its loss on trained positions only)")
+    elif type(head) is not torch.nn.Linear:
+        p.direct = False  # an adapter on the LM head (e.g. LoRA on lm_head) lives outside its .weight
+        p.notes.append(f"the LM head is a {type(head).__name__}, not a plain Linear: the model's own forward is used")
     elif model_type not in PLAIN_LM_HEAD:
         p.direct = False
         p.notes.append(f"model type {model_type!r} is not known to have a plain LM head: its own forward is used")
@@ -130,7 +134,7 @@ class PackedTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.fast_plan = fast_plan
         self.ce_sum = _liger_ce_sum() if fast_plan.loss == "liger" else chunked_ce_sum
-        base = self._causal_lm(self.model)
+        base = self.causal_lm(self.model)
         if fast_plan.attention == "flex":
             base.set_attn_implementation("flex_attention")
         if fast_plan.compile_layers:
@@ -138,7 +142,7 @@ class PackedTrainer(Trainer):
                 layer.compile()
 
     @staticmethod
-    def _causal_lm(model):
+    def causal_lm(model):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -157,7 +161,7 @@ class PackedTrainer(Trainer):
         mask = document_block_mask(doc_ids) if self.fast_plan.attention == "flex" else dense_document_mask(doc_ids)
         keep, targets = inputs["keep"], inputs["targets"]
         if self.fast_plan.direct:
-            lm = self._causal_lm(self.accelerator.unwrap_model(model))
+            lm = self.causal_lm(self.accelerator.unwrap_model(model))
             hidden = lm.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask).last_hidden_state
             h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
             loss = self.ce_sum(h, lm.get_output_embeddings().weight, targets)
