@@ -10,7 +10,9 @@ comes from the model's own chat template for any template, and so that every cut
 dropped example is counted in the run's report. Batches are packed padding-free: the
 examples of a batch are concatenated into one row and position_ids restart at 0 for each,
 from which transformers builds a block-diagonal causal mask (tests/test_train_packing.py
-checks that a packed batch gives exactly the per-example losses).
+checks that a packed batch gives exactly the per-example losses). On a CUDA GPU, sft and
+pretrain take the fast path instead (train/fast.py: rows of a token budget, FlexAttention,
+compiled layers, fused loss; `train.performance`), on the same Trainer machinery.
 """
 
 from __future__ import annotations
@@ -129,6 +131,28 @@ def token_examples(cfg: RunConfig, tokenizer, splits, console: Console):
     return encoded, val, report
 
 
+def packed_rows(cfg: RunConfig, model, tokenizer, train_enc, val_enc, console: Console):
+    """Fast path: train/val rows of one token budget, the plan of what runs on this machine, the packing stats."""
+    from tunesmith.train import fast
+    from tunesmith.train.packing import auto_row_tokens, pack_rows
+
+    row_tokens = cfg.train.row_tokens or auto_row_tokens(train_enc, cfg.train.batch_size)
+    longest = max(len(e.input_ids) for e in train_enc + (val_enc or []))
+    if longest > row_tokens:
+        raise DataError(f"train.row_tokens ({row_tokens}) is shorter than the longest example ({longest} tokens): "
+                        "raise train.row_tokens or lower data.max_seq_len")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_ds, stats = pack_rows(train_enc, row_tokens, pad_id)
+    eval_ds = pack_rows(val_enc, row_tokens, pad_id)[0] if val_enc else None
+    plan = fast.plan(model, model.config.model_type, row_tokens, cfg.train.gradient_checkpointing, cfg.method)
+    console.print(f"[dim]fast path: {stats.examples} examples in {stats.rows} rows of {row_tokens} tokens "
+                  f"({100 * stats.pad_fraction:.1f}% padding); attention {plan.attention}, "
+                  f"compile {'on' if plan.compile_layers else 'off'}, loss {plan.loss}[/]")
+    for note in plan.notes:
+        console.print(f"[dim]fast path: {note}[/]")
+    return train_ds, eval_ds, plan, stats.to_dict()
+
+
 def wants_fast_path(cfg: RunConfig, packing: bool) -> tuple[bool, str | None]:
     """Whether this run takes train/fast.py, and why not when the config asked for it."""
     import torch
@@ -136,12 +160,12 @@ def wants_fast_path(cfg: RunConfig, packing: bool) -> tuple[bool, str | None]:
     t = cfg.train
     if t.performance == "off" or cfg.objective not in ("sft", "pretrain"):
         return False, None
+    if t.performance == "auto" and not torch.cuda.is_available():
+        return False, None  # on CPU the plain path is as fast; `performance: on` forces the fast path
     if cfg.method not in ("lora", "qlora", "full"):
         return False, f"performance: {cfg.method} prepends virtual tokens per example; plain path"
     if not packing:
         return False, "performance: train.packing is off; plain path"
-    if t.performance == "auto" and not torch.cuda.is_available():
-        return False, None  # on CPU the plain path is as fast; `performance: on` forces the fast path
     return True, None
 
 
@@ -280,24 +304,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
         console.print(f"[dim]{why_not}[/]")
     fast_plan = pack_info = None
     if fast:
-        from tunesmith.train import fast as fp
-        from tunesmith.train.packing import auto_row_tokens, pack_rows
-
-        row_tokens = cfg.train.row_tokens or auto_row_tokens(train_enc, cfg.train.batch_size)
-        longest = max(len(e.input_ids) for e in train_enc + (val_enc or []))
-        if longest > row_tokens:
-            raise DataError(f"train.row_tokens ({row_tokens}) is shorter than the longest example ({longest} tokens): "
-                            "raise train.row_tokens or lower data.max_seq_len")
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        train_ds, stats = pack_rows(train_enc, row_tokens, pad_id)
-        eval_ds = pack_rows(val_enc, row_tokens, pad_id)[0] if val_enc else None
-        fast_plan = fp.plan(model, model.config.model_type, row_tokens, cfg.train.gradient_checkpointing, cfg.method)
-        pack_info = stats.to_dict()
-        console.print(f"[dim]fast path: {stats.examples} examples in {stats.rows} rows of {row_tokens} tokens "
-                      f"({100 * stats.pad_fraction:.1f}% padding); attention {fast_plan.attention}, "
-                      f"compile {'on' if fast_plan.compile_layers else 'off'}, loss {fast_plan.loss}[/]")
-        for note in fast_plan.notes:
-            console.print(f"[dim]fast path: {note}[/]")
+        train_ds, eval_ds, fast_plan, pack_info = packed_rows(cfg, model, tokenizer, train_enc, val_enc, console)
     elif train_enc is not None:
         train_ds, eval_ds = _tokenized(train_enc), _tokenized(val_enc)
 
