@@ -153,6 +153,13 @@ def test_parquet_and_json_array_inputs(tmp_path):
     r = read_file(tmp_path / "d.parquet")
     assert (r.format, r.total, [x.origin.line for x in r.records]) == ("chat", 3, [1, 3])
     assert [(x.line, x.reason) for x in r.invalid] == [(2, "missing_assistant")]
+    # null cells of a column the format needs are empty content, named by column; the other rows still read
+    table = {"text": ["fine text", None, "more"], "label": ["a", "b", None]}
+    pq.write_table(pa.Table.from_pydict(table), tmp_path / "n.parquet")
+    r = read_file(tmp_path / "n.parquet")
+    assert (r.format, len(r.records)) == ("classification", 1)
+    assert [(x.line, x.reason, x.message.split(":")[0]) for x in r.invalid] == [
+        (2, "empty_content", "null cell(s) in text"), (3, "empty_content", "null cell(s) in label")]
     (tmp_path / "d.json").write_text(json.dumps(rows, indent=2))
     r = read_file(tmp_path / "d.json")
     assert (r.total, [x.origin.line for x in r.records]) == (3, [1, 3])

@@ -49,6 +49,10 @@ def _emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _lines(values: list, limit: int = _SHOWN) -> str:
     text = ", ".join(str(v) for v in values[:limit])
     return text + (f", … (+{len(values) - limit})" if len(values) > limit else "")
@@ -107,7 +111,7 @@ def _print_check(rep: dict[str, Any]) -> None:
         _out.print(t)
     for w in rep["warnings"]:
         _out.print(f"[yellow]warning:[/yellow] {w}")
-    _out.print("[green]OK[/green]" if rep["ok"] else f"[red]{rep['errors']} records with errors[/red]")
+    _out.print("[green]OK[/green]" if rep["ok"] else f"[red]{_count(rep['errors'], 'record')} with errors[/red]")
 
 
 @app.command()
@@ -221,7 +225,10 @@ def split(
         for name, counts in manifest["label_counts"].items():
             _out.print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if manifest["duplicates_in_input"]:
-        _out.print(f"[yellow]{manifest['duplicates_in_input']} duplicates kept inside their group's split (--force)[/yellow]")
+        _out.print(f"[yellow]{_count(manifest['duplicates_in_input'], 'duplicate')} kept inside their group's split "
+                   "(--force)[/yellow]")
+    for w in manifest["warnings"]:
+        _out.print(f"[yellow]warning:[/yellow] {w}")
     _out.print(f"wrote {out}/train.jsonl, val.jsonl, test.jsonl, manifest.json")
 
 

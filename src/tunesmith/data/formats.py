@@ -409,8 +409,10 @@ def _rows_parquet(path: Path) -> Iterator[Row]:
     except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
         raise DataError(f"{path}: cannot read Parquet file: {e}") from None
     for n, row in enumerate(rows, 1):
-        row = {k: v for k, v in row.items() if v is not None}
-        yield n, row, json.dumps(row, ensure_ascii=False, default=str)
+        # Columns of other formats are null in a mixed file: dropped here. The raw line keeps them, so a
+        # record that a null cell breaks is reported as empty content, not as an unknown shape.
+        raw = json.dumps(row, ensure_ascii=False, default=str)
+        yield n, {k: v for k, v in row.items() if v is not None}, raw
 
 
 def _rows(path: Path) -> tuple[Iterator[Row], bool]:
@@ -472,8 +474,16 @@ def read_file(path: str | Path, format: str = "auto") -> ReadResult:
         try:
             result.records.append(parse(value, Origin(name, line)))
         except _Bad as bad:
+            nulls = _null_cells(raw) if bad.reason == "unknown_shape" and p.suffix.lower() == ".parquet" else []
+            if nulls:
+                bad = _Bad("empty_content", f"null cell(s) in {', '.join(nulls)}: {bad.message}")
             result.invalid.append(Invalid(line, bad.reason, bad.message, name, raw))
     return result
+
+
+def _null_cells(raw: str) -> list[str]:
+    row = json.loads(raw)
+    return [k for k, v in row.items() if v is None] if isinstance(row, dict) else []
 
 
 def read_files(paths: Iterable[str | Path], format: str = "auto") -> ReadResult:

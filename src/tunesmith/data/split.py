@@ -156,10 +156,20 @@ def write_split(
         sha[path.name] = sha256_file(path)
     key = _key_fn(stratify)
     labelled = all(getattr(r, "label", None) is not None for r in records) and records
+    ratio_of = dict(zip(SPLITS, parse_ratios(ratios)))
+    warnings = [f"the {s} split is empty: {len(records)} records × {ratio_of[s]:g} rounds to none; add records or "
+                f"raise its ratio" for s in SPLITS if ratio_of[s] > 0 and not parts[s]]
+    if labelled:
+        labels = sorted({r.label for r in records})
+        for s in ("val", "test"):
+            missing = [x for x in labels if parts[s] and x not in {r.label for r in parts[s]}]
+            if missing:
+                warnings.append(f"the {s} split has no record of label(s) {', '.join(map(str, missing))}: "
+                                "their scores there cannot be measured")
     manifest = {
         **(source or {}),
         "seed": seed,
-        "ratios": dict(zip(SPLITS, parse_ratios(ratios))),
+        "ratios": ratio_of,
         "stratify": stratify if isinstance(stratify, str) or stratify is None else getattr(stratify, "__name__", "custom"),
         "counts": {s: len(parts[s]) for s in SPLITS},
         "label_counts": (
@@ -175,6 +185,7 @@ def write_split(
             {"record": str(held_out[i].origin), "duplicate_of": str(parts["train"][j].origin), "similarity": round(s, 3)}
             for i, j, s in leaks
         ],
+        "warnings": warnings,
         "tunesmith_version": __version__,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
