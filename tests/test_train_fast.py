@@ -181,26 +181,31 @@ def test_compiled_layers_train_like_eager(tiny_model_dir, eight, tmp_path, monke
 
 
 def test_flex_attention_plan_evaluates_like_the_dense_mask(tiny_model_dir, tmp_path):
-    """The GPU plan's attention (transformers' flex_attention fed our BlockMask) through PackedTrainer, forward
-    only: FlexAttention has no backward on CPU, but its eval loss must equal the dense document mask's."""
+    """The GPU plan (transformers' flex_attention fed our BlockMask, inside per-layer compiled decoder layers)
+    through PackedTrainer, forward only (FlexAttention has no backward on CPU): the dense mask's eval loss,
+    and one compiled graph for rows of different document layouts, so a new mask never recompiles."""
     import random
 
+    from torch._dynamo.utils import counters
     from transformers import AutoModelForCausalLM, TrainingArguments
 
     from tunesmith.train.packing import collate_rows
 
     rng = random.Random(0)
     examples = [Encoded([rng.randint(3, 200) for _ in range(n)], [IGNORE] * 3 + [5] * (n - 3))
-                for n in (rng.randint(8, 100) for _ in range(12))]
+                for n in (rng.randint(8, 100) for _ in range(40))]
     rows, _ = pack_rows(examples, 256, pad_id=0)
+    assert len(rows) > 5 and len({tuple(r) for r in rows["doc_ids"]}) == len(rows)
     losses = {}
-    for attention in ("dense", "flex"):
+    for name, plan in (("dense", fast.FastPlan()), ("flex", fast.FastPlan(attention="flex", compile_layers=True))):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        args = TrainingArguments(output_dir=str(tmp_path / attention), per_device_eval_batch_size=1,
+        args = TrainingArguments(output_dir=str(tmp_path / name), per_device_eval_batch_size=1,
                                  remove_unused_columns=False, prediction_loss_only=True, report_to="none",
                                  use_cpu=True, disable_tqdm=True)
         trainer = fast.PackedTrainer(model=model, args=args, eval_dataset=rows, data_collator=collate_rows,
-                                     fast_plan=fast.FastPlan(attention=attention))
-        assert model.config._attn_implementation == ("flex_attention" if attention == "flex" else "sdpa")
-        losses[attention] = trainer.evaluate()["eval_loss"]
+                                     fast_plan=plan)
+        assert model.config._attn_implementation == ("flex_attention" if name == "flex" else "sdpa")
+        counters.clear()
+        losses[name] = trainer.evaluate()["eval_loss"]
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     assert losses["flex"] == pytest.approx(losses["dense"], abs=1e-5)
