@@ -158,6 +158,11 @@ def test_auto_keeps_the_plain_path_on_cpu_and_on_says_what_it_turned_off(tiny_mo
     assert plan["attention"] == "dense" and plan["compile_layers"] is False and plan["loss"] == "chunked"
     assert any("no CUDA GPU" in n for n in plan["notes"])
     assert plan["gradient_checkpointing"] is False
+    # the throughput count is example tokens only: every train example once per epoch, no tail padding
+    info = forced[2]
+    rows = info["fast_path"]["rows"]
+    assert info["real_tokens_per_s"] == pytest.approx(rows["real_tokens"] / forced[0].train_seconds, abs=0.1)
+    assert forced[0].real_tokens_per_s == info["real_tokens_per_s"] and auto[0].real_tokens_per_s is None
 
 
 def test_compiled_layers_train_like_eager(tiny_model_dir, eight, tmp_path, monkeypatch):

@@ -63,12 +63,13 @@ def train(
     summary = {"run_dir": str(result.run_dir), "skipped": result.skipped,
                "train_seconds": round(result.train_seconds, 2),
                "final_train_loss": result.final_train_loss, "final_eval_loss": result.final_eval_loss,
-               "data": result.encode_report}
+               "data": result.encode_report, "real_tokens_per_s": result.real_tokens_per_s}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
+        speed = f", {result.real_tokens_per_s:,.0f} real tokens/s" if result.real_tokens_per_s else ""
         _err.print(f"[green]done[/]: {result.run_dir} (train loss {result.final_train_loss}, "
-                   f"val loss {result.final_eval_loss})")
+                   f"val loss {result.final_eval_loss}{speed})")
 
 
 @config_app.command("validate")

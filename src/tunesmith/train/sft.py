@@ -40,6 +40,7 @@ class TrainResult:
     final_eval_loss: float | None
     encode_report: dict[str, Any]
     skipped: bool = False
+    real_tokens_per_s: float | None = None  # fast path: example tokens (no padding) per second of training
 
 
 class DataError(ValueError):
@@ -379,12 +380,11 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     trainer.save_model(str(target))  # adapter only for PEFT methods; safetensors; tokenizer beside it
     losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
     final_loss = losses[-1] if losses else out.training_loss
+    # example tokens per second (not for a resumed run: its count includes the steps before the resume)
+    tokens_per_s = round(trainer.state.num_input_tokens_seen / seconds, 1) if fast and not last_ckpt else None
     if main:
         run.update_info({"status": "finished", "train_seconds": round(seconds, 2), "final_train_loss": final_loss,
                          "final_eval_loss": final_eval, "global_step": trainer.state.global_step,
-                         "best_checkpoint": trainer.state.best_model_checkpoint,
-                         # example tokens per second (not for a resumed run: its count includes earlier steps)
-                         "real_tokens_per_s": round(trainer.state.num_input_tokens_seen / seconds, 1)
-                         if fast and not last_ckpt else None})
+                         "best_checkpoint": trainer.state.best_model_checkpoint, "real_tokens_per_s": tokens_per_s})
         run.plot_losses()
-    return TrainResult(run.path, seconds, final_loss, final_eval, encode)
+    return TrainResult(run.path, seconds, final_loss, final_eval, encode, real_tokens_per_s=tokens_per_s)
