@@ -14,7 +14,7 @@ because it measured faster (benchmarks/train_throughput.py):
   loss        hidden states of trained positions only go through the LM head, fused with the
               cross-entropy (Liger's kernel when installed, else checkpointed chunks), so the
               rows × vocabulary logits tensor never exists
-  memory      gradient checkpointing only when the estimate says the row does not fit
+  memory      gradient checkpointing only when `tunesmith plan memory`'s estimate says the row does not fit
 Everything stays on transformers/PEFT/Trainer: the model is called through its own modules,
 the mask goes in as `attention_mask`, and checkpoints, resume, eval and callbacks are the
 Trainer's. `train.performance: off` is the plain TRL path; what this path turns off on a
@@ -38,11 +38,7 @@ from tunesmith.train.attention import dense_document_mask, document_block_mask
 # direct decoder + fused loss call would skip. Others go through the model's own forward.
 PLAIN_LM_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "olmo2", "smollm3"}
 
-# Activation bytes per token per layer without checkpointing, eager bf16 ≈ 2·(10·hidden + 5·intermediate):
-# fitted to one measurement (Llama-3.2-1B shape, 16k-token row: 29.8 GiB over the model), so a
-# conservative planner input, not a law.
-ACT_HIDDEN, ACT_INTERMEDIATE = 10.0, 5.0
-MEMORY_HEADROOM = 0.85  # fraction of GPU memory the planner lets a run use
+MEMORY_HEADROOM = 0.9  # fraction of the GPU's memory a run may plan to use (plan/memory.py's total_gib)
 
 
 @dataclass
@@ -59,14 +55,19 @@ class FastPlan:
                 "direct": self.direct, "gradient_checkpointing": self.gradient_checkpointing, "notes": self.notes}
 
 
-def estimate_peak_bytes(model_config, row_tokens: int, param_bytes: int, trainable: int) -> int:
-    """Weights + AdamW state and grads of the trained parameters (fp32: 16 B each) + one row's activations."""
-    c = model_config
-    per_token_layer = 2 * (ACT_HIDDEN * c.hidden_size + ACT_INTERMEDIATE * c.intermediate_size)
-    return int(param_bytes + 16 * trainable + row_tokens * c.num_hidden_layers * per_token_layer)
+def needs_checkpointing(model_config: dict, method: str, row_tokens: int, lora_r: int,
+                        gpu_bytes: int) -> tuple[bool, float]:
+    """Whether one row without gradient checkpointing would overflow the GPU, by `tunesmith plan memory`'s
+    estimate (conservative: it assumes eager activations; compiled layers keep fewer). Returns (on, GiB)."""
+    from tunesmith.plan.memory import GIB, estimate_memory, shape_from_config
+
+    est = estimate_memory(shape_from_config(model_config), "full" if method == "full" else "lora",
+                          seq_len=row_tokens, batch=1, grad_checkpointing=False, lora_r=lora_r)
+    return est.total_gib * GIB > MEMORY_HEADROOM * gpu_bytes, est.total_gib
 
 
-def plan(model, model_type: str, row_tokens: int, gradient_checkpointing: bool | str, method: str) -> FastPlan:
+def plan(model, model_type: str, row_tokens: int, gradient_checkpointing: bool | str, method: str,
+         lora_r: int = 16) -> FastPlan:
     """What the fast path uses on this machine, and a note for each lever it turns off."""
     p = FastPlan()
     cuda = torch.cuda.is_available()
@@ -98,13 +99,10 @@ def plan(model, model_type: str, row_tokens: int, gradient_checkpointing: bool |
     elif method == "qlora":
         p.gradient_checkpointing = True  # memory is the reason to choose QLoRA
     elif cuda:
-        params = list(model.parameters())
-        need = estimate_peak_bytes(model.config, row_tokens, sum(x.numel() * x.element_size() for x in params),
-                                   sum(x.numel() for x in params if x.requires_grad))
         total = torch.cuda.get_device_properties(0).total_memory
-        p.gradient_checkpointing = need > MEMORY_HEADROOM * total
+        p.gradient_checkpointing, need = needs_checkpointing(model.config.to_dict(), method, row_tokens, lora_r, total)
         p.notes.append(f"gradient checkpointing {'on' if p.gradient_checkpointing else 'off'}: a {row_tokens}-token "
-                       f"row needs ~{need / 2**30:.1f} GiB of {total / 2**30:.0f} GiB without it")
+                       f"row needs ~{need:.1f} GiB of {total / 2**30:.0f} GiB without it (plan memory's estimate)")
     return p
 
 

@@ -145,7 +145,8 @@ def packed_rows(cfg: RunConfig, model, tokenizer, train_enc, val_enc, console: C
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_ds, stats = pack_rows(train_enc, row_tokens, pad_id)
     eval_ds = pack_rows(val_enc, row_tokens, pad_id)[0] if val_enc else None
-    plan = fast.plan(model, model.config.model_type, row_tokens, cfg.train.gradient_checkpointing, cfg.method)
+    plan = fast.plan(model, model.config.model_type, row_tokens, cfg.train.gradient_checkpointing, cfg.method,
+                     cfg.lora.r)
     console.print(f"[dim]fast path: {stats.examples} examples in {stats.rows} rows of {row_tokens} tokens "
                   f"({100 * stats.pad_fraction:.1f}% padding); attention {plan.attention}, "
                   f"compile {'on' if plan.compile_layers else 'off'}, loss {plan.loss}[/]")
