@@ -40,9 +40,10 @@ QUICKSTART_CONFIG: dict[str, Any] = {
 }
 DEMO_EXAMPLES = 240
 # `--replay`: the base model's own answers to general prompts make up 30% of training (data.mix), at half
-# the learning rate for 60 steps. Measured on the embedded default: regression overall 40% -> 36.7%, not
-# flagged (without replay: 40% -> 23.3%), compliance 0.91 (without: 1.00), in one run; the format category
-# still drops (the disclaimer habit leaks into JSON-only answers), so the strict gate still fails.
+# the learning rate for 60 steps. Measured on the embedded default over train seeds 0, 1, 2: regression
+# overall 40% -> 36.7, 30, 30% (without replay: 23.3, 26.7, 23.3%), compliance 0.91, 0.82, 1.00 (without:
+# 1.00, 0.95, 1.00); the format category still drops (the disclaimer habit leaks into JSON-only answers),
+# so the strict gate still fails.
 REPLAY_SETTINGS: dict[str, Any] = {"data": {"mix": [{"path": "data/general.jsonl", "weight": 0.3}]},
                                    "train": {"max_steps": 60, "lr": 1.0e-3}}
 
