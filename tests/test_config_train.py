@@ -46,3 +46,14 @@ def test_shipped_training_examples_load():
     got = {(c.method, c.objective) for c in map(load_config, examples)}
     assert {("lora", "sft"), ("qlora", "sft"), ("full", "sft"), ("prompt_tuning", "sft"), ("lora", "dpo"),
             ("lora", "pretrain"), ("lora", "grpo")} <= got
+
+
+def test_performance_on_off_survive_yaml_booleans(tmp_path):
+    """YAML 1.1 reads bare on/off as booleans; `performance: off` must still mean the plain path."""
+    from tunesmith.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  performance: off\n")
+    assert load_config(path).train.performance == "off"
+    assert load_config(path, ["train.performance=on"]).train.performance == "on"
+    assert load_config(path, ["train.performance=auto"]).train.performance == "auto"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -139,6 +139,12 @@ class TrainSettings(_Section):
         description="Fast path: token slots per micro-batch row (a multiple of 128). None: about batch_size "
         "examples of the mean length, never fewer than the longest example.",
     )
+    @field_validator("performance", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `on`/`off` as true/false: take them as the words the user wrote.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     liger: bool = Field(
         False,
         description="Plain path: Liger's RMSNorm/SwiGLU/RoPE kernels through TRL (CUDA, liger-kernel installed). "
