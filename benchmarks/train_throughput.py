@@ -85,7 +85,6 @@ def run_ours(name: str, spec: dict, peer, base: Path, out: Path, warmup: int, ti
     import torch
 
     from tunesmith.config import RunConfig
-    from tunesmith.train.packing import pack_rows
     from tunesmith.train.sft import train
 
     cuda = torch.cuda.is_available()
@@ -130,8 +129,8 @@ def run_ours(name: str, spec: dict, peer, base: Path, out: Path, warmup: int, ti
     steps = [b - a for a, b in zip(meter.ends[warmup - 1:], meter.ends[warmup:])]
     if fast:
         real = meter.tokens[-1] - meter.tokens[warmup - 1]
-        rows, _ = pack_rows(data, spec["row"], 0)
-        sq_per_token = sum(rows["doc_sq"]) / sum(rows["real_tokens"])  # window ≈ data average (shuffled rows)
+        rows = info["fast_path"]["rows"]
+        sq_per_token = rows["length_sq"] / rows["real_tokens"]  # window ≈ data average (shuffled rows)
         exact = True
     else:  # the plain path does not count tokens: a random sample of `batch` examples per step on average
         lengths = [len(e.input_ids) for e in data]

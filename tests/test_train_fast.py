@@ -48,6 +48,7 @@ def test_pack_rows_keeps_every_token_and_counts():
     ds, stats = pack_rows(encoded, row_tokens, pad_id=0)
     assert stats.rows == len(ds) and stats.examples == 50
     assert stats.real_tokens == sum(len(e.input_ids) for e in encoded)
+    assert stats.length_sq == sum(len(e.input_ids) ** 2 for e in encoded)
     # every trained token except each example's first label survives as a next-token target
     assert stats.trained_tokens == sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in encoded)
     found = sorted(tuple(r["input_ids"][i] for i in range(len(r["doc_ids"])) if r["doc_ids"][i] == d)
@@ -132,6 +133,19 @@ def test_fast_path_loss_curve_equals_plain_path(tiny_model_dir, eight, tmp_path,
     assert plain[1][-1] < plain[1][0] - 0.05  # it trained: the comparison is not between two flat lines
     if case != "pretrain":
         assert fast_run[0].final_eval_loss == pytest.approx(plain[0].final_eval_loss, abs=1e-4)
+
+
+def test_an_example_longer_than_the_row_is_refused_naming_the_fields(tiny_model_dir, eight, tmp_path):
+    from tunesmith.train.sft import DataError
+
+    long = tmp_path / "long.jsonl"
+    words = " ".join(["refund billing account court letter"] * 40)
+    long.write_text(json.dumps({"messages": [{"role": "user", "content": words},
+                                             {"role": "assistant", "content": "answer"}]}) + "\n")
+    with pytest.raises(DataError, match=r"train.row_tokens: an example of \d+ tokens does not fit a row of 128 "
+                                        r"slots; raise train.row_tokens or lower data.max_seq_len"):
+        _run(tiny_model_dir, eight, tmp_path, "long", "on", data__train=str(long), data__max_seq_len=1024,
+             data__val=None, train__eval_every=None, train__row_tokens=128)
 
 
 def test_model_forward_fallback_equals_direct_loss(tiny_model_dir, eight, tmp_path, monkeypatch):

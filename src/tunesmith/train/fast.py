@@ -66,8 +66,7 @@ def needs_checkpointing(model_config: dict, method: str, row_tokens: int, lora_r
     return est.total_gib * GIB > MEMORY_HEADROOM * gpu_bytes, est.total_gib
 
 
-def plan(model, model_type: str, row_tokens: int, gradient_checkpointing: bool | str, method: str,
-         lora_r: int = 16) -> FastPlan:
+def plan(model, row_tokens: int, gradient_checkpointing: bool | str, method: str, lora_r: int = 16) -> FastPlan:
     """What the fast path uses on this machine, and a note for each lever it turns off."""
     p = FastPlan()
     cuda = torch.cuda.is_available()
@@ -91,9 +90,10 @@ def plan(model, model_type: str, row_tokens: int, gradient_checkpointing: bool |
     elif type(head) is not torch.nn.Linear:
         p.direct = False  # an adapter on the LM head (e.g. LoRA on lm_head) lives outside its .weight
         p.notes.append(f"the LM head is a {type(head).__name__}, not a plain Linear: the model's own forward is used")
-    elif model_type not in PLAIN_LM_HEAD:
+    elif model.config.model_type not in PLAIN_LM_HEAD:
         p.direct = False
-        p.notes.append(f"model type {model_type!r} is not known to have a plain LM head: its own forward is used")
+        p.notes.append(f"model type {model.config.model_type!r} is not known to have a plain LM head: "
+                       "its own forward is used")
     if gradient_checkpointing != "auto":
         p.gradient_checkpointing = bool(gradient_checkpointing)
     elif method == "qlora":
@@ -146,11 +146,10 @@ class PackedTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Example tokens only (tail padding excluded), saved with checkpoints: the throughput count.
         self.state.num_input_tokens_seen += inputs.pop("real_tokens")
-        inputs.pop("doc_sq")
         return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, *args, **kwargs):
-        inputs = {k: v for k, v in inputs.items() if k not in ("real_tokens", "doc_sq")}
+        inputs = {k: v for k, v in inputs.items() if k != "real_tokens"}
         return super().prediction_step(model, inputs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

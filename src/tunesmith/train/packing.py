@@ -11,8 +11,7 @@ Each row carries, per slot:
   position_ids   0.. restarting at every example (and every tail segment)
   doc_ids        0, 1, 2… one id per example, then one per tail segment: attention stays
                  inside a document (train/attention.py)
-and per row: real_tokens (slots holding example tokens) and doc_sq (Σ example length², the
-attention work) for the throughput and MFU counts.
+and per row real_tokens (slots holding example tokens) for the throughput count.
 The tail is cut into segments no longer than the longest example, so no position exceeds
 what the model already sees in the data.
 """
@@ -55,6 +54,7 @@ class PackStats:
     examples: int
     real_tokens: int
     trained_tokens: int
+    length_sq: int  # Σ example length²: the attention work, for MFU
 
     @property
     def pad_fraction(self) -> float:
@@ -62,7 +62,7 @@ class PackStats:
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "row_tokens": self.row_tokens, "examples": self.examples,
-                "real_tokens": self.real_tokens, "trained_tokens": self.trained_tokens,
+                "real_tokens": self.real_tokens, "trained_tokens": self.trained_tokens, "length_sq": self.length_sq,
                 "pad_fraction": round(self.pad_fraction, 4)}
 
 
@@ -78,7 +78,7 @@ def build_row(examples: list[Encoded], row_tokens: int, pad_id: int, max_segment
         positions += range(n)
         docs += [d] * n
     d = len(examples)
-    real, doc_sq = len(ids), sum(len(ex.input_ids) ** 2 for ex in examples)
+    real = len(ids)
     tail = row_tokens - len(ids)
     while tail > 0:
         n = min(tail, max_segment)
@@ -89,7 +89,7 @@ def build_row(examples: list[Encoded], row_tokens: int, pad_id: int, max_segment
         d += 1
         tail -= n
     return {"input_ids": ids, "shift_labels": targets, "position_ids": positions, "doc_ids": docs,
-            "real_tokens": real, "doc_sq": doc_sq}
+            "real_tokens": real}
 
 
 def auto_row_tokens(encoded: list[Encoded], examples_per_row: int, multiple: int = 128) -> int:
@@ -110,14 +110,16 @@ def pack_rows(encoded: list[Encoded], row_tokens: int, pad_id: int):
     rows = [build_row([encoded[i] for i in b], row_tokens, pad_id, max_segment) for b in bins]
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     stats = PackStats(rows=len(rows), row_tokens=row_tokens, examples=len(encoded), real_tokens=sum(lengths),
-                      trained_tokens=sum(sum(1 for t in r["shift_labels"] if t != IGNORE) for r in rows))
+                      trained_tokens=sum(sum(1 for t in r["shift_labels"] if t != IGNORE) for r in rows),
+                      length_sq=sum(n * n for n in lengths))
     return Dataset.from_dict(columns), stats
 
 
 def collate_rows(rows: list[dict]) -> dict:
     """Micro-batch of rows as tensors. `labels` duplicates shift_labels: the Trainer counts the batch's
     trained tokens (for loss scaling under gradient accumulation) from shift_labels when a batch has labels.
-    keep/targets: trained positions and their next tokens. real_tokens and doc_sq stay Python ints: they feed the throughput count without a device sync."""
+    keep/targets: trained positions and their next tokens. real_tokens stays a Python int: it feeds the
+    throughput count without a device sync."""
     import torch
 
     batch = {k: torch.tensor([r[k] for r in rows]) for k in ("input_ids", "shift_labels", "position_ids", "doc_ids")}
@@ -128,5 +130,4 @@ def collate_rows(rows: list[dict]) -> dict:
     batch["keep"] = (flat != IGNORE).nonzero().squeeze(-1)
     batch["targets"] = flat[batch["keep"]]
     batch["real_tokens"] = sum(r["real_tokens"] for r in rows)
-    batch["doc_sq"] = sum(r["doc_sq"] for r in rows)
     return batch

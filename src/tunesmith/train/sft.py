@@ -138,15 +138,13 @@ def packed_rows(cfg: RunConfig, model, tokenizer, train_enc, val_enc, console: C
     from tunesmith.train.packing import auto_row_tokens, pack_rows
 
     row_tokens = cfg.train.row_tokens or auto_row_tokens(train_enc, cfg.train.batch_size)
-    longest = max(len(e.input_ids) for e in train_enc + (val_enc or []))
-    if longest > row_tokens:
-        raise DataError(f"train.row_tokens ({row_tokens}) is shorter than the longest example ({longest} tokens): "
-                        "raise train.row_tokens or lower data.max_seq_len")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_ds, stats = pack_rows(train_enc, row_tokens, pad_id)
-    eval_ds = pack_rows(val_enc, row_tokens, pad_id)[0] if val_enc else None
-    plan = fast.plan(model, model.config.model_type, row_tokens, cfg.train.gradient_checkpointing, cfg.method,
-                     cfg.lora.r)
+    try:
+        train_ds, stats = pack_rows(train_enc, row_tokens, pad_id)
+        eval_ds = pack_rows(val_enc, row_tokens, pad_id)[0] if val_enc else None
+    except ValueError as e:  # an example longer than the row
+        raise DataError(f"train.row_tokens: {e}; raise train.row_tokens or lower data.max_seq_len") from None
+    plan = fast.plan(model, row_tokens, cfg.train.gradient_checkpointing, cfg.method, cfg.lora.r)
     console.print(f"[dim]fast path: {stats.examples} examples in {stats.rows} rows of {row_tokens} tokens "
                   f"({100 * stats.pad_fraction:.1f}% padding); attention {plan.attention}, "
                   f"compile {'on' if plan.compile_layers else 'off'}, loss {plan.loss}[/]")
