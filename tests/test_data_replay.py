@@ -74,5 +74,9 @@ def test_own_prompts_from_text_or_chat_files(tmp_path):
     chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi there"},
                                              {"role": "assistant", "content": "hello"}]}) + "\n")
     assert read_prompts(chat) == ["hi there"]
+    bad = tmp_path / "bad.jsonl"  # a record with no user turn is named, not skipped
+    bad.write_text(chat.read_text() + json.dumps({"messages": [{"role": "assistant", "content": "x"}]}) + "\n")
+    r = runner.invoke(app, ["data", "replay", "-o", str(tmp_path / "o.jsonl"), "--prompts", str(bad)])
+    assert r.exit_code == 2 and "1 invalid prompt(s): line 2: no_user_turn" in r.output
     r = runner.invoke(app, ["data", "replay", "-o", str(tmp_path / "o.jsonl"), "--prompts", str(tmp_path / "nope.txt")])
     assert r.exit_code == 2 and "nope.txt: no such file" in r.output

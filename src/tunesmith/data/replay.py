@@ -25,19 +25,18 @@ def general_prompts() -> list[str]:
 
 
 def read_prompts(path: Path) -> list[str]:
-    """One prompt per line (.txt), or the user turns of any chat-like file the data readers accept."""
-    from tunesmith.data.formats import read_file, require_file
-    from tunesmith.data.records import Conversation
+    """The prompts of a file, read as `data synth` reads them (.txt: one per line; any data format: each
+    record up to its last user turn); an invalid line stops with its line and reason."""
+    from tunesmith.data.formats import DataError
+    from tunesmith.data.synth import read_prompts as read_synth_prompts
 
-    require_file(path)
-    if path.suffix == ".txt":
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    result = read_file(str(path))
-    prompts = [next(m.content for m in r.messages if m.role == "user") for r in result.records
-               if isinstance(r, Conversation) and any(m.role == "user" for m in r.messages)]
+    prompts, invalid = read_synth_prompts(path)
+    if invalid:
+        shown = "; ".join(f"line {i.line}: {i.reason} ({i.message})" for i in invalid[:5])
+        raise DataError(f"{path}: {len(invalid)} invalid prompt(s): {shown}")
     if not prompts:
-        raise ValueError(f"{path}: no user prompts found")
-    return prompts
+        raise DataError(f"{path}: no user prompts found")
+    return [p.messages[-1]["content"].strip() for p in prompts]
 
 
 @dataclass
