@@ -157,12 +157,13 @@ def write_split(
     key = _key_fn(stratify)
     labelled = all(getattr(r, "label", None) is not None for r in records) and records
     ratio_of = dict(zip(SPLITS, parse_ratios(ratios)))
+    label_counts = {s: dict(sorted(Counter(r.label for r in parts[s]).items())) for s in SPLITS} if labelled else None
     warnings = [f"the {s} split is empty: {len(records)} records × {ratio_of[s]:g} rounds to none; add records or "
                 f"raise its ratio" for s in SPLITS if ratio_of[s] > 0 and not parts[s]]
-    if labelled:
+    if label_counts:
         labels = sorted({r.label for r in records})
         for s in ("val", "test"):
-            missing = [x for x in labels if parts[s] and x not in {r.label for r in parts[s]}]
+            missing = [x for x in labels if parts[s] and x not in label_counts[s]]
             if missing:
                 warnings.append(f"the {s} split has no record of label(s) {', '.join(map(str, missing))}: "
                                 "their scores there cannot be measured")
@@ -172,9 +173,7 @@ def write_split(
         "ratios": ratio_of,
         "stratify": stratify if isinstance(stratify, str) or stratify is None else getattr(stratify, "__name__", "custom"),
         "counts": {s: len(parts[s]) for s in SPLITS},
-        "label_counts": (
-            {s: dict(sorted(Counter(r.label for r in parts[s]).items())) for s in SPLITS} if labelled else None
-        ),
+        "label_counts": label_counts,
         "strata": sorted({str(key(r)) for r in records}) if key else None,
         "files": {s: f"{s}.jsonl" for s in SPLITS},
         "sha256": sha,
