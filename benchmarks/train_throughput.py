@@ -138,10 +138,9 @@ def run_ours(name: str, spec: dict, peer, base: Path, out: Path, warmup: int, ti
         sq_per_token = sum(n * n for n in lengths) / sum(lengths)
         exact = False
     n = base_params(peer, model_config)
-    trainable = n if spec["method"] == "full" else info.get("trainable_params") or lora_params(model_config)
     d_attn = model_config.num_attention_heads * (getattr(model_config, "head_dim", None)
                                                  or model_config.hidden_size // model_config.num_attention_heads)
-    lin = (6 * n if spec["method"] == "full" else 4 * n + 6 * trainable) * real
+    lin = (6 * n if spec["method"] == "full" else 4 * n + 6 * lora_params(model_config)) * real
     attn = 6 * model_config.num_hidden_layers * d_attn * sq_per_token * real
     import peft
     import transformers
