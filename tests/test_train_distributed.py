@@ -8,6 +8,7 @@ global batch (average_tokens_across_devices), not per process.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -28,6 +29,13 @@ def config(path, tiny, data, name, batch_size, **train):
     return path
 
 
+def free_port() -> int:
+    """A port nobody holds now: a fixed one can still be taken by an earlier run or another program."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # plain: 1 × batch 4 against 2 × batch 2. fast: one 128-token row per micro-batch, 1 process × 2 accumulation
 # steps against 2 processes × 1 (the wrapped model's own forward, loss scaled by the global trained tokens).
 SETUPS = {"plain": ({"batch_size": 4}, {"batch_size": 2}),
@@ -45,7 +53,7 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, path):
     single = subprocess.Popen([sys.executable, "-m", "tunesmith.train", str(one)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                            "--master_port", str(29517 + len(path)), "-m", "tunesmith.train", str(two)],
+                            "--master_port", str(free_port()), "-m", "tunesmith.train", str(two)],
                            env=env, capture_output=True, timeout=300)
     out, err = single.communicate(timeout=300)
     assert single.returncode == 0, err.decode()[-3000:]
