@@ -232,3 +232,34 @@ def test_flex_attention_plan_evaluates_like_the_dense_mask(tiny_model_dir, tmp_p
         losses[name] = trainer.evaluate()["eval_loss"]
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     assert losses["flex"] == pytest.approx(losses["dense"], abs=1e-5)
+
+
+def test_eager_attention_model_gets_an_additive_mask(eight, tmp_path):
+    """Gemma 2 runs eager attention (score soft-capping), which adds the mask to the scores: a boolean mask
+    there masks nothing, and the first loss already differed from the plain path's by 0.04."""
+    import transformers as T
+
+    from tunesmith.demo.tiny import build_tokenizer
+
+    tok = build_tokenizer(tmp_path / "gemma2")
+    torch.manual_seed(0)
+    T.Gemma2ForCausalLM(T.Gemma2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)).save_pretrained(tmp_path / "gemma2")
+    plain = _run(tmp_path / "gemma2", eight, tmp_path, "g2-plain", "off")
+    fast_run = _run(tmp_path / "gemma2", eight, tmp_path, "g2-fast", "on")
+    assert fast_run[2]["fast_path"]["direct"] is False  # soft-capped head: its own forward
+    assert fast_run[1] == pytest.approx(plain[1], abs=1e-4)
+    assert fast_run[0].final_eval_loss == pytest.approx(plain[0].final_eval_loss, abs=1e-4)
+
+
+def test_additive_document_mask_is_the_boolean_mask_as_scores():
+    doc = torch.tensor([[0, 0, 1, 1, 1]])
+    boolean = dense_document_mask(doc)
+    scores = dense_document_mask(doc, additive=torch.bfloat16)
+    assert scores.dtype == torch.bfloat16
+    assert torch.equal(scores == 0, boolean)
+    assert (scores[~boolean] == torch.finfo(torch.bfloat16).min).all()
+    assert boolean[0, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0],
+                                           [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]

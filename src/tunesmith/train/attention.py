@@ -1,7 +1,8 @@
 """Document-causal attention masks for packed rows: a token sees earlier tokens of its own document only.
 
 Two forms of the same mask, from a row's doc_ids (train/packing.py):
-  dense_document_mask   [B, 1, S, S] booleans for SDPA/eager (CPU, or GPUs without FlexAttention)
+  dense_document_mask   [B, 1, S, S] booleans for SDPA, or additive scores for eager attention (CPU, or GPUs
+                        without FlexAttention)
   document_block_mask   a FlexAttention BlockMask built from block-level document ranges, so no S×S
                         tensor is ever made and blocks across documents are skipped, not computed
 transformers passes a 4-D mask or a BlockMask given as attention_mask straight to the attention
@@ -15,11 +16,16 @@ import torch
 BLOCK = 128  # FlexAttention's block size; packed rows are a multiple of it
 
 
-def dense_document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+def dense_document_mask(doc_ids: torch.Tensor, additive: torch.dtype | None = None) -> torch.Tensor:
+    """Booleans (True = may attend) for SDPA; with `additive`, 0 / dtype-minimum scores of that dtype for eager
+    attention, which adds the mask to the scores (booleans there would add 0 or 1 and mask nothing)."""
     s = doc_ids.shape[-1]
     causal = torch.ones(s, s, dtype=torch.bool, device=doc_ids.device).tril()
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
-    return (same_doc & causal)[:, None]
+    mask = (same_doc & causal)[:, None]
+    if additive is None:
+        return mask
+    return torch.zeros(mask.shape, dtype=additive, device=mask.device).masked_fill_(~mask, torch.finfo(additive).min)
 
 
 def _document_mask_mod(doc_ids: torch.Tensor):

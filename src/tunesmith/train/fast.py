@@ -135,6 +135,9 @@ class PackedTrainer(Trainer):
         base = self.causal_lm(self.model)
         if fast_plan.attention == "flex":
             base.set_attn_implementation("flex_attention")
+        # Models that run eager attention (e.g. Gemma 2 for its score soft-capping) add the mask to the scores.
+        eager = fast_plan.attention == "dense" and base.config._attn_implementation != "sdpa"
+        self.mask_dtype = base.dtype if eager else None
         if fast_plan.compile_layers:
             for layer in base.get_decoder().layers:
                 layer.compile()
@@ -155,7 +158,10 @@ class PackedTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids, positions = inputs["input_ids"], inputs["position_ids"]
         doc_ids = inputs["doc_ids"]
-        mask = document_block_mask(doc_ids) if self.fast_plan.attention == "flex" else dense_document_mask(doc_ids)
+        if self.fast_plan.attention == "flex":
+            mask = document_block_mask(doc_ids)
+        else:
+            mask = dense_document_mask(doc_ids, additive=self.mask_dtype)
         keep, targets = inputs["keep"], inputs["targets"]
         if self.fast_plan.direct:
             lm = self.causal_lm(self.accelerator.unwrap_model(model))
