@@ -223,6 +223,9 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model, checkpoint
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs an accelerator; on CPU it only warns
         # Several processes without CUDA (torchrun on CPUs): gloo data parallel instead of independent runs.
         use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        # Every trainable parameter (adapter, prompt or whole model) takes part in every forward, so DDP need not
+        # walk the autograd graph each step looking for unused ones (the Trainer's default without checkpointing).
+        ddp_find_unused_parameters=False,
         load_best_model_at_end=keep_best,
         metric_for_best_model="eval_loss" if keep_best else None,
         greater_is_better=False if keep_best else None,
