@@ -30,3 +30,25 @@ def test_embedded_default_converts_once_and_generates(tmp_path, monkeypatch):
     [answer] = generate(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]],
                         max_new_tokens=12, show_progress=False)
     assert "Paris" in answer
+
+
+def test_repo_id_resolves_from_the_local_hugging_face_cache_only(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read once at import from HF_HUB_CACHE
+    with pytest.raises(ModelError, match=r"'Org/Tiny': not a local model directory .* not in the local cache "
+                                         r"either: fetch it once with `hf download Org/Tiny`"):
+        resolve_model("Org/Tiny")
+    # the cache layout `hf download` writes: refs/main names the snapshot
+    repo = tmp_path / "hub" / "models--Org--Tiny"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / ("c" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    path = resolve_model("Org/Tiny")
+    assert path == repo / "snapshots" / ("c" * 40)
+    assert load_tokenizer(path).eos_token == "<|im_end|>"
+    with pytest.raises(ModelError) as e:  # a path-like spec never gets the repo-id hint
+        resolve_model("../no/such")
+    assert "hf download" not in str(e.value)

@@ -3,7 +3,7 @@
 A YAML file a TRL or axolotl user can read without docs:
 
     name: legal-bot
-    model: smollm2-135m-instruct      # or any local Hugging Face model directory
+    model: smollm2-135m-instruct      # or a local model dir, or ORG/NAME from the Hugging Face cache
     method: lora
     data:
       train: data/train.jsonl
@@ -171,7 +171,8 @@ class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir/name.")
     model: str = Field(
         "smollm2-135m-instruct",
-        description="Local model dir, the embedded default's name, or a finished run dir (two-stage recipes: "
+        description="Local model dir, a Hugging Face repo id already in the local cache (`hf download ORG/NAME`; "
+        "nothing is downloaded), the embedded default's name, or a finished run dir (two-stage recipes: "
         "its base model with its adapter merged in, or its full model).",
     )
     trust_remote_code: bool = Field(False, description="Never on unless you trust the model's code.")

