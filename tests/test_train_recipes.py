@@ -1,5 +1,6 @@
 """Each method and objective really trains on the tiny model: golden losses (fixed seed, CPU) and the run dir."""
 
+import io
 import json
 import random
 
@@ -196,8 +197,15 @@ def test_pretrain_then_sft_on_the_merged_stage_one(tiny_model_dir, data, tmp_pat
 def test_finished_run_is_a_no_op_unless_forced(tiny_model_dir, data, tmp_path):
     cfg = make_cfg(tiny_model_dir, data, tmp_path, "again", train={"max_steps": 1, "batch_size": 2, "logging_steps": 1})
     first = train(cfg, console=QUIET, show_progress=False)
-    again = train(cfg, console=QUIET, show_progress=False)
+    out = Console(file=io.StringIO(), width=400)
+    again = train(cfg, console=out, show_progress=False)
     assert again.skipped and again.final_train_loss == first.final_train_loss
+    assert "differs" not in out.file.getvalue()
+    changed = cfg.model_copy(deep=True)
+    changed.train.lr, changed.lora.r = 0.5, 8
+    train(changed, console=out, show_progress=False)  # still a no-op, but it says what the user changed
+    assert "differs from the finished run's: lora.r 4 → 8, train.lr 0.0002 → 0.5. The finished run is kept" \
+        in out.file.getvalue()
     forced = train(cfg, force=True, console=QUIET, show_progress=False)
     assert not forced.skipped and len(losses(forced.run_dir)) == 1
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from tunesmith.config import RunConfig, dump_config
@@ -232,6 +233,27 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model, checkpoint
     )
 
 
+def config_changes(previous: Path, cfg: RunConfig, shown: int = 5) -> str:
+    """'train.lr 0.0002 → 0.01, …' between a run dir's saved config.yaml and `cfg`; '' if equal or none saved."""
+    if not previous.is_file():
+        return ""
+    try:
+        old = yaml.safe_load(previous.read_text()) or {}
+    except yaml.YAMLError:
+        return ""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old), flat(cfg.model_dump(mode="json"))
+    diffs = [f"{k} {a.get(k)!r} → {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    more = f", and {len(diffs) - shown} more" if len(diffs) > shown else ""
+    return ", ".join(diffs[:shown]) + more
+
+
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console: Console | None = None,
           show_progress: bool = True, examples: tuple[list[tk.Encoded], list[tk.Encoded] | None] | None = None,
           callbacks: list | None = None) -> TrainResult:
@@ -252,14 +274,20 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     check_method(cfg)  # before anything is loaded: QLoRA without CUDA fails here, with what to install
     run = RunDir(cfg.run_dir)
     main = is_main_process()
+    changed = config_changes(run.path / "config.yaml", cfg)
     if run.finished() and not force:
         console.print(f"[green]{run.path} is already finished[/]; nothing to do (use --force to train again).")
+        if changed:
+            console.print(f"[yellow]warning:[/] this config differs from the finished run's: {changed}. "
+                          "The finished run is kept; --force retrains it, or give the run a new name.")
         info = run.read_info()
         return TrainResult(run.path, info.get("train_seconds", 0.0), info.get("final_train_loss"),
                            info.get("final_eval_loss"), info.get("encode", {}), skipped=True)
     last_ckpt = run.last_checkpoint() if resume else None
     if resume and last_ckpt is None:
         console.print(f"[yellow]--resume:[/] no complete checkpoint in {run.checkpoints}; starting from step 0")
+    elif last_ckpt and changed:
+        console.print(f"[yellow]warning:[/] resuming with a config that differs from the interrupted run's: {changed}")
     if main and not last_ckpt:
         run.reset()
     run.path.mkdir(parents=True, exist_ok=True)
