@@ -261,3 +261,30 @@ def test_overfit_warning_when_val_rises_while_train_falls():
         quiet.on_log(None, None, None, logs={"loss": train_loss})
         quiet.on_log(None, None, None, logs={"eval_loss": val})
     assert not quiet.warned
+
+
+def test_base_model_without_a_chat_template_trains_with_the_builtin_chatml(tiny_model_dir, data, tmp_path):
+    import shutil
+
+    from tunesmith.models import ModelError, load_tokenizer
+
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "chat_template.jinja").unlink()  # a base model: no chat template at all
+    cfg = make_cfg(base, data, tmp_path, "no-template", train={"max_steps": 1, "batch_size": 2})
+    with pytest.raises(ModelError, match="has no chat template; .* Set data.chat_template: chatml"):
+        train(cfg, console=QUIET, show_progress=False)
+    cfg.data.chat_template = "chatml"
+    result = train(cfg, console=QUIET, show_progress=False)
+    assert result.encode_report["eos_trained"] is True
+    tok = load_tokenizer(result.run_dir / "adapter")  # saved with the adapter: eval and serving render the same
+    rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                                       tokenize=False)
+    assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n"  # EOS is <|im_end|>
+    (tmp_path / "mine.jinja").write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}"
+                                         "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    custom = load_tokenizer(base, chat_template=str(tmp_path / "mine.jinja"))
+    assert custom.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                      add_generation_prompt=True) == "user: hi<|im_end|>assistant: "
+    with pytest.raises(ModelError, match="'nope' is neither a built-in \\(chatml\\) nor a template file"):
+        load_tokenizer(base, chat_template="nope")

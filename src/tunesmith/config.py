@@ -24,6 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tunesmith.models import BUILTIN_TEMPLATES
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +44,11 @@ class DataConfig(_Section):
     rules: str | None = Field(None, description="Rules file: the format contract checked in data, eval and serving.")
     system_prompt: str | None = Field(
         None, description="Added to every conversation that has none. Conversations that carry one keep theirs."
+    )
+    chat_template: str | None = Field(
+        None, description="For a tokenizer without a chat template (base models), or to replace its own: 'chatml' "
+        "(ChatML turns, each ended by the tokenizer's EOS token so the model stops where it learned to) or a .jinja "
+        "file. It is saved with the trained model, so eval, merge and serving use it too.",
     )
     max_seq_len: int = Field(1024, ge=16, description="Token limit per example, chat template applied.")
     over_length: Literal["truncate", "drop", "error"] = Field(
@@ -262,6 +269,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             v = getattr(d, field)
             if v and not Path(v).is_absolute():
                 setattr(d, field, str(base / v))
+        if d.chat_template and d.chat_template not in BUILTIN_TEMPLATES and not Path(d.chat_template).is_absolute():
+            d.chat_template = str(base / d.chat_template)
         for m in d.mix:
             if not Path(m.path).is_absolute():
                 m.path = str(base / m.path)

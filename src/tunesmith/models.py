@@ -113,15 +113,45 @@ def _hub_cache_snapshot(spec: str) -> Path | None:
     return path
 
 
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat: bool = True):
-    """The model's tokenizer; `chat`: it must have a chat template (raw-text pre-training does not need one)."""
+# ChatML's layout with the tokenizer's own EOS ending every turn: a base model's vocabulary has no <|im_end|>,
+# and a turn marker that is not the EOS token would never stop generation.
+BUILTIN_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + eos_token + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+}
+
+
+def chat_template_text(spec: str) -> str:
+    """A built-in template by name, or the text of a .jinja file."""
+    if spec in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[spec]
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ModelError(f"data.chat_template: {spec!r} is neither a built-in ({', '.join(BUILTIN_TEMPLATES)}) "
+                         "nor a template file")
+    return path.read_text(encoding="utf-8")
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat: bool = True,
+                   chat_template: str | None = None):
+    """The model's tokenizer; `chat`: it must have a chat template (raw-text pre-training does not need one);
+    `chat_template`: a built-in name or .jinja file that replaces the tokenizer's own."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if chat_template:
+        if tok.eos_token is None:
+            raise ModelError(f"{path}: the tokenizer has no EOS token, so no template can mark where a turn ends")
+        tok.chat_template = chat_template_text(chat_template)
     if chat and tok.chat_template is None:
-        raise ModelError(f"{path}: the tokenizer has no chat template; chat fine-tuning needs one")
+        raise ModelError(f"{path}: the tokenizer has no chat template; chat fine-tuning needs one. A base model? "
+                         "Set data.chat_template: chatml (or a .jinja file), or start from the instruct variant")
     return tok
 
 

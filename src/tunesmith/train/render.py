@@ -44,7 +44,8 @@ def render_examples(cfg: RunConfig, n: int = 3) -> dict[str, Any]:
         )
     if not cfg.data.train:
         raise TrainingDataError("data.train is not set")
-    tokenizer = load_tokenizer(tokenizer_dir(cfg.model), cfg.trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_dir(cfg.model), cfg.trust_remote_code, chat=cfg.objective != "pretrain",
+                               chat_template=cfg.data.chat_template)
     records = read_records(cfg.data.train, cfg.data.format, cfg.data.system_prompt,
                            RECORD_TYPES[cfg.objective], cfg.objective)
     _, report = encode_dataset(tokenizer, records, cfg.data.max_seq_len, cfg.data.over_length)

@@ -295,8 +295,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     # --- data -------------------------------------------------------------------------------------
     base_dir = resolve_base(cfg.model, cfg.trust_remote_code)
     # Raw text and examples tokenized elsewhere never go through the chat template.
-    tokenizer = load_tokenizer(base_dir, cfg.trust_remote_code,
-                               chat=cfg.objective != "pretrain" and examples is None)
+    tokenizer = load_tokenizer(base_dir, cfg.trust_remote_code, chat=cfg.objective != "pretrain" and examples is None,
+                               chat_template=cfg.data.chat_template)
     train_enc = val_enc = None
     if examples is not None:
         if cfg.objective not in ("sft", "pretrain"):
