@@ -41,3 +41,41 @@ def test_length_policies(tiny_model_dir):
         assert f"{n} tokens" in str(e)
     else:
         raise AssertionError("over-length example accepted with policy=error")
+
+
+# Turn layouts of real instruct models whose end-of-turn token is not the tokenizer's EOS.
+PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+GEMMA = ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+         "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+         "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
+
+
+def _instruct_tokenizer(tiny_model_dir, template, end):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.add_special_tokens({"additional_special_tokens": [end, "<|user|>", "<|assistant|>", "<start_of_turn>"]})
+    tok.eos_token = "<|endoftext|>"  # the tokenizer's EOS is not what ends a turn
+    tok.chat_template = template
+    return tok
+
+
+def test_stop_tokens_include_the_templates_end_of_turn(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from tunesmith.data.records import Conversation
+    from tunesmith.models import stop_token_ids, turn_end_token_id
+    from tunesmith.train.sft import encode_dataset
+
+    for template, end in ((PHI3, "<|end|>"), (GEMMA, "<end_of_turn>")):
+        tok = _instruct_tokenizer(tiny_model_dir, template, end)
+        end_id = tok.convert_tokens_to_ids(end)
+        assert turn_end_token_id(tok) == end_id
+        assert stop_token_ids(tok) == [tok.eos_token_id, end_id]
+        assert stop_token_ids(tok, SimpleNamespace(eos_token_id=[end_id, 7])) == [tok.eos_token_id, end_id, 7]
+        # the turn end trains, so the model learns to stop, and the EOS check accepts it
+        enc, report = encode_dataset(tok, [Conversation.from_messages(CONV)], 512, "error")
+        assert [t for t in enc[0].labels if t != IGNORE].count(end_id) == 2 and report.eos_trained
+    plain = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert turn_end_token_id(plain) == plain.eos_token_id  # ChatML: <|im_end|> is both
+    plain.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    assert turn_end_token_id(plain) is None  # turns end in plain text

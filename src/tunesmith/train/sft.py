@@ -67,7 +67,9 @@ def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[
     report = tk.EncodeReport(total=len(records))
     out: list[tk.Encoded] = []
     untrained: list[str] = []
-    eos = tokenizer.eos_token_id  # the end-of-turn token of chat templates that end turns with EOS
+    from tunesmith.models import stop_token_ids
+
+    stops = set(stop_token_ids(tokenizer)) if tokenizer.chat_template else {tokenizer.eos_token_id}
     eos_seen = False
     for i, record in enumerate(records):
         where = record_location(record, i)
@@ -84,7 +86,7 @@ def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[
         if cut.n_trained == 0:
             (report.dropped_no_trained_tokens if cut.truncated else untrained).append(where)
             continue
-        eos_seen = eos_seen or (eos is not None and eos in cut.labels)
+        eos_seen = eos_seen or not stops.isdisjoint(cut.labels)
         report.trained_tokens += cut.n_trained
         report.total_tokens += len(cut.input_ids)
         out.append(cut)
@@ -122,8 +124,11 @@ def token_examples(cfg: RunConfig, tokenizer, splits, console: Console):
     """sft / pretrain: encoded train and val examples (input_ids + labels) and the encode report."""
     encoded, report = encode_dataset(tokenizer, splits["train"], cfg.data.max_seq_len, cfg.data.over_length)
     if not report.eos_trained:
+        from tunesmith.models import stop_token_ids
+
+        names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in stop_token_ids(tokenizer))
         raise DataError(
-            f"the end-of-turn token {tokenizer.eos_token!r} is never trained: the model would not learn to stop. "
+            f"no end-of-turn token ({names}) is ever trained: the model would not learn to stop. "
             "Check the chat template and the max_seq_len truncation."
         )
     report_cuts(report, cfg, console)
