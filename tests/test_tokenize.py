@@ -79,3 +79,25 @@ def test_stop_tokens_include_the_templates_end_of_turn(tiny_model_dir):
     assert turn_end_token_id(plain) == plain.eos_token_id  # ChatML: <|im_end|> is both
     plain.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
     assert turn_end_token_id(plain) is None  # turns end in plain text
+
+
+# Qwen3's layout: only the answer after the last user turn gets an (empty) <think> block, so rendering
+# a conversation up to an earlier answer does not give a prefix of the whole conversation.
+QWEN3 = ("{% set last = namespace(i=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+         "{% set last.i = loop.index0 %}{% endif %}{% endfor %}"
+         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}"
+         "{% if m['role'] == 'assistant' and loop.index0 > last.i %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+         "{{ m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def test_template_that_rewrites_earlier_turns_is_searched(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = QWEN3
+    conv = CONV + [{"role": "user", "content": "Wait."}, {"role": "assistant", "content": "Wait."}]
+    enc = encode_conversation(tok, conv)
+    trained = tok.decode([t for t in enc.labels if t != IGNORE])
+    # every answer with its end-of-turn token; the user's "Wait." is not mistaken for the answer "Wait."
+    assert trained == "1. Write to us.<|im_end|>2. Wait.<|im_end|>Wait.<|im_end|>"
+    text = tok.decode(enc.input_ids)
+    assert text.count("<think>") == 1 and "And then?" in text

@@ -2,7 +2,9 @@
 
 Assistant-only loss for any chat template: the text of each assistant turn is located by
 rendering the conversation up to that turn (with and without the generation prompt), and
-every token whose first character falls inside an assistant span is trained. The span
+every token whose first character falls inside an assistant span is trained. Templates that
+rewrite earlier turns (Qwen3's <think> blocks) are searched instead: each answer is found
+verbatim in the rendered text, in turn order. The span
 runs to the end of the turn, so the end-of-turn token (`<|im_end|>` for ChatML) is
 trained: a model that never learns to stop is the most common fine-tuning failure.
 The system prompt and user turns stay in the input, untrained.
@@ -45,13 +47,37 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
         before = _render(tokenizer, messages[:i], True) if i else ""
         through = _render(tokenizer, messages[: i + 1], False)
         if not (through.startswith(before) and text.startswith(through)):
-            raise TemplateError(
-                "the chat template does not render a conversation as a growing prefix "
-                "(it rewrites earlier turns), so assistant tokens cannot be located"
-            )
+            return text, _searched_spans(tokenizer, messages, text)
         end = len(through.rstrip())  # the newline after the end-of-turn token is not part of the answer
         spans.append((len(before), end))
     return text, spans
+
+
+def _searched_spans(tokenizer, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
+    """Spans for templates that rewrite earlier turns (Qwen3 gives only the last answer an empty <think> block):
+    each answer is found in the rendered text after the turns before it, and its span runs on through the
+    end-of-turn token that follows it."""
+    from tunesmith.models import turn_end_token_id
+
+    end_id = turn_end_token_id(tokenizer)
+    end_text = tokenizer.convert_ids_to_tokens(end_id) if end_id is not None else tokenizer.eos_token
+    spans, cursor = [], 0
+    for m in messages:
+        content = m["content"].strip()  # templates often trim; the stripped text is what must appear
+        at = text.find(content, cursor) if content else -1
+        if m["role"] != "assistant":
+            cursor = at + len(content) if at >= 0 else cursor
+            continue
+        if at < 0:
+            raise TemplateError("the chat template rewrites earlier turns and an answer does not appear verbatim in "
+                                "the rendered conversation, so its tokens cannot be located")
+        end = at + len(content)
+        close = text.find(end_text, end) if end_text else -1
+        if close >= 0 and not text[end:close].strip():
+            end = close + len(end_text)
+        spans.append((at, end))
+        cursor = end
+    return spans
 
 
 def encode_conversation(tokenizer, messages: list[dict[str, str]]) -> Encoded:
