@@ -29,13 +29,15 @@ def generate(
     """One answer per conversation (the chat template's generation prompt appended), in input order."""
     import torch
 
+    from tunesmith.models import stop_token_ids
+
     texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     outputs: list[str] = [""] * len(texts)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    stop_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
+    stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) or None
     model.eval()
     device = next(model.parameters()).device
     progress = progress_bar(console, label) if show_progress else None

@@ -1,0 +1,33 @@
+"""Generation stops on the chat template's end-of-turn token, not only on the tokenizer's EOS."""
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from test_tokenize import PHI3
+from tunesmith.evaluate.generate import generate
+
+
+def _always_says(model, token_id):
+    """Replace the LM head with one whose logits always pick `token_id`."""
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[token_id] = 10.0
+    model.lm_head = head
+    return model
+
+
+def test_eval_generation_stops_at_the_turn_end_token(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<|end|>", "<|user|>", "<|assistant|>"]})
+    tok.eos_token = "<|endoftext|>"  # Phi-3: the turn ends with <|end|>, which is not the EOS
+    tok.chat_template = PHI3
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(tok))
+    _always_says(model, tok.convert_tokens_to_ids("<|end|>"))
+    calls = []
+    model.lm_head.register_forward_hook(lambda *a: calls.append(1))
+    out = generate(model, tok, [[{"role": "user", "content": "hi"}]], max_new_tokens=12, batch_size=1,
+                   show_progress=False)
+    assert out == [""] and len(calls) == 1  # one token, the turn end, and it stopped (12 without the fix)
