@@ -57,3 +57,25 @@ def test_performance_on_off_survive_yaml_booleans(tmp_path):
     assert load_config(path).train.performance == "off"
     assert load_config(path, ["train.performance=on"]).train.performance == "on"
     assert load_config(path, ["train.performance=auto"]).train.performance == "auto"
+
+
+def test_missing_integrations_fail_before_loading_with_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from tunesmith.config import load_config
+    from tunesmith.train.adapters import MethodError, check_method
+
+    real = importlib.util.find_spec
+    absent = {"tensorboard", "tensorboardX", "liger_kernel"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  report_to: [tensorboard]\n")
+    with pytest.raises(MethodError, match="train.report_to: tensorboard is not installed: pip install tensorboard"):
+        check_method(load_config(path))
+    with pytest.raises(MethodError, match="train.liger: liger-kernel is not installed"):
+        check_method(load_config(path, ["train.report_to=[]", "train.liger=true"]))
+    absent.clear()  # with the packages present the same config passes
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    check_method(load_config(path, ["train.liger=true"]))

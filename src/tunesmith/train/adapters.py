@@ -14,8 +14,19 @@ class MethodError(RuntimeError):
     """A method this machine cannot run; the message says what to install or change."""
 
 
+# report_to name -> modules any one of which transformers' callback accepts
+REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+
+
 def check_method(cfg: RunConfig) -> None:
-    """Fail before anything is loaded when the method cannot run here (QLoRA needs CUDA and bitsandbytes)."""
+    """Fail before anything is loaded when the run cannot run here: QLoRA needs CUDA and bitsandbytes, Liger
+    needs liger-kernel, each train.report_to its logger's package."""
+    for name in cfg.train.report_to:
+        if not any(importlib.util.find_spec(m) for m in REPORTERS[name]):
+            raise MethodError(f"train.report_to: {name} is not installed: pip install {REPORTERS[name][0]}")
+    if cfg.train.liger and importlib.util.find_spec("liger_kernel") is None:
+        raise MethodError("train.liger: liger-kernel is not installed (it needs a CUDA GPU): "
+                          "pip install 'tunesmith[gpu]', or set train.liger: false")
     if cfg.method != "qlora":
         return
     import torch
