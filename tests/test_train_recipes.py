@@ -3,8 +3,10 @@
 import io
 import json
 import random
+from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
@@ -239,12 +241,16 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir, data, tmp_path
     result = train(cfg, console=QUIET, show_progress=False)
     info = json.loads((result.run_dir / "run.json").read_text())
     rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r][:-1]  # the last is the final evaluate
+    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]  # no re-evaluation row at the end
     best_step, best = min(evals, key=lambda e: e[1])
     # the recorded eval losses, seeded: [5.42, 4.38, 4.61, 5.40] → two evals without improvement after step 2
     assert [s for s, _ in evals] == [1, 2, 3, 4] and best_step == 2 and info["global_step"] == 4
     assert info["best_checkpoint"].endswith(f"checkpoint-{best_step}")
-    assert result.final_eval_loss == pytest.approx(best, abs=1e-5)  # the saved model is the best one
+    assert info["stopped_early"] == {"step": 4, "max_steps": 12, "best_step": 2}
+    assert result.final_eval_loss == pytest.approx(best, abs=1e-5)
+    saved = load_file(result.run_dir / "model" / "model.safetensors")  # the saved model is the best checkpoint
+    kept = load_file(Path(info["best_checkpoint"]) / "model.safetensors")
+    assert saved.keys() == kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)
 
 
 def test_overfit_warning_when_val_rises_while_train_falls():

@@ -407,10 +407,20 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     if eval_ds is not None:
         # Reuse the last logged eval when it was taken at the final step, so metrics.jsonl has no repeat.
         logged = [h for h in trainer.state.log_history if "eval_loss" in h]
-        if logged and logged[-1].get("step") == trainer.state.global_step and not args.load_best_model_at_end:
+        if args.load_best_model_at_end and trainer.state.best_metric is not None:
+            final_eval = trainer.state.best_metric  # the loaded best checkpoint's own, already logged, eval loss
+        elif logged and logged[-1].get("step") == trainer.state.global_step and not args.load_best_model_at_end:
             final_eval = logged[-1]["eval_loss"]
         else:
             final_eval = trainer.evaluate()["eval_loss"]
+    stopped_early = None
+    if t.early_stopping_patience and 0 < trainer.state.global_step < trainer.state.max_steps:
+        best = trainer.state.best_model_checkpoint
+        stopped_early = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+                         "best_step": int(best.rsplit("-", 1)[-1]) if best else None}
+        console.print(f"[yellow]stopped early[/] at step {stopped_early['step']} of {stopped_early['max_steps']}: "
+                      f"val loss did not improve for {t.early_stopping_patience} evaluation(s); the model is the "
+                      f"best checkpoint (step {stopped_early['best_step']}, val loss {final_eval:.4f})")
     target = run.adapter if adapter_config is not None else run.path / "model"
     trainer.save_model(str(target))  # adapter only for PEFT methods; safetensors; tokenizer beside it
     losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
@@ -420,6 +430,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     if main:
         run.update_info({"status": "finished", "train_seconds": round(seconds, 2), "final_train_loss": final_loss,
                          "final_eval_loss": final_eval, "global_step": trainer.state.global_step,
-                         "best_checkpoint": trainer.state.best_model_checkpoint, "real_tokens_per_s": tokens_per_s})
+                         "best_checkpoint": trainer.state.best_model_checkpoint, "stopped_early": stopped_early,
+                         "real_tokens_per_s": tokens_per_s})
         run.plot_losses()
     return TrainResult(run.path, seconds, final_loss, final_eval, encode, real_tokens_per_s=tokens_per_s)
