@@ -71,3 +71,28 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("launch_config", ["ddp.yaml", "fsdp.yaml"])
+def test_shipped_accelerate_configs_launch_two_processes(tiny_model_dir, tmp_path, launch_config):
+    """`accelerate launch --config_file examples/accelerate/…` as the README says, on 2 CPU processes (without
+    GPUs accelerate runs data parallel): the same losses as one process with the same global batch."""
+    from pathlib import Path
+
+    shipped = Path(__file__).parent.parent / "examples" / "accelerate" / launch_config
+    data = write_chat(tmp_path / "train.jsonl", 16)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    one = config(tmp_path / "one.yaml", tiny_model_dir, data, "one", batch_size=4)
+    two = config(tmp_path / "two.yaml", tiny_model_dir, data, "two", batch_size=2)
+    single = subprocess.Popen([sys.executable, "-m", "tunesmith.train", str(one)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    multi = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(shipped),
+                            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+                            "-m", "tunesmith.train", str(two)], env=env, capture_output=True, timeout=300)
+    out, err = single.communicate(timeout=300)
+    assert single.returncode == 0, err.decode()[-3000:]
+    assert multi.returncode == 0, multi.stderr.decode()[-3000:]
+    rows = {n: [json.loads(x) for x in (tmp_path / "runs" / n / "metrics.jsonl").read_text().splitlines()]
+            for n in ("one", "two")}
+    assert [r["epoch"] for r in rows["two"]] == [0.25, 0.5, 0.75]  # 2 processes × 2 examples per step
+    assert [r["loss"] for r in rows["two"]] == pytest.approx([r["loss"] for r in rows["one"]], abs=1e-4)
