@@ -37,7 +37,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _open(registry: Path | None) -> Registry:
+def _open(registry: Path | None, create: bool = False) -> Registry:
+    # Only `registry add` may start a new database: elsewhere a mistyped --registry would silently read an
+    # empty registry (and leave a stray file behind).
+    if registry is not None and not create and not registry.expanduser().exists():
+        _fail(f"no registry at {registry} (`tunesmith registry add RUN --name NAME --registry {registry}` creates one)")
     try:
         return Registry(registry)
     except Exception as e:  # an unreadable or foreign file given as --registry
@@ -50,6 +54,11 @@ def _emit(as_json: bool, obj: dict[str, Any], human: Callable[[], None]) -> None
         sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     else:
         human()
+
+
+def _os_error(e: OSError, output: Path) -> str:
+    # errno set: the file system refused the output; otherwise a library's OSError (e.g. a model it cannot load)
+    return f"cannot write {output}: {e.strerror}" if e.errno is not None else str(e)
 
 
 def _resolve_version(reg: Registry, name: str) -> Version:
@@ -72,7 +81,7 @@ def registry_add(
 
     Example: tunesmith registry add runs/legal-lora --name legal
     """
-    reg = _open(registry)
+    reg = _open(registry, create=True)
     try:
         v = reg.add(run, name)
     except RegistryError as e:
@@ -97,13 +106,17 @@ def registry_list(
 
     def human() -> None:
         t = Table(title=f"versions ({reg.path})")
-        for col in ("version", "created", "run", "data sha256 (train)", "tuned metrics", "gate"):
+        # The id is what every other command takes: never cut it with an ellipsis on a narrow terminal.
+        t.add_column("version", no_wrap=True)
+        for col in ("created", "run", "data sha256 (train)", "tuned metrics", "gate"):
             t.add_column(col)
         for v in versions:
             lin = v.lineage
             metrics = (lin.get("eval") or {}).get("metrics")
             gate = lin.get("gate")
-            t.add_row(v.id, v.created, lin.get("run_name") or lin.get("run", ""),
+            t.add_row(v.id + ("\n[red](files missing)[/red]" if v.missing_files() else ""),
+                      v.created[:16].replace("T", " "),
+                      lin.get("run_name") or lin.get("run", ""),
                       (lin.get("data_sha256", {}).get("train") or "")[:12],
                       json.dumps(metrics)[:40] if metrics else "-",
                       ("pass" if gate.get("passed") else "fail") if isinstance(gate, dict) and "passed" in gate else "-")
@@ -116,7 +129,8 @@ def registry_list(
                 ta.add_row(a.alias, ", ".join(f"{v} ({w:.0%})" for v, w in a.targets), a.guard)
             out.print(ta)
 
-    _emit(as_json, {"registry": str(reg.path), "versions": [v.to_dict() for v in versions],
+    _emit(as_json, {"registry": str(reg.path),
+                    "versions": [{**v.to_dict(), "files_ok": not v.missing_files()} for v in versions],
                     "aliases": [a.to_dict() for a in aliases]}, human)
 
 
@@ -149,10 +163,11 @@ def registry_show(
             v = reg.version(name)
         except RegistryError as e:
             _fail(str(e))
-        obj = v.to_dict()
+        obj = {**v.to_dict(), "files_ok": not v.missing_files()}
 
         def human() -> None:
-            out.print(f"[bold]{v.id}[/bold]  base: {v.base_model}  store: {v.store}")
+            out.print(f"[bold]{v.id}[/bold]  base: {v.base_model}  store: {v.store}"
+                      + (f"  [red](missing: {', '.join(v.missing_files())})[/red]" if v.missing_files() else ""))
             t = Table(show_header=False)
             for k, val in v.lineage.items():
                 if k != "rules_yaml":
@@ -295,7 +310,7 @@ def export_merge(
 
     Example: tunesmith export merge legal@prod -o merged/legal
     """
-    from tunesmith.deploy.merge import merge_to_dir, verify_merge
+    from tunesmith.deploy.merge import OutputError, merge_to_dir, verify_merge
     from tunesmith.models import ModelError
 
     reg = _open(registry)
@@ -307,8 +322,10 @@ def export_merge(
             progress.update(task, advance=1, description="parity check (adapter vs merged)")
             reports = [verify_merge(v, output, n=prompts).to_dict()] if verify else []
             progress.update(task, advance=1)
-    except (RegistryError, ModelError) as e:
+    except (RegistryError, ModelError, OutputError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e, output))
     _finish(as_json, {"version": v.id, "output": str(output), "parity": reports}, reports,
             f"merged {v.id} -> {output}")
 
@@ -333,6 +350,8 @@ def export_gguf_cmd(
 
     if type_ not in TOLERANCE:
         _fail(f"--type {type_!r}: expected one of {', '.join(TOLERANCE)}")
+    if output.expanduser().is_dir():
+        _fail(f"{output}: is a directory; give the GGUF file's path, e.g. {output / 'model.gguf'}")
     reg = _open(registry)
     try:
         v = _resolve_version(reg, version)
@@ -344,6 +363,8 @@ def export_gguf_cmd(
             progress.update(task, advance=1)
     except (RegistryError, ModelError, ExportError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e, output))
     _finish(as_json, {"version": v.id, "output": str(path), "modelfile": str(path.parent / "Modelfile"),
                       "parity": reports}, reports, f"wrote {path} and {path.parent / 'Modelfile'}")
 
@@ -365,6 +386,7 @@ def export_verify(
     """
     from tunesmith.deploy.gguf_export import TOLERANCE, ExportError, gguf_type, verify_gguf
     from tunesmith.deploy.merge import verify_merge
+    from tunesmith.models import ModelError
 
     if merged is None and gguf is None:
         _fail("nothing to verify: give --merged DIR and/or --gguf FILE")
@@ -373,6 +395,8 @@ def export_verify(
     for p in (merged, gguf):
         if p is not None and not p.exists():
             _fail(f"{p}: no such file or directory")
+    if merged is not None and not (merged / "config.json").is_file():
+        _fail(f"{merged}: not a merged model directory (no config.json)")
     if gguf is not None:
         # Judging a q8_0 file by the f16 tolerance would fail a good export, so the file's own type decides.
         try:
@@ -388,14 +412,17 @@ def export_verify(
     except RegistryError as e:
         _fail(str(e))
     reports = []
-    with _steps() as progress:
-        task = progress.add_task("parity checks", total=(merged is not None) + (gguf is not None))
-        if merged is not None:
-            reports.append(verify_merge(v, merged, n=prompts).to_dict())
-            progress.update(task, advance=1)
-        if gguf is not None:
-            reports.append(verify_gguf(v, gguf, type_, n=prompts).to_dict())
-            progress.update(task, advance=1)
+    try:
+        with _steps() as progress:
+            task = progress.add_task("parity checks", total=(merged is not None) + (gguf is not None))
+            if merged is not None:
+                reports.append(verify_merge(v, merged, n=prompts).to_dict())
+                progress.update(task, advance=1)
+            if gguf is not None:
+                reports.append(verify_gguf(v, gguf, type_, n=prompts).to_dict())
+                progress.update(task, advance=1)
+    except (RegistryError, ModelError) as e:
+        _fail(str(e))
     _finish(as_json, {"version": v.id, "parity": reports}, reports, f"checked exports of {v.id}")
 
 
@@ -422,7 +449,18 @@ def flywheel_export(
     log_path = log or (registry or default_path()).expanduser().with_name("requests.db")
     if not log_path.is_file():
         _fail(f"{log_path}: no request log (start `tunesmith serve` first, or pass --log)")
-    counts = export_records(log_path, output, failed_only=failed, version=version)
+    if output.expanduser().is_dir():
+        _fail(f"{output}: is a directory; give the JSONL file's path")
+    import sqlite3
+
+    try:
+        counts = export_records(log_path, output, failed_only=failed, version=version)
+    except sqlite3.DatabaseError as e:
+        _fail(f"{log_path}: not a tunesmith request log ({e})")
+    except OSError as e:
+        _fail(_os_error(e, output))
+    if version and not counts["records"] and not counts["skipped_no_user_turn"]:
+        err.print(f"note: no logged chat answers of version {version!r} in {log_path}", highlight=False)
     _emit(as_json, {"output": str(output), **counts},
           lambda: out.print(f"wrote {counts['records']} records to {output} ({counts['corrected']} corrected, "
                             f"{counts['needs_correction']} need a corrected answer before training"
@@ -435,15 +473,15 @@ def flywheel_export(
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TUNESMITH_API_KEY",
                                                    help="Require 'Authorization: Bearer KEY'.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model dir (default: the newest version's); "
                                                                 "also smollm2-135m-instruct.")] = None,
     engine: Annotated[str, typer.Option("--engine", help="embedded | vllm.")] = "embedded",
     print_only: Annotated[bool, typer.Option("--print", help="With --engine vllm: print the command only.")] = False,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Largest max_tokens a request may ask.")] = 1024,
-    queue_size: Annotated[int, typer.Option("--queue-size", help="Requests in flight before 429.")] = 64,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Largest max_tokens a request may ask.")] = 1024,
+    queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests in flight before 429.")] = 64,
     log: Annotated[Optional[Path], typer.Option("--log", help="Request log (default: requests.db beside the "
                                                                "registry).")] = None,
     registry: RegistryOpt = None,
@@ -455,6 +493,8 @@ def serve(
           -d '{"model": "legal@prod", "messages": [{"role": "user", "content": "hi"}]}'
     Example: tunesmith serve --engine vllm --print
     """
+    if api_key is not None and not api_key.strip():
+        _fail("--api-key is empty: give a secret, or leave the option out to serve without a key")
     if engine == "vllm":
         from tunesmith.deploy.vllm import vllm_command
 

@@ -35,10 +35,28 @@ class ExportError(ValueError):
     """A model this exporter cannot write; the message says which part and why."""
 
 
-def _rope_theta(cfg) -> float:
+_ARCHITECTURES = ("llama", "mistral")
+
+
+def check_supported(cfg: dict[str, Any]) -> None:
+    """Refuse, before any work, a model whose weights the llama GGUF layout cannot hold."""
+    model_type = cfg.get("model_type")
+    if model_type not in _ARCHITECTURES:
+        raise ExportError(f"model type {model_type!r}: the GGUF exporter handles the llama family only "
+                          f"({', '.join(_ARCHITECTURES)}); use `tunesmith export merge` and llama.cpp's own converter")
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}  # transformers 5 / older config.json
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ExportError(f"rope type {rope_type!r} is not supported by this exporter (default rope only); "
+                          "use `tunesmith export merge` and llama.cpp's own converter")
+    biased = [k for k in ("attention_bias", "mlp_bias") if cfg.get(k)]
+    if biased:
+        raise ExportError(f"{model_type} model with {' and '.join(biased)}: the llama GGUF layout has no bias tensors, "
+                          "so the file would silently lose them; use `tunesmith export merge` instead")
+
+
+def _rope_theta(cfg) -> float:  # the rope type was checked in check_supported
     params = getattr(cfg, "rope_parameters", None) or {}
-    if params.get("rope_type", "default") != "default":
-        raise ExportError(f"rope type {params['rope_type']!r} is not supported by this exporter (default rope only)")
     return float(params.get("rope_theta") or getattr(cfg, "rope_theta", 10000.0))
 
 
@@ -103,13 +121,20 @@ def write_gguf(model, tok, path: str | Path, qtype: str = "f16", name: str = "mo
     if qtype not in TOLERANCE:
         raise ExportError(f"--type {qtype!r}: expected one of {', '.join(TOLERANCE)}")
     cfg = model.config
-    if cfg.model_type not in ("llama", "mistral"):
-        raise ExportError(f"model type {cfg.model_type!r}: the GGUF exporter handles the llama family only")
+    check_supported(cfg.to_dict())
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     n_vocab = state["model.embed_tokens.weight"].shape[0]
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    written = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"} | {
+        f"model.layers.{i}.{part}.weight" for i in range(cfg.num_hidden_layers)
+        for part in ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+                     "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    left_out = sorted(k for k in state if k not in written and not k.endswith("rotary_emb.inv_freq"))
+    if left_out:  # whatever the layout cannot hold would be silently dropped: a broken file
+        raise ExportError(f"tensors with no place in the llama GGUF layout: {', '.join(left_out[:4])}"
+                          + (f" and {len(left_out) - 4} more" if len(left_out) > 4 else ""))
 
     out = Path(path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +226,9 @@ def modelfile_text(gguf_name: str, tok, system_prompt: str | None) -> str:
 
 def export_gguf(version: Version, path: str | Path, qtype: str = "f16", pre: str | None = None) -> Path:
     """Merge the version in memory, write FILE and an Ollama `Modelfile` beside it."""
+    base_cfg = Path(version.base_model) / "config.json"
+    if base_cfg.is_file():  # an unsupported model is refused before minutes of loading and merging
+        check_supported(json.loads(base_cfg.read_text(encoding="utf-8")))
     adapted, tok = load_adapted(version)
     merged = adapted.merge_and_unload()
     out = write_gguf(merged, tok, path, qtype, name=version.id, model_spec=version.lineage.get("model_spec"), pre=pre)

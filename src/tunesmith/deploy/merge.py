@@ -30,6 +30,23 @@ FALLBACK_PROMPTS = [
 ]
 
 
+class OutputError(ValueError):
+    """An output path that must not be written (it would overwrite something that is not an export)."""
+
+
+def check_output_dir(out: Path, base_model: str | None = None) -> None:
+    """Replacing the output directory is only safe when it is empty or holds a model (an earlier export) other
+    than the base the adapter needs."""
+    if base_model and out == Path(base_model).expanduser().resolve():
+        raise OutputError(f"{out}: is the base model of this version; the merge would replace it, breaking every "
+                          "version trained on it")
+    if out.is_file():
+        raise OutputError(f"{out}: is a file; give a directory for the merged model")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise OutputError(f"{out}: exists and is not a model directory (no config.json); it would be replaced, so "
+                          "choose a new or empty directory")
+
+
 @dataclass
 class ParityReport:
     kind: str
@@ -73,6 +90,7 @@ def load_adapted(version: Version):
     """(peft model, tokenizer) for a version, fp32, eval mode, safetensors only."""
     from peft import PeftModel
 
+    version.check_files()
     base = load_model(version.base_model, dtype="float32")
     model = PeftModel.from_pretrained(base, str(version.adapter_dir), use_safetensors=True)
     model.eval()
@@ -135,7 +153,8 @@ def last_logits(model, ids: list[int]):
 
 def merge_to_dir(version: Version, out_dir: str | Path) -> Path:
     """Write the merged model + tokenizer; atomic (a crash never leaves a half-written directory)."""
-    out = Path(out_dir).expanduser()
+    out = Path(out_dir).expanduser().resolve()  # resolved: "." has no name to put a .partial sibling beside
+    check_output_dir(out, version.base_model)
     model, tok = load_adapted(version)
     merged = model.merge_and_unload()
     tmp = out.with_name(out.name + ".partial")

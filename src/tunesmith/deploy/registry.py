@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS aliases (
     rules TEXT,
     head INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retired (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    number INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alias_history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     alias TEXT NOT NULL,
@@ -90,6 +95,20 @@ class Version:
     @property
     def rules_yaml(self) -> str | None:
         return self.lineage.get("rules_yaml")
+
+    def missing_files(self) -> list[str]:
+        return [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (self.store / f).is_file()]
+
+    def check_files(self) -> None:
+        """Refuse clearly when the stored adapter or the base model was deleted behind the registry's back."""
+        if not (Path(self.base_model) / "config.json").is_file():
+            raise RegistryError(f"version {self.id}: its base model {self.base_model} is gone (moved or deleted); "
+                                "put it back there to use this version")
+        missing = self.missing_files()
+        if missing:
+            raise RegistryError(f"version {self.id}: {', '.join(missing)} missing from its store {self.store} "
+                                f"(deleted?); remove it with `tunesmith registry remove {self.id}` and register "
+                                "the run again")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,7 +184,8 @@ class Registry:
     def add(self, run_dir: str | Path, name: str, today: datetime | None = None) -> Version:
         """Register the adapter of a finished run as the next version of `name`."""
         if not NAME_RE.match(name):
-            raise RegistryError(f"name {name!r}: use lowercase letters, digits, '-' or '_' (max 64)")
+            raise RegistryError(f"name {name!r}: use lowercase letters, digits, '-' or '_', starting with a letter "
+                                "or digit (max 64)")
         run = Path(run_dir).expanduser().resolve()
         lineage = read_lineage(run)
         adapter = run / "adapter"
@@ -179,7 +199,10 @@ class Registry:
                     shutil.copy2(f, staging / f.name)
             stamp = (today or _now()).strftime("%Y%m%d")
             with self._write() as db:
-                row = db.execute("SELECT MAX(number) FROM versions WHERE name = ?", (name,)).fetchone()
+                # Numbers of removed versions are never given out again: alias history and the request log
+                # still name them, and a rollback must not land on a different adapter under an old id.
+                row = db.execute("SELECT MAX(n) FROM (SELECT number AS n FROM versions WHERE name = ? "
+                                 "UNION ALL SELECT number FROM retired WHERE name = ?)", (name, name)).fetchone()
                 number = (row[0] or 0) + 1
                 vid = f"{name}-v{number}-{stamp}"
                 store = self.store_root / vid
@@ -225,7 +248,10 @@ class Registry:
             ]
             if users:
                 raise RegistryError(f"version {vid!r} is still served by alias {', '.join(users)}; move the alias first")
-            store = db.execute("SELECT store FROM versions WHERE id = ?", (vid,)).fetchone()["store"]
+            gone = db.execute("SELECT store, name, number FROM versions WHERE id = ?", (vid,)).fetchone()
+            store = gone["store"]
+            db.execute("INSERT OR REPLACE INTO retired (id, name, number) VALUES (?,?,?)",
+                       (vid, gone["name"], gone["number"]))
             db.execute("DELETE FROM versions WHERE id = ?", (vid,))
         shutil.rmtree(store, ignore_errors=True)
 

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.deploy.flywheel import RequestLog
 from tunesmith.deploy.merge import encode_chat
-from tunesmith.deploy.registry import Registry, Version
+from tunesmith.deploy.registry import Registry, RegistryError, Version
 from tunesmith.models import load_model, load_tokenizer
 from tunesmith.rules import RuleSet, parse_rules
 
@@ -93,6 +93,10 @@ class _Message(BaseModel):
         return self.content or ""
 
 
+# OpenAI fields that change what the answer means; asked for (truthy) they are refused, not silently dropped.
+_UNSUPPORTED = ("echo", "logprobs", "top_logprobs", "tools", "functions", "suffix")
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")  # clients send many optional OpenAI fields; unknown ones are ignored
     model: str
@@ -102,11 +106,27 @@ class _Common(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # torch.manual_seed's range
+
+    def unsupported(self) -> str | None:
+        extra = self.model_extra or {}
+        for name in _UNSUPPORTED:
+            if extra.get(name):
+                return name
+        fmt = extra.get("response_format")
+        if fmt and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+            return "response_format"
+        best_of = extra.get("best_of")
+        return "best_of" if isinstance(best_of, int) and best_of > 1 else None
+
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
 
     def stops(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        # An empty stop string would end generation after the first token.
+        return [s for s in ([self.stop] if isinstance(self.stop, str) else list(self.stop or [])) if s]
 
 
 class ChatRequest(_Common):
@@ -326,6 +346,8 @@ class Server:
             self.base = str(Path(max(versions, key=lambda v: v.created).base_model).resolve())
         else:
             raise ValueError(f"registry {self.registry.path} has no versions; pass --base to serve a base model alone")
+        if not (Path(self.base) / "config.json").is_file():
+            raise ValueError(f"base model {self.base} does not exist (moved or deleted?); pass --base DIR")
         tokenizer_from = self.base
         same_base = [v for v in versions if self._same_base(v)]
         if same_base and not (Path(self.base) / "tokenizer_config.json").is_file():
@@ -352,6 +374,12 @@ class Server:
         if not self._same_base(version):
             raise ApiError(404, f"The model '{name}' was trained on another base model than this server holds",
                            "model_not_found", param="model")
+        if version.id not in self.engine.loaded:
+            try:
+                version.check_files()
+            except RegistryError:
+                raise ApiError(503, f"The model '{name}' cannot be loaded: files of {version.id} are missing on "
+                               "the server", "model_unavailable", "server_error", param="model") from None
         rules = None
         text = rules_yaml or version.rules_yaml
         if guard != "off" and text:  # both were validated when registered
@@ -431,8 +459,15 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
             where = ".".join(map(str, err["loc"])) or "body"
             raise ApiError(400, f"{where}: {err['msg']}", "invalid_request", param=where) from None
 
-    def new_tokens(req: _Common) -> int:
-        asked = req.max_completion_tokens or req.max_tokens or settings.default_max_tokens
+    context = getattr(srv.engine.base_model.config, "max_position_embeddings", None)
+
+    def new_tokens(req: _Common, prompt_len: int = 0) -> int:
+        asked = req.max_completion_tokens or req.max_tokens
+        if asked is None:
+            # A request that names no limit must not be refused for one: the default shrinks to the cap and
+            # to what the context leaves after the prompt.
+            room = context - prompt_len if context else settings.default_max_tokens
+            return max(1, min(settings.default_max_tokens, settings.max_tokens_cap, room))
         if asked > settings.max_tokens_cap:
             raise ApiError(400, f"max_tokens {asked} is over this server's cap of {settings.max_tokens_cap}",
                            "max_tokens_too_large", param="max_tokens")
@@ -444,7 +479,8 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         attempt = 0
         while True:
             fut = srv.engine.submit(
-                Job(target.version, prompt_ids, new_tokens(req), temperature, req.top_p, seed, req.stops()))
+                Job(target.version, prompt_ids, new_tokens(req, len(prompt_ids)), temperature, req.top_p, seed,
+                    req.stops()))
             try:
                 ids, hit_eos = await asyncio.wait_for(asyncio.wrap_future(fut), settings.timeout_s)
             except asyncio.TimeoutError:
@@ -473,6 +509,9 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         check_key(request)
         data = await read_json(request)
         req = parse(ChatRequest if endpoint == "chat" else CompletionRequest, data)
+        if (name := req.unsupported()) is not None:
+            raise ApiError(400, f"{name}: not supported by this server (tunesmith serve); leave it out",
+                           "unsupported_parameter", param=name)
         target = srv.resolve(req.model)
         new_tokens(req)
         tok = srv.engine.tok
@@ -494,11 +533,12 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
             except ValueError as e:
                 raise ApiError(400, str(e), "invalid_request", param="prompt") from None
             prompt_ids = tok(prompt, add_special_tokens=True)["input_ids"]
+            if not prompt_ids:  # nothing to condition on: generate() cannot start from zero tokens
+                raise ApiError(400, "prompt: empty", "invalid_request", param="prompt")
             last_user, logged = prompt, {"prompt": prompt}
-        limit = getattr(srv.engine.base_model.config, "max_position_embeddings", None)
-        if limit and len(prompt_ids) + new_tokens(req) > limit:
-            raise ApiError(400, f"prompt of {len(prompt_ids)} tokens plus max_tokens {new_tokens(req)} is over the "
-                           f"model's context of {limit}", "context_length_exceeded", param="messages")
+        if context and len(prompt_ids) + new_tokens(req, len(prompt_ids)) > context:
+            raise ApiError(400, f"prompt of {len(prompt_ids)} tokens plus max_tokens {new_tokens(req, len(prompt_ids))}"
+                           f" is over the model's context of {context}", "context_length_exceeded", param="messages")
         rid = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex
         headers = {"X-Tunesmith-Version": target.answered_by}
         if req.stream and target.guard in ("off", "report"):
@@ -513,8 +553,9 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         extra = {"requested": target.requested, "rules": results, "rules_passed": None if results is None else passed,
                  "retries": retries}
         if req.stream:  # guarded streams are decided before the first byte: the whole answer in one chunk
+            usage = _usage(len(prompt_ids), n_out) if req.include_usage() else None
             return StreamingResponse(
-                iter(_stream_events(rid, endpoint, target.answered_by, [text], finish, extra)),
+                iter(_stream_events(rid, endpoint, target.answered_by, [text], finish, extra, usage=usage)),
                 media_type="text/event-stream", headers=headers)
         return JSONResponse(_body(rid, endpoint, target.answered_by, text, finish, len(prompt_ids), n_out, extra),
                             headers=headers)
@@ -523,7 +564,8 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
                logged: dict, started: float, headers: dict[str, str]) -> StreamingResponse:
         streamer = TokenStream(settings.timeout_s)
         stops = req.stops()
-        job = Job(target.version, prompt_ids, new_tokens(req), req.temperature, req.top_p, req.seed, stops, streamer)
+        job = Job(target.version, prompt_ids, new_tokens(req, len(prompt_ids)), req.temperature, req.top_p, req.seed,
+                  stops, streamer)
         fut = srv.engine.submit(job)  # a full queue answers 429 here, before the stream starts
         hold = max((len(s) for s in stops), default=1) - 1  # text that might be the start of a stop string
         tok = srv.engine.tok
@@ -553,7 +595,8 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
             record(rid, endpoint, target, logged, text, finish, "ok", started, len(prompt_ids), len(out_ids), results)
             extra = {"requested": target.requested, "rules": results,
                      "rules_passed": None if results is None else all(results.values()), "retries": 0}
-            yield from _stream_events(rid, endpoint, target.answered_by, [], finish, extra, head=not text)
+            usage = _usage(len(prompt_ids), len(out_ids)) if req.include_usage() else None
+            yield from _stream_events(rid, endpoint, target.answered_by, [], finish, extra, head=not text, usage=usage)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
@@ -566,6 +609,13 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         check_key(request)
         return {"object": "list",
                 "data": [{"id": m, "object": "model", "created": 0, "owned_by": "tunesmith"} for m in srv.model_ids()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> dict[str, Any]:
+        check_key(request)
+        if model_id not in srv.model_ids():
+            raise ApiError(404, f"The model '{model_id}' does not exist", "model_not_found", param="model")
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "tunesmith"}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -596,14 +646,20 @@ def _body(rid: str, endpoint: str, model: str, text: str, finish: str, n_in: int
     return {
         "id": rid, "object": "chat.completion" if endpoint == "chat" else "text_completion",
         "created": int(time.time()), "model": model, "choices": [choice],
-        "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
+        "usage": _usage(n_in, n_out),
         "tunesmith": extra,
     }
 
 
+def _usage(n_in: int, n_out: int) -> dict[str, int]:
+    return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+
+
 def _stream_events(rid: str, endpoint: str, model: str, pieces: list[str], finish: str | None,
-                   extra: dict[str, Any] | None, head: bool = True) -> Iterator[str]:
-    """SSE chunks in OpenAI's shape: deltas, then a chunk with finish_reason, then [DONE]."""
+                   extra: dict[str, Any] | None, head: bool = True,
+                   usage: dict[str, int] | None = None) -> Iterator[str]:
+    """SSE chunks in OpenAI's shape: deltas, then a chunk with finish_reason, then (when the client asked with
+    stream_options.include_usage) one with no choices and the usage, then [DONE]."""
     created = int(time.time())
     obj = "chat.completion.chunk" if endpoint == "chat" else "text_completion"
 
@@ -625,4 +681,6 @@ def _stream_events(rid: str, endpoint: str, model: str, pieces: list[str], finis
         last = chunk({} if endpoint == "chat" else "", finish)
         last["tunesmith"] = extra
         yield _sse(last)
+        if usage is not None:
+            yield _sse({"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage})
         yield "data: [DONE]\n\n"

@@ -43,6 +43,7 @@ def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
         raise RegistryError(f"aliases point at versions of {len(bases)} different base models; one vLLM server holds one")
     ranks = []
     for v in versions.values():
+        v.check_files()  # vLLM would fail at start-up on a deleted adapter; say which one here
         cfg = json.loads((v.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
         ranks.append(int(cfg.get("r") or 8))
     rank = next((r for r in VLLM_RANKS if r >= max(ranks)), None)

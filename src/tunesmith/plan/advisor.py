@@ -65,7 +65,7 @@ class AdvisorInputs(BaseModel):
     format_strictness: Strictness = Field(Strictness.medium, description="how strictly the output format must hold")
     daily_volume: int = Field(100, ge=0, description="requests per day")
     prompt_tokens: int = Field(500, ge=0, description="instruction + example tokens repeated on every request")
-    price_in: float = Field(5.0, ge=0, description="USD per million input tokens of the prompted model")
+    price_in: float = Field(5.0, ge=0, allow_inf_nan=False, description="USD per million input tokens of the prompted model")
     privacy: bool = Field(False, description="data must stay on your own infrastructure")
     latency_ms: int | None = Field(None, gt=0, description="latency target per request in ms")
     recurring: bool = Field(True, description="a recurring workload (False: a one-off job)")

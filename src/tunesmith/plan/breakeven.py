@@ -84,6 +84,8 @@ def plot_cumulative(result: Breakeven, path: Path) -> Path:
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    if not path.suffix:  # matplotlib would add .png itself; the path returned must be the file written
+        path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

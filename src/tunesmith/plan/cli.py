@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from enum import Enum
@@ -33,6 +34,13 @@ err = Console(stderr=True)
 def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
+
+
+def _finite(**values: float | None) -> None:
+    """Typer's min=0 lets inf through, which would print Infinity/NaN (not JSON) and meaningless sums."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            _fail(f"--{name.replace('_', '-')} must be a finite number, not {value}")
 
 
 def _emit_json(obj: dict[str, Any]) -> None:
@@ -84,6 +92,10 @@ def _load_answers(path: Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         _fail(f"{path}: no such file")
+    except IsADirectoryError:
+        _fail(f"{path}: is a directory, not an answers file")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{path}: cannot read ({exc})")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         _fail(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML")
@@ -179,6 +191,8 @@ def advise(
 
 # ---------------------------------------------------------------- breakeven
 
+_PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp")
+
 
 @app.command()
 def breakeven(
@@ -196,18 +210,28 @@ def breakeven(
 
     Example: tunesmith plan breakeven --overhead-tokens 2300 --price-in 5 --ft-cost-per-request 0.00015 --training-cost 50 --requests-per-day 1000
     """
+    _finite(price_in=price_in, training_cost=training_cost, ft_cost_per_request=ft_cost_per_request,
+            ft_price_in=ft_price_in, requests_per_day=requests_per_day)
     if (ft_cost_per_request is None) == (ft_prompt_tokens is None):
         _fail("give exactly one of --ft-cost-per-request or --ft-prompt-tokens (with optional --ft-price-in)")
     if ft_price_in is not None and ft_prompt_tokens is None:
         _fail("--ft-price-in only applies together with --ft-prompt-tokens")
     if requests_per_day == 0:
         _fail("--requests-per-day must be positive")
+    if plot is not None and plot.is_dir():
+        _fail(f"--plot {plot}: is a directory; give a file name such as {plot / 'breakeven.png'}")
+    if plot is not None and plot.suffix and plot.suffix.lower() not in _PLOT_FORMATS:
+        _fail(f"--plot {plot}: use one of {', '.join(_PLOT_FORMATS)}")
     prompt_cost = be.per_request_cost(overhead_tokens, price_in)
     ft_cost = ft_cost_per_request if ft_cost_per_request is not None else be.per_request_cost(ft_prompt_tokens or 0, price_in if ft_price_in is None else ft_price_in)
     result = be.breakeven(prompt_cost, ft_cost, training_cost, requests_per_day)
     payload = result.to_dict()
     if plot:
-        payload["plot"] = str(be.plot_cumulative(result, plot))
+        try:
+            plot = be.plot_cumulative(result, plot)
+        except OSError as exc:
+            _fail(f"--plot {plot}: cannot write ({exc.strerror or exc})")
+        payload["plot"] = str(plot)
     if as_json:
         _emit_json(payload)
         return
@@ -221,7 +245,7 @@ def breakeven(
     else:
         table.add_row("break-even", f"[bold]{result.breakeven_requests:,.0f}[/] requests")
         if result.breakeven_days is not None:
-            table.add_row("", f"[bold]{result.breakeven_days:,.1f}[/] days at {requests_per_day:,.0f} requests/day")
+            table.add_row("", f"[bold]{result.breakeven_days:,.1f}[/] days at {requests_per_day:,.6g} requests/day")
     out.print(table)
     if plot:
         out.print(f"plot: {plot}")
@@ -241,6 +265,7 @@ def memory(
     lora_r: int = typer.Option(16, min=1, help="LoRA rank (adapters on all linear projections)."),
     gpu: Optional[str] = typer.Option(None, help="Estimate step time on: " + " | ".join(mem.GPUS)),
     mfu: Optional[float] = typer.Option(None, min=0.001, max=1.0, help="MFU of the compute part (default: 0.2 under 3B params, else 0.4; a per-layer host cost is added)."),
+    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", min=0.001, help="Your card's memory in GiB (e.g. 8), checked besides the listed GPUs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Estimate GPU memory (weights, gradients, optimizer, adapters, activations, overhead) from the model's shape alone.
@@ -248,6 +273,8 @@ def memory(
     Example: tunesmith plan memory --model llama-3.1-8b --method qlora --seq-len 2048 --batch 4 --gpu l4
 
     Example: tunesmith plan memory --model ./my-model-dir --method lora --json
+
+    Example: tunesmith plan memory --model llama-3.1-8b --method qlora --gpu-memory 8
     """
     if method not in ("full", "lora", "qlora"):
         _fail(f"--method must be full, lora or qlora, not {method!r}")
@@ -260,6 +287,9 @@ def memory(
     est = mem.estimate_memory(shape, method, seq_len, batch, grad_checkpointing, lora_r)  # type: ignore[arg-type]
     payload: dict[str, Any] = est.to_dict()
     payload["fits"] = {k: est.total_gib <= g.memory_gib for k, g in mem.GPUS.items() if g.memory_gib}
+    if gpu_memory is not None:
+        _finite(gpu_memory=gpu_memory)
+        payload["fits"][f"{gpu_memory:g}GiB"] = est.total_gib <= gpu_memory
     step = None
     if gpu:
         step = mem.estimate_step_time(shape, method, seq_len, batch, grad_accum, gpu, mfu, grad_checkpointing, lora_r, est.total_gib)  # type: ignore[arg-type]
@@ -282,6 +312,7 @@ def memory(
         out.print(
             f"step time on {step.gpu} at {step.mfu:.0%} MFU: ~{step.seconds_per_step:.3g} s per step of {step.tokens_per_step:,} tokens "
             f"(~{step.tokens_per_second:,.0f} tokens/s)"
+            + (f" [yellow]-- but it does not fit in its {mem.GPUS[gpu].memory_gib:g} GiB[/]" if step.fits_in_memory is False else "")
         )
 
 
@@ -309,6 +340,7 @@ def cost(
         _fail(f"--method must be full, lora or qlora, not {method!r}")
     if gpu not in mem.GPUS:
         _fail(f"--gpu must be one of {', '.join(mem.GPUS)}, not {gpu!r}")
+    _finite(gpu_hour_usd=gpu_hour_usd, tokens_per_second=tokens_per_second)
     try:
         table = co.load_prices(prices)
         loaded = read_conversations(data)
@@ -322,7 +354,11 @@ def cost(
     try:
         model = resolve_model(model)
     except ModelError as exc:
-        _fail(str(exc))
+        hint = ""
+        if mem._normalise(model) in mem.KNOWN_SHAPES:  # a name `plan memory` accepts, so say why cost cannot
+            hint = (f" ('{model}' is a known shape for `plan memory`, but counting tokens needs the model's "
+                    "tokenizer files: pass a local directory with them)")
+        _fail(f"{exc}{hint}")
     shape = None
     if tokens_per_second is None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,11 +24,11 @@ _TOKENS_PER_MICRO_BATCH = 8192
 class ManagedPrice(BaseModel):
     provider: str
     model: str
-    usd_per_million_training_tokens: float = Field(ge=0)
+    usd_per_million_training_tokens: float = Field(ge=0, allow_inf_nan=False)
 
 
 class SelfHosted(BaseModel):
-    gpu_hour_usd: dict[str, float]
+    gpu_hour_usd: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
 
 
 class PriceTable(BaseModel):
@@ -47,6 +48,8 @@ def load_prices(path: Path = DEFAULT_PRICES) -> PriceTable:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PriceError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, not text
+        raise PriceError(f"{path}: cannot read a price table ({exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
