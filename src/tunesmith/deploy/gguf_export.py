@@ -25,7 +25,7 @@ import numpy as np
 
 from tunesmith.deploy.merge import ParityReport, encode_chat, greedy, load_adapted, parity_prompts
 from tunesmith.deploy.registry import Version
-from tunesmith.models import DEFAULT_MODEL, embedded_gguf
+from tunesmith.models import DEFAULT_MODEL, embedded_gguf, turn_end_token_id
 
 TOLERANCE = {"f16": 1e-2, "q8_0": 1e-1}
 QUANT_BLOCK = 32  # q8_0 quantises rows in blocks of 32 values; other rows stay f16
@@ -166,6 +166,9 @@ def write_gguf(model, tok, path: str | Path, qtype: str = "f16", name: str = "mo
                              (w.add_pad_token_id, tok.pad_token_id), (w.add_unk_token_id, tok.unk_token_id)):
         if token_id is not None:
             setter(int(token_id))
+    turn_end = turn_end_token_id(tok) if tok.chat_template else None
+    if turn_end is not None and turn_end != tok.eos_token_id:  # llama.cpp stops on end-of-turn (eot) as on EOS
+        w.add_eot_token_id(int(turn_end))
     w.add_add_bos_token(fields["add_bos"])
     if tok.chat_template:
         w.add_chat_template(tok.chat_template)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.deploy.registry import Version
-from tunesmith.models import load_model, load_tokenizer
+from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 
 # Used when the run left no readable test split to draw parity prompts from.
 FALLBACK_PROMPTS = [
@@ -138,7 +138,7 @@ def greedy(model, tok, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
             attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=stop_token_ids(tok, model.generation_config),
             pad_token_id=tok.pad_token_id,
         )
     return out[0, len(prompt_ids):].tolist()
@@ -157,6 +157,9 @@ def merge_to_dir(version: Version, out_dir: str | Path) -> Path:
     check_output_dir(out, version.base_model)
     model, tok = load_adapted(version)
     merged = model.merge_and_unload()
+    # Runtimes that read generation_config.json (transformers, vLLM) then stop at the end-of-turn token too.
+    stops = stop_token_ids(tok, merged.generation_config)
+    merged.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0] if stops else None
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tunesmith.deploy.flywheel import RequestLog
 from tunesmith.deploy.merge import encode_chat
 from tunesmith.deploy.registry import Registry, RegistryError, Version
-from tunesmith.models import load_model, load_tokenizer
+from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 from tunesmith.rules import RuleSet, parse_rules
 
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,130}$")
@@ -197,6 +197,7 @@ class Engine:
         self.settings = settings
         self.base_model = load_model(base, dtype="float32").eval()
         self.tok = load_tokenizer(tokenizer_from)
+        self.stops = stop_token_ids(self.tok, self.base_model.generation_config)  # EOS and end-of-turn
         self.model: Any = self.base_model  # becomes a PeftModel when the first adapter loads
         self.loaded: OrderedDict[str, str] = OrderedDict()  # version id -> peft adapter name
         self.jobs: queue.Queue[Job | None] = queue.Queue()
@@ -310,13 +311,13 @@ class Engine:
         with ctx, torch.no_grad():
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_new_tokens for j in jobs),
-                eos_token_id=self.tok.eos_token_id, pad_token_id=pad, streamer=j0.streamer, **kwargs,
+                eos_token_id=self.stops, pad_token_id=pad, streamer=j0.streamer, **kwargs,
             )
         results = []
         for row, j in zip(out[:, width:].tolist(), jobs):
             row = row[: j.max_new_tokens]
-            hit_eos = self.tok.eos_token_id in row
-            results.append((row[: row.index(self.tok.eos_token_id)] if hit_eos else row, hit_eos))
+            end = next((k for k, t in enumerate(row) if t in self.stops), None)
+            results.append((row if end is None else row[:end], end is not None))
         return results
 
 
