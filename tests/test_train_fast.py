@@ -263,3 +263,66 @@ def test_additive_document_mask_is_the_boolean_mask_as_scores():
     assert (scores[~boolean] == torch.finfo(torch.bfloat16).min).all()
     assert boolean[0, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0],
                                            [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]
+
+
+def _phi3(tmp_path):
+    import transformers as T
+
+    from tunesmith.demo.tiny import build_tokenizer
+
+    tok = build_tokenizer(tmp_path / "phi3")
+    torch.manual_seed(0)
+    T.Phi3ForCausalLM(T.Phi3Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)).save_pretrained(tmp_path / "phi3")
+    return tmp_path / "phi3"
+
+
+def _rows():
+    import random
+
+    rng = random.Random(0)
+    examples = [Encoded([rng.randint(3, 200) for _ in range(n)], [IGNORE] * 3 + [5] * (n - 3))
+                for n in (rng.randint(8, 100) for _ in range(12))]
+    return pack_rows(examples, 256, pad_id=0)[0]
+
+
+def test_self_check_turns_flex_and_compile_off_where_they_give_wrong_outputs(tmp_path):
+    """Phi-3's fused QKV hands FlexAttention strided views; compiled on CPU that gives wrong outputs (relative
+    error 0.86 on layer 0). The startup self-check sees it and trains with the reference attention instead."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from tunesmith.train.packing import collate_rows
+
+    rows, losses = _rows(), {}
+    for name, plan in (("dense", fast.FastPlan()), ("flex", fast.FastPlan(attention="flex", compile_layers=True))):
+        model = AutoModelForCausalLM.from_pretrained(_phi3(tmp_path))
+        args = TrainingArguments(output_dir=str(tmp_path / name), per_device_eval_batch_size=1, use_cpu=True,
+                                 remove_unused_columns=False, prediction_loss_only=True, report_to="none")
+        trainer = fast.PackedTrainer(model=model, args=args, train_dataset=rows, eval_dataset=rows,
+                                     data_collator=collate_rows, fast_plan=plan)
+        losses[name] = trainer.evaluate()["eval_loss"]
+    assert (plan.attention, plan.compile_layers) == ("dense", False)
+    assert "self-check FAILED" in plan.notes[-1] and model.config._attn_implementation == "sdpa"
+    assert all(layer._compiled_call_impl is None for layer in model.model.layers)
+    assert losses["flex"] == pytest.approx(losses["dense"], abs=1e-6)
+
+
+def test_layer_check_compares_adapter_gradients_and_clears_them(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.train.packing import collate_rows
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    decoder, row = model.get_base_model().get_decoder(), collate_rows([_rows()[0]])
+    layer = decoder.layers[0]
+    mask = dense_document_mask(row["doc_ids"])
+    a = fast._layer_io(decoder, row, mask, layer.__call__, grads=True)
+    b = fast._layer_io(decoder, row, mask, layer.forward, grads=True)
+    n_params = sum(p.numel() for p in layer.parameters() if p.requires_grad)
+    assert a[1].numel() == n_params and a[1].abs().sum() > 0  # the adapter's gradients, not the input's
+    torch.testing.assert_close(a[0], b[0]) and torch.testing.assert_close(a[1], b[1])
+    assert all(p.grad is None for p in model.parameters())  # nothing leaks into the first optimizer step

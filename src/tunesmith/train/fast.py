@@ -125,6 +125,52 @@ def _liger_ce_sum():
     return lambda h, weight, targets: loss(weight, h, targets)
 
 
+class _Stop(Exception):
+    pass
+
+
+def _layer_io(decoder, row: dict, mask, call, grads: bool) -> list[torch.Tensor]:
+    """Output of decoder layer 0 on the row, its arguments built by the decoder itself, and with `grads` the
+    gradients of the layer's trainable parameters (cleared again), or of its input if it has none."""
+    got: dict = {}
+
+    def grab(module, args, kwargs):
+        got["args"], got["kwargs"] = args, kwargs
+        raise _Stop  # the arguments are all that is needed; the rest of the decoder does not run
+
+    layer = decoder.layers[0]
+    hook = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            decoder(input_ids=row["input_ids"], position_ids=row["position_ids"], attention_mask=mask)
+    except _Stop:
+        pass
+    finally:
+        hook.remove()
+    params = [p for p in layer.parameters() if p.requires_grad]
+    args, kwargs = list(got["args"]), dict(got["kwargs"])
+    # As in training: the input needs no gradient when the layer has trainable weights (LoRA on a frozen
+    # embedding), so the compiled graph checked here is the one training reuses.
+    hidden = (args[0] if args else kwargs["hidden_states"]).detach().clone().requires_grad_(grads and not params)
+    if args:
+        args[0] = hidden
+    else:
+        kwargs["hidden_states"] = hidden
+    with torch.set_grad_enabled(grads):
+        out = call(*args, **kwargs)
+        out = out[0] if isinstance(out, tuple) else out
+        if not grads:
+            return [out.detach().float()]
+        weights = torch.randn(out.shape, generator=torch.Generator(out.device).manual_seed(0), device=out.device)
+        (out.float() * weights).sum().backward()
+    if not params:
+        return [out.detach().float(), hidden.grad.float()]
+    flat = torch.cat([p.grad.float().flatten() for p in params])
+    for p in params:
+        p.grad = None  # the check must not leak into the first optimizer step
+    return [out.detach().float(), flat]
+
+
 class PackedTrainer(Trainer):
     """transformers' Trainer over packed rows (one row per micro-batch); only the loss is computed here."""
 
@@ -133,14 +179,47 @@ class PackedTrainer(Trainer):
         self.fast_plan = fast_plan
         self.ce_sum = _liger_ce_sum() if fast_plan.loss == "liger" else chunked_ce_sum
         base = self.causal_lm(self.model)
+        reference = base.config._attn_implementation
         if fast_plan.attention == "flex":
             base.set_attn_implementation("flex_attention")
-        # Models that run eager attention (e.g. Gemma 2 for its score soft-capping) add the mask to the scores.
-        eager = fast_plan.attention == "dense" and base.config._attn_implementation != "sdpa"
-        self.mask_dtype = base.dtype if eager else None
         if fast_plan.compile_layers:
             for layer in base.get_decoder().layers:
                 layer.compile()
+        if (fast_plan.attention == "flex" or fast_plan.compile_layers) and self.train_dataset is not None:
+            self._check_against_reference(base, reference)
+        # Models that run eager attention (e.g. Gemma 2 for its score soft-capping) add the mask to the scores.
+        eager = fast_plan.attention == "dense" and base.config._attn_implementation != "sdpa"
+        self.mask_dtype = base.dtype if eager else None
+
+    def _check_against_reference(self, base, reference: str) -> None:
+        """Decoder layer 0 as the plan runs it (FlexAttention with the BlockMask, compiled) against the model's
+        own attention with the dense mask, eager, on the first training row: outputs and (on a GPU) input
+        gradients. Compiled flex kernels have had silent stride bugs (fused-QKV models such as Phi-3 give wrong
+        outputs under inductor on CPU), so a mismatch turns both levers off instead of training on garbage."""
+        from tunesmith.train.packing import collate_rows
+
+        row = {k: v.to(self.args.device) if torch.is_tensor(v) else v
+               for k, v in collate_rows([self.train_dataset[0]]).items()}
+        decoder, grads = base.get_decoder(), torch.cuda.is_available()
+        layer = decoder.layers[0]
+        planned = _layer_io(decoder, row, document_block_mask(row["doc_ids"]) if self.fast_plan.attention == "flex"
+                            else dense_document_mask(row["doc_ids"]), layer.__call__, grads)
+        base.set_attn_implementation(reference)
+        additive = base.dtype if reference != "sdpa" else None
+        expected = _layer_io(decoder, row, dense_document_mask(row["doc_ids"], additive=additive), layer.forward, grads)
+        diff = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-6)) for a, b in zip(planned, expected))
+        tol = 1e-3 if base.dtype == torch.float32 else 5e-2
+        if diff <= tol:
+            if self.fast_plan.attention == "flex":
+                base.set_attn_implementation("flex_attention")
+            self.fast_plan.notes.append(f"self-check passed: decoder layer 0 as planned = reference (rel. diff "
+                                        f"{diff:.1e}{', outputs and gradients' if grads else ', outputs'})")
+            return
+        for one in decoder.layers:
+            one._compiled_call_impl = None  # undoes Module.compile()
+        self.fast_plan.attention, self.fast_plan.compile_layers = "dense", False
+        self.fast_plan.notes.append(f"self-check FAILED: decoder layer 0 with FlexAttention/torch.compile differs "
+                                    f"from the reference by {diff:.1e} (relative); both turned off for this run")
 
     @staticmethod
     def causal_lm(model):
