@@ -94,14 +94,15 @@ def test_split_stratified_deterministic(tmp_path):
 def test_split_warns_about_empty_splits_and_missing_labels(tmp_path):
     src = tmp_path / "tiny.jsonl"
     rng = random.Random(3)
-    # 4 records per label: 3 to train (0.8 × 4 rounded), 0.1 × 4 rounds to none for val, the rest to test
-    rows = [{"text": _sentence(rng), "label": label} for label in ("a", "b") for _ in range(4)]
+    # 2 records per label, 4 in all: 3.2 / 0.4 / 0.4 → 3 to train, the one left over to test (ties favour test)
+    rows = [{"text": _sentence(rng), "label": label} for label in ("a", "b") for _ in range(2)]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = runner.invoke(app, ["split", str(src), "--out", str(tmp_path / "o"), "--json"])
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
-    assert m["counts"] == {"train": 6, "val": 0, "test": 2}
-    assert m["warnings"] == ["the val split is empty: 8 records × 0.1 rounds to none; add records or raise its ratio"]
+    assert m["counts"] == {"train": 3, "val": 0, "test": 1}
+    assert m["warnings"] == ["the val split is empty: 4 records × 0.1 rounds to none; add records or raise its ratio",
+                             "the test split has no record of label(s) a: their scores there cannot be measured"]
     # one label too rare for the test split: every record of it lands elsewhere
     rows += [{"text": _sentence(rng), "label": "a"} for _ in range(16)] + [{"text": _sentence(rng), "label": "b"}
                                                                            for _ in range(16)]

@@ -85,6 +85,15 @@ class Rule(BaseModel):
             raise ValueError(
                 f"rule {self.name!r} must have exactly one of {', '.join(KINDS)}; it has {kinds or 'none'}"
             )
+        kind = kinds[0]
+        value = getattr(self, kind)
+        # an empty text or word matches everywhere: the rule would pass or fail every answer
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"rule {self.name!r}: {kind} is empty")
+        if kind == "forbidden" and (not value or any(not w.strip() for w in value)):
+            raise ValueError(f"rule {self.name!r}: forbidden needs one or more non-empty words")
+        if kind in ("max_words", "min_words") and value < 0:
+            raise ValueError(f"rule {self.name!r}: {kind} must be 0 or more, got {value}")
         for k in ("regex", "not_regex", "echo", "grounded"):
             pattern = getattr(self, k)
             if pattern is not None:
@@ -152,6 +161,11 @@ class Rule(BaseModel):
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL | re.IGNORECASE)
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON: a strict parser downstream would refuse them
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json_answer(answer: str) -> tuple[bool, Any]:
     """(ok, value): the answer as JSON, accepting one surrounding ```json fence."""
     text = answer.strip()
@@ -159,7 +173,7 @@ def parse_json_answer(answer: str) -> tuple[bool, Any]:
     if m:
         text = m.group(1)
     try:
-        return True, json.loads(text)
+        return True, json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError):
         return False, None
 
@@ -222,13 +236,26 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
         try:
             rules.append(Rule.model_validate(item))
         except ValidationError as e:
-            msgs = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'rule'}: {err['msg']}" for err in e.errors())
+            msgs = "; ".join(
+                # a check of the whole rule has no field to name, and pydantic's "Value error, " prefix says nothing
+                (f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else "") + err["msg"].removeprefix("Value error, ")
+                + _yaml_hint(err)
+                for err in e.errors()
+            )
             raise RulesError(f"{source}: rule #{i} ({item.get('name', '?')}): {msgs}") from None
     names = [r.name for r in rules]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise RulesError(f"{source}: duplicate rule names: {', '.join(sorted(dupes))}")
     return RuleSet(rules, source)
+
+
+def _yaml_hint(err: dict) -> str:
+    """Why a text field got a non-string: YAML reads unquoted no/yes/on/off as booleans and 2024 as a number."""
+    value = err.get("input")
+    if err.get("type") == "string_type" and isinstance(value, (bool, int, float)):
+        return f" (YAML read it as {value!r}: put the text in quotes)"
+    return ""
 
 
 def load_rules(path: str | Path) -> RuleSet:

@@ -8,6 +8,7 @@ hold "file:line" strings, so no reference is ambiguous.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Analysis:
     tokenizer: str | None = None
     max_seq_len: int | None = None
     over_length: list[int] = field(default_factory=list)
+    template_refused: dict[int, str] = field(default_factory=dict)  # record index → the chat template's error
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -59,6 +61,14 @@ class Analysis:
             return None
         return dict(sorted(Counter(labels).items(), key=lambda kv: (-kv[1], kv[0])))
 
+    def label_conflicts(self) -> list[list[int]]:
+        """Groups of labelled records with the same input and different labels: the data contradicts itself."""
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(self.records):
+            if isinstance(r, Conversation) and r.label is not None:
+                groups.setdefault(json.dumps(r.prompt_messages(), ensure_ascii=False), []).append(i)
+        return [idx for idx in groups.values() if len({self.records[i].label for i in idx}) > 1]
+
     def violating(self) -> set[int]:
         return {i for idx in self.violations.values() for i in idx}
 
@@ -68,10 +78,34 @@ class Analysis:
         if n < MIN_EXAMPLES:
             out.append(f"only {n} valid records; fine-tuning usually needs at least {MIN_EXAMPLES}")
         labels = self.label_counts()
+        if labels and len(labels) == 1:
+            out.append(f"every labelled record has the label {next(iter(labels))!r}: a classifier needs at least two classes")
+        conflicts = self.label_conflicts()
+        if conflicts:
+            shown = "; ".join(
+                f"lines {', '.join(str(self.loc(i)) for i in idx)}: "
+                + " / ".join(sorted({str(self.records[i].label) for i in idx}))
+                for idx in conflicts[:3]
+            )
+            out.append(f"{len(conflicts)} texts carry different labels ({shown}); see label_conflicts")
+        variants: dict[str, list[str]] = {}
+        for label in labels or {}:
+            variants.setdefault(label.strip().lower(), []).append(label)
+        for names in variants.values():
+            if len(names) > 1:
+                # "Pos" and "pos " train as different answers: almost always a typo in the data
+                out.append(f"labels {', '.join(repr(n) for n in sorted(names))} differ only in case or spaces; "
+                           "they are counted as different classes")
         if labels and len(labels) > 1:
             (top, hi), (low, lo) = max(labels.items(), key=lambda kv: kv[1]), min(labels.items(), key=lambda kv: kv[1])
             if hi > MAX_IMBALANCE * lo:
                 out.append(f"class imbalance {hi / lo:.1f}:1 ({top!r}: {hi}, {low!r}: {lo}) is worse than 3:1")
+        if self.template_refused:
+            shown = "; ".join(f"line {self.loc(i)}: {msg}" for i, msg in list(self.template_refused.items())[:3])
+            out.append(
+                f"the chat template of {self.tokenizer} refuses {len(self.template_refused)} records, so training on "
+                f"them would fail ({shown}); see template_refused"
+            )
         if self.over_length:
             out.append(
                 f"{len(self.over_length)} records are longer than --max-seq-len {self.max_seq_len} "
@@ -82,6 +116,24 @@ class Analysis:
             out.append(f"{len(self.exact)} exact duplicates; `tunesmith data clean` drops them")
         if self.near:
             out.append(f"{len(self.near)} near duplicates (Jaccard >= {self.near_dup_threshold}); see near_duplicate_pairs")
+        pairs = [*self.exact.items(), *((d.index, d.duplicate_of) for d in self.near)]
+        across = Counter((self.records[j].origin.file, self.records[i].origin.file) for i, j in pairs
+                         if self.records[i].origin.file != self.records[j].origin.file)
+        for (kept, flagged), count in sorted(across.items()):
+            # the usual case: a train file and a test file checked together
+            out.append(f"{count} records of {flagged} repeat records of {kept}: if these are train and test data, "
+                       "the test set leaks")
+        ignored = [r.meta["ignored"] for r in self.records if isinstance(r, Conversation) and r.meta.get("ignored")]
+        if ignored:
+            fields = Counter(k for keys in ignored for k in keys)
+            out.append(
+                f"{len(ignored)} records hold fields tunesmith does not read and leaves out of what it writes: "
+                + ", ".join(f"{k!r} in {c}" for k, c in sorted(fields.items(), key=lambda kv: (-kv[1], kv[0])))
+            )
+        unchecked = sum(1 for r in self.records if isinstance(r, Text))
+        if self.rules and unchecked:
+            # zero violations must not read as "compliant" when there was no answer to check
+            out.append(f"{unchecked} text records have no answer: the rules were not checked on them")
         same = sum(1 for r in self.records if isinstance(r, Preference) and r.chosen.strip() == r.rejected.strip())
         if same:
             out.append(f"{same} preference records have identical chosen and rejected answers")
@@ -117,7 +169,8 @@ class Analysis:
                 d |= {"file": a.file, "duplicate_of_file": b.file}
             return d
 
-        lengths = np.asarray(self.lengths or [0])
+        # a record the template refuses has no token length: it would distort the minimum as a 0
+        lengths = np.asarray([n for i, n in enumerate(self.lengths) if i not in self.template_refused] or [0])
         stats = {
             "min": int(lengths.min()),
             "p50": int(np.percentile(lengths, 50, method="nearest")),
@@ -125,7 +178,7 @@ class Analysis:
             "max": int(lengths.max()),
         }
         invalid_counts = Counter(x.reason for x in self.read.invalid)
-        n_errors = len(self.read.invalid) + len(self.violating())
+        n_errors = len(self.read.invalid) + len(self.violating() | set(self.template_refused))
         return {
             "files": self.files,
             "format": self.read.format,
@@ -146,7 +199,12 @@ class Analysis:
                 "lines": [self.loc(i) for i in self.over_length],
                 "max_seq_len": self.max_seq_len,
             },
+            "template_refused": [{"line": self.loc(i), "message": m} for i, m in self.template_refused.items()],
             "label_counts": self.label_counts(),
+            "label_conflicts": [
+                {"lines": [self.loc(i) for i in idx], "labels": sorted({str(self.records[i].label) for i in idx})}
+                for idx in self.label_conflicts()
+            ],
             "length_tokens": stats,
             "length_unit": self.length_unit,
             "tokenizer": self.tokenizer,
@@ -201,11 +259,25 @@ def load_tokenizer(spec: Any):
     path = Path(spec).expanduser()
     if not (path.is_dir() and (path / "tokenizer_config.json").is_file()):
         path = models.resolve_model(spec)
-    return models.load_tokenizer(path)
+    # raw text needs no chat template: token_lengths asks for one only when a record is a conversation
+    return models.load_tokenizer(path, chat=False)
 
 
-def token_lengths(records: Sequence[Record], tokenizer: Any) -> list[int]:
-    """Tokens per record with the model's chat template applied (the longer answer for preference)."""
+def token_lengths(records: Sequence[Record], tokenizer: Any, refused: dict[int, str] | None = None) -> list[int]:
+    """Tokens per record with the model's chat template applied (the longer answer for preference).
+
+    A record the template refuses (many raise on roles that do not alternate, or on a system turn)
+    gets length 0 and its error in `refused`; without `refused` the error names the record and stops.
+    """
+    from jinja2.exceptions import TemplateError
+
+    if getattr(tokenizer, "chat_template", None) is None and any(not isinstance(r, Text) for r in records):
+        from tunesmith.models import ModelError
+
+        raise ModelError(
+            f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')}: the tokenizer has no chat template; "
+            "conversations and preference pairs need one to be counted in tokens (raw text does not)"
+        )
     texts: list[str] = []
     owner: list[int] = []
     for i, r in enumerate(records):
@@ -218,7 +290,16 @@ def token_lengths(records: Sequence[Record], tokenizer: Any) -> list[int]:
             convs = [prompt + [{"role": "assistant", "content": a}] for a in (r.chosen, r.rejected)]
         else:
             convs = [[m.to_dict() for m in r.messages]]
-        texts.extend(tokenizer.apply_chat_template(convs, tokenize=False))
+        try:
+            rendered = tokenizer.apply_chat_template(convs, tokenize=False)
+        except TemplateError as e:
+            if refused is None:
+                from tunesmith.models import ModelError
+
+                raise ModelError(f"{r.origin}: the chat template refuses this record: {e}") from None
+            refused[i] = str(e)
+            continue
+        texts.extend(rendered)
         owner.extend([i] * len(convs))
     out = [0] * len(records)
     with task("tokenizing", len(texts)) as advance:
@@ -269,7 +350,7 @@ def analyse(
         a.violations = check_rules(read.records, ruleset)
         lap("rules")
     if tok is not None:
-        a.lengths, a.length_unit = token_lengths(read.records, tok), "tokens"
+        a.lengths, a.length_unit = token_lengths(read.records, tok, a.template_refused), "tokens"
         a.tokenizer = str(tokenizer) if isinstance(tokenizer, (str, Path)) else getattr(tok, "name_or_path", None)
     else:
         a.lengths = word_lengths(read.records)

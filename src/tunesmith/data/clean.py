@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tunesmith.data.check import analyse
-from tunesmith.data.formats import write_jsonl
+from tunesmith.data.formats import require_one_kind, write_jsonl
 from tunesmith.data.records import Record
 from tunesmith.rules import RuleSet
 
@@ -43,6 +43,7 @@ def clean(
     if drop_violations and rules is None:
         raise ValueError("--drop-violations needs --rules")
     a = analyse(paths, format, rules, near_dup_threshold=near_dup_threshold)
+    require_one_kind(a.read, "a cleaned file")
     out = CleanResult(read=a.read.total)
     for x in a.read.invalid:
         out.rejected.append(x.to_dict(with_raw=True))

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tunesmith.data.formats import FORMATS, DataError
@@ -35,13 +36,14 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (DataError, RulesError, ModelError, ValueError, OSError) as e:
-        _err.print(f"[red]Error:[/red] {e}", markup=True, soft_wrap=True)
+        # file names, roles and labels come from the user: "[/]" in one must print, not break the markup
+        _err.print(f"[red]Error:[/red] {escape(str(e))}", markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 def _check_format(fmt: str) -> None:
     if fmt != "auto" and fmt not in FORMATS:
-        _err.print(f"[red]Error:[/red] unknown --format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
+        _err.print(f"[red]Error:[/red] unknown --format {escape(repr(fmt))}; use auto or one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
 
 
@@ -56,6 +58,13 @@ def _count(n: int, noun: str) -> str:
 def _lines(values: list, limit: int = _SHOWN) -> str:
     text = ", ".join(str(v) for v in values[:limit])
     return text + (f", … (+{len(values) - limit})" if len(values) > limit else "")
+
+
+def _pair(p: dict[str, Any]) -> tuple[str, str]:
+    """(line, duplicate of) cells; with several files a bare line number would not say which file."""
+    if "file" in p:
+        return escape(f"{p['file']}:{p['line']}"), escape(f"{p['duplicate_of_file']}:{p['duplicate_of']}")
+    return str(p["line"]), str(p["duplicate_of"])
 
 
 def _print_check(rep: dict[str, Any]) -> None:
@@ -75,14 +84,14 @@ def _print_check(rep: dict[str, Any]) -> None:
     if rep["over_length"]["max_seq_len"] is not None:
         rows.append((f"over {rep['over_length']['max_seq_len']} {rep['length_unit']}", rep["over_length"]["count"]))
     for k, v in rows:
-        summary.add_row(k, str(v))
+        summary.add_row(k, escape(str(v)))
     _out.print(summary)
     if rep["invalid"]:
         t = Table(title="invalid records", title_justify="left")
         for c in ("file", "line", "reason", "message"):
             t.add_column(c)
         for x in rep["invalid"][:_SHOWN]:
-            t.add_row(x["file"], str(x["line"]), x["reason"], x["message"])
+            t.add_row(escape(x["file"]), str(x["line"]), x["reason"], escape(x["message"]))
         _out.print(t)
         if len(rep["invalid"]) > _SHOWN:
             _out.print(f"… and {len(rep['invalid']) - _SHOWN} more (use --json)")
@@ -91,32 +100,32 @@ def _print_check(rep: dict[str, Any]) -> None:
         for c in ("rule", "violations", "lines"):
             t.add_column(c)
         for name, lines in rep["rule_violations"].items():
-            t.add_row(name, str(len(lines)), _lines(lines), style="red" if lines else "green")
+            t.add_row(escape(name), str(len(lines)), escape(_lines(lines)), style="red" if lines else "green")
         _out.print(t)
     if rep["exact_duplicate_pairs"] or rep["near_duplicate_pairs"]:
         t = Table(title="duplicates (flagged → kept)", title_justify="left")
         for c in ("line", "duplicate of", "kind"):
             t.add_column(c)
         for p in rep["exact_duplicate_pairs"][:_SHOWN]:
-            t.add_row(str(p["line"]), str(p["duplicate_of"]), "exact")
+            t.add_row(*_pair(p), "exact")
         for p in rep["near_duplicate_pairs"][:_SHOWN]:
-            t.add_row(str(p["line"]), str(p["duplicate_of"]), f"near ({p['similarity']:.2f})")
+            t.add_row(*_pair(p), f"near ({p['similarity']:.2f})")
         _out.print(t)
     if rep["label_counts"]:
         t = Table(title="labels", title_justify="left")
         t.add_column("label")
         t.add_column("records", justify="right")
         for k, v in rep["label_counts"].items():
-            t.add_row(k, str(v))
+            t.add_row(escape(k), str(v))
         _out.print(t)
     for w in rep["warnings"]:
-        _out.print(f"[yellow]warning:[/yellow] {w}")
+        _out.print(f"[yellow]warning:[/yellow] {escape(w)}")
     _out.print("[green]OK[/green]" if rep["ok"] else f"[red]{_count(rep['errors'], 'record')} with errors[/red]")
 
 
 @app.command()
 def check(
-    files: list[Path] = typer.Argument(..., help="JSONL, JSON, CSV, Parquet or TXT files."),
+    files: list[Path] = typer.Argument(..., help="JSONL, JSON, CSV, TSV, Parquet or TXT files."),
     format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML checked on every assistant answer."),
     tokenizer: Optional[str] = typer.Option(
@@ -148,7 +157,9 @@ def check(
 def clean(
     files: list[Path] = typer.Argument(..., help="Input files."),
     out: Path = typer.Option(..., "-o", "--out", help="Kept records, canonical JSONL."),
-    rejected: Optional[Path] = typer.Option(None, "--rejected", help="Every dropped record with its line and reason."),
+    rejected: Optional[Path] = typer.Option(
+        None, "--rejected", help="Every dropped record with its file, line and reason (default: OUT.rejected.jsonl)."
+    ),
     drop_near_dups: bool = typer.Option(False, "--drop-near-dups", help="Also drop near duplicates."),
     drop_violations: bool = typer.Option(False, "--drop-violations", help="Also drop records that break --rules."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML (needed for --drop-violations)."),
@@ -158,23 +169,31 @@ def clean(
 ) -> None:
     """Write the kept records; invalid records and exact duplicates are always dropped.
 
+    Every dropped record goes to the rejected file with its file, line and reason.
+
     Example: tunesmith data clean raw.jsonl -o clean.jsonl --rejected rejected.jsonl --drop-near-dups
     """
     from tunesmith.data.clean import clean as run_clean
     from tunesmith.data.clean import write_clean
 
     _check_format(format)
+    # without a rejected file a dropped record would leave no trace of where it was and why
+    rejected = rejected or out.with_name(f"{out.stem}.rejected.jsonl")
+    if rejected.resolve() == out.resolve():
+        _err.print(f"[red]Error:[/red] --rejected and -o are the same file ({escape(str(out))}); "
+                   "the rejected records would replace the kept ones")
+        raise typer.Exit(2)
     with _user_errors():
         result = run_clean(files, format, rules, drop_near_dups, drop_violations, near_dup_threshold)
         write_clean(result, out, rejected)
-    s = result.summary() | {"out": str(out), "rejected_file": str(rejected) if rejected else None}
+    s = result.summary() | {"out": str(out), "rejected_file": str(rejected)}
     if as_json:
         _emit(s)
         return
     _out.print(f"read {s['read']} = kept {s['kept']} + rejected {s['rejected']}")
     for reason, n in s["rejected_by_reason"].items():
         _out.print(f"  {reason}: {n}")
-    _out.print(f"wrote {out}" + (f" and {rejected}" if rejected else ""))
+    _out.print(escape(f"wrote {out} and {rejected}"))
 
 
 @app.command()
@@ -191,45 +210,57 @@ def split(
 ) -> None:
     """Deterministic train/val/test split that refuses to leak duplicates into val or test.
 
-    Invalid records are left out and counted in the manifest.
+    Invalid records are left out and listed (file, line, reason) in the manifest.
 
     Example: tunesmith data split clean.jsonl --out data/ --ratios 0.8,0.1,0.1 --seed 0
     """
-    from tunesmith.data.formats import read_files, require_records
+    from tunesmith.data.formats import read_files, require_one_kind, require_records
     from tunesmith.data.split import LeakError, parse_ratios, write_split
 
     _check_format(format)
     if stratify not in ("auto", "label", "none"):
-        _err.print(f"[red]Error:[/red] --stratify must be auto, label or none, got {stratify!r}")
+        _err.print(f"[red]Error:[/red] --stratify must be auto, label or none, got {escape(repr(stratify))}")
+        raise typer.Exit(2)
+    written = {(out / f"{name}.jsonl").resolve() for name in ("train", "val", "test")} | {(out / "manifest.json").resolve()}
+    clobbered = [str(f) for f in files if f.resolve() in written]
+    if clobbered:
+        # "split data/train.jsonl -o data/" would replace the full input with its own train part
+        _err.print(f"[red]Error:[/red] {escape(', '.join(clobbered))} would be overwritten by the split; choose another --out",
+                   soft_wrap=True)
         raise typer.Exit(2)
     with _user_errors():
         ratio_values = parse_ratios(ratios)
-        read = require_records(read_files(files, format))
+        read = require_one_kind(require_records(read_files(files, format)), "a split")
         labelled = bool(read.records) and all(getattr(r, "label", None) is not None for r in read.records)
         key = "label" if stratify == "label" or (stratify == "auto" and labelled) else None
-        source = {"source": [str(f) for f in files], "format": read.format, "read": read.total, "invalid": len(read.invalid)}
+        source = {"source": [str(f) for f in files], "format": read.format, "read": read.total, "invalid": len(read.invalid),
+                  "invalid_records": [x.to_dict() for x in read.invalid]}
         try:
             manifest = write_split(read.records, out, ratio_values, seed, key, force, near_dup_threshold, source)
         except LeakError as e:
             if as_json:
                 _emit({"error": "leak", "message": str(e)})
             else:
-                _err.print(f"[red]Refused:[/red] {e}", soft_wrap=True)
+                _err.print(f"[red]Refused:[/red] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(1) from None
     if as_json:
         _emit(manifest)
         return
     c = manifest["counts"]
     _out.print(f"read {manifest['read']}: invalid {manifest['invalid']}, train {c['train']}, val {c['val']}, test {c['test']}")
+    for x in manifest["invalid_records"][:_SHOWN]:
+        _out.print(f"  [red]left out[/red] {escape(x['file'])}:{x['line']}: {x['reason']} ({escape(x['message'])})", soft_wrap=True)
+    if manifest["invalid"] > _SHOWN:
+        _out.print(f"  … and {manifest['invalid'] - _SHOWN} more (see invalid_records in manifest.json)")
     if manifest["label_counts"]:
         for name, counts in manifest["label_counts"].items():
-            _out.print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            _out.print(f"  {name}: " + (escape(", ".join(f"{k} {v}" for k, v in counts.items())) or "(empty)"))
     if manifest["duplicates_in_input"]:
         _out.print(f"[yellow]{_count(manifest['duplicates_in_input'], 'duplicate')} kept inside their group's split "
                    "(--force)[/yellow]")
     for w in manifest["warnings"]:
-        _out.print(f"[yellow]warning:[/yellow] {w}")
-    _out.print(f"wrote {out}/train.jsonl, val.jsonl, test.jsonl, manifest.json")
+        _out.print(f"[yellow]warning:[/yellow] {escape(w)}")
+    _out.print(escape(f"wrote {out}/train.jsonl, val.jsonl, test.jsonl, manifest.json"))
 
 
 @app.command()
@@ -246,14 +277,14 @@ def convert(
     """
     from tunesmith.data.convert import TARGETS
     from tunesmith.data.convert import convert as run_convert
-    from tunesmith.data.formats import read_file, write_jsonl
+    from tunesmith.data.formats import read_file, require_records, write_jsonl
 
     _check_format(format)
     if to not in TARGETS:
-        _err.print(f"[red]Error:[/red] --to must be one of {', '.join(TARGETS)}, got {to!r}")
+        _err.print(f"[red]Error:[/red] --to must be one of {', '.join(TARGETS)}, got {escape(repr(to))}")
         raise typer.Exit(2)
     with _user_errors():
-        read = read_file(file, format)
+        read = require_records(read_file(file, format))
         result = run_convert(read.records, to)
         write_jsonl(result.rows, out)
     s = {
@@ -270,8 +301,10 @@ def convert(
         _emit(s)
         return
     _out.print(f"{read.format} → {to}: read {s['read']}, wrote {s['written']}, skipped {len(result.skipped)}, invalid {len(read.invalid)}")
+    for x in read.invalid[:_SHOWN]:
+        _out.print(f"  invalid line {x.line}: {x.reason} ({escape(x.message)})", soft_wrap=True)
     for sk in result.skipped[:_SHOWN]:
-        _out.print(f"  skipped line {sk['line']}: {sk['reason']}")
+        _out.print(f"  skipped line {sk['line']}: {escape(sk['reason'])}")
     for note, n in result.notes.items():
         _out.print(f"  note: {note} ({n} records)")
 
@@ -301,7 +334,7 @@ def report(
     if as_json:
         _emit({"out": str(out), "records": a.read.total, "ok": a.report()["ok"]})
     else:
-        _out.print(f"wrote {out}")
+        _out.print(escape(f"wrote {out}"))
 
 
 @app.command()
@@ -342,11 +375,14 @@ def synth(
     else:
         _out.print(
             f"{s['prompts']} prompts: {s['already_answered']} already answered, {s['written']} written, {s['failed']} failed"
+            + (f"; {s['invalid_prompts']} invalid prompts left out" if s["invalid_prompts"] else "")
         )
         for f in result.failed[:_SHOWN]:
-            _out.print(f"  [red]line {f['line']}:[/red] {f['error']}")
-        _out.print(f"review sample: {s['review_sample']} records in {s['review_file']}")
-    raise typer.Exit(1 if result.failed else 0)
+            _out.print(f"  [red]line {f['line']}:[/red] {escape(f['error'])}")
+        for x in result.invalid[:_SHOWN]:
+            _out.print(f"  [red]invalid prompt, line {x['line']}:[/red] {x['reason']} ({escape(x['message'])})", soft_wrap=True)
+        _out.print(escape(f"review sample: {s['review_sample']} records in {s['review_file']}"))
+    raise typer.Exit(1 if result.failed or result.invalid else 0)
 
 
 @app.command()
@@ -384,4 +420,4 @@ def replay(
     if as_json:
         _emit(s)
     else:
-        _out.print(f"{s['written']} answers written to {out}; {s['empty_answers']} empty answers left out")
+        _out.print(escape(f"{s['written']} answers written to {out}; {s['empty_answers']} empty answers left out"))

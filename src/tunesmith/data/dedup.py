@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -32,6 +33,11 @@ _PUNCT = str.maketrans({c: " " for c in string.punctuation + "\u2018\u2019\u201c
 # candidate costs a comparison while a missed one is a duplicate nobody sees. With 128
 # permutations this misses ~0.1% of pairs at similarity 0.9 (datasketch's default: ~7%).
 LSH_WEIGHTS = (0.1, 0.9)
+# Scripts written without spaces (Chinese, Japanese, Thai): a whole sentence would be one "word", so two
+# sentences differing in one character would share no shingle. Each of their characters is a word instead.
+_UNSPACED = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+_UNSPACED_WORD = re.compile(f"[{_UNSPACED}]|[^{_UNSPACED}]+")
+_HAS_UNSPACED = re.compile(f"[{_UNSPACED}]")
 _CHUNK_SHINGLES = 1 << 16  # rows per permutation block: 64k × 128 × 4 bytes = 32 MiB
 
 
@@ -92,6 +98,8 @@ class MinHasher:
         for t in texts:
             # translate + split runs in C; a regex tokenizer is 2-3x slower on 100k records
             w = t.lower().translate(_PUNCT).split()
+            if not t.isascii() and _HAS_UNSPACED.search(t):
+                w = [part for word in w for part in _UNSPACED_WORD.findall(word)]
             if len(w) < self.k:
                 w += pad[: self.k - len(w)]
             words.extend(w)

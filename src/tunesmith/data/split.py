@@ -33,7 +33,10 @@ class LeakError(ValueError):
 
 
 def parse_ratios(text: str | Sequence[float]) -> tuple[float, float, float]:
-    values = [float(x) for x in text.split(",")] if isinstance(text, str) else [float(x) for x in text]
+    try:
+        values = [float(x) for x in text.split(",")] if isinstance(text, str) else [float(x) for x in text]
+    except ValueError:
+        values = []  # not numbers: the message below says what is expected
     if len(values) != 3 or any(v < 0 for v in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
         raise ValueError(f"ratios must be three non-negative numbers summing to 1 (train,val,test), got {text!r}")
     if values[0] == 0:
@@ -64,8 +67,9 @@ def split_records(
     """{"train", "val", "test"} lists; the same input, ratios and seed always give the same split.
 
     Records sharing a `groups` id stay in one split. With `stratify` (an attribute name such
-    as "label", or a function) every stratum is split by the ratios on its own. Within a
-    split, records keep their input order.
+    as "label", or a function) every stratum is split in the ratios, as closely as whole
+    records allow while the split sizes still match the ratios overall. Within a split,
+    records keep their input order.
     """
     r_train, r_val, _ = parse_ratios(ratios)
     key = _key_fn(stratify)
@@ -77,18 +81,48 @@ def split_records(
         strata.setdefault(key(records[members[0]]) if key else None, []).append(members)
     rng = random.Random(seed)
     chosen: dict[str, list[int]] = {s: [] for s in SPLITS}
-    for k in sorted(strata, key=str):
+    keys = sorted(strata, key=str)
+    targets = _allocate([sum(len(u) for u in strata[k]) for k in keys], r_train, r_val)
+    for k, (n_train, n_val) in zip(keys, targets):
         stratum = strata[k]
         rng.shuffle(stratum)
-        n = sum(len(u) for u in stratum)
-        n_train = math.floor(n * r_train + 0.5)
-        n_val = math.floor(n * r_val + 0.5) if n_train < n else 0
         filled = 0
         for unit in stratum:
             name = "train" if filled < n_train else "val" if filled < n_train + n_val else "test"
             chosen[name].extend(unit)
             filled += len(unit)
     return {s: [records[i] for i in sorted(idx)] for s, idx in chosen.items()}
+
+
+def _allocate(sizes: list[int], r_train: float, r_val: float) -> list[tuple[int, int]]:
+    """(train, val) record counts per stratum whose totals match the ratios of the whole set.
+
+    Rounding each stratum on its own drifts: ten classes of 3 records each round to 2/0/1, so
+    test would get 10 records and val none where 0.8/0.1/0.1 asks for 10/10 of 100. Instead the
+    totals are rounded once (largest remainder) and each stratum's leftover records go to the
+    splits that still need records, largest fractional share first.
+    """
+    ratios = (r_train, r_val, max(0.0, 1.0 - r_train - r_val))
+    # on equal remainders (rounded: 1 - 0.8 - 0.1 is not 0.1 in floats) test is served first, then val:
+    # an empty test split is the worst outcome
+    tie = {0: 2, 1: 1, 2: 0}
+    totals = [math.floor(sum(sizes) * r) for r in ratios]
+    order = sorted(range(3), key=lambda j: (-round(sum(sizes) * ratios[j] - totals[j], 9), tie[j]))
+    for k in range(sum(sizes) - sum(totals)):
+        totals[order[k % 3]] += 1
+    shares = [[size * r for r in ratios] for size in sizes]
+    cells = [[math.floor(x) for x in row] for row in shares]
+    left = [size - sum(row) for size, row in zip(sizes, cells)]
+    need = [totals[j] - sum(row[j] for row in cells) for j in range(3)]
+    by_share = sorted(((i, j) for i in range(len(sizes)) for j in range(3)),
+                      key=lambda c: (-round(shares[c[0]][c[1]] - cells[c[0]][c[1]], 9), c[0], tie[c[1]]))
+    while sum(left) > 0:  # each pass places at least one record: some stratum has some and some split needs one
+        for i, j in by_share:
+            if left[i] > 0 and need[j] > 0:
+                cells[i][j] += 1
+                left[i] -= 1
+                need[j] -= 1
+    return [(row[0], row[1]) for row in cells]
 
 
 def duplicate_groups(records: Sequence[Record], threshold: float = 0.8) -> tuple[list[int], list[tuple[int, int, float]]]:
@@ -106,15 +140,28 @@ def duplicate_groups(records: Sequence[Record], threshold: float = 0.8) -> tuple
     pairs = [(i, j, 1.0) for i, j in exact.items()] + [(d.index, d.duplicate_of, d.similarity) for d in near]
     for i, j, _ in pairs:
         parent[find(i)] = find(j)
+    # the same input under different labels: not a duplicate to refuse (data clean would not remove it), but
+    # one in train and one in test would still leak the input, so they stay together
+    first: dict[str, int] = {}
+    for i, r in enumerate(records):
+        if getattr(r, "label", None) is not None:
+            j = first.setdefault(json.dumps(r.prompt_messages(), ensure_ascii=False), i)
+            parent[find(i)] = find(j)
     return [find(i) for i in range(len(records))], sorted(pairs)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _describe(records: Sequence[Record], pairs: list[tuple[int, int, float]], others: Sequence[Record] | None = None) -> str:
     lines = []
     for i, j, sim in pairs[:_SHOWN]:
-        a = (others if others is not None else records)[i].origin
-        b = records[j].origin
-        kind = "exact duplicate" if sim >= 1.0 else f"near duplicate, Jaccard {sim:.2f}"
+        ra, rb = (others if others is not None else records)[i], records[j]
+        a, b = ra.origin, rb.origin
+        # a near duplicate can score 1.0 too (case, punctuation, system prompt differ): only equal records are exact
+        exact = dedup.exact_key(ra) == dedup.exact_key(rb)
+        kind = "exact duplicate" if exact else f"near duplicate, Jaccard {sim:.2f}"
         lines.append(f"  {a} repeats {b} ({kind})")
     if len(pairs) > _SHOWN:
         lines.append(f"  … and {len(pairs) - _SHOWN} more")
@@ -135,8 +182,8 @@ def write_split(
     groups, pairs = duplicate_groups(records, near_dup_threshold)
     if pairs and not force:
         raise LeakError(
-            f"{len(pairs)} records duplicate other records (exactly or nearly); a split could put copies in "
-            f"both train and test:\n{_describe(records, pairs)}\n"
+            f"{_count(len(pairs), 'record duplicates', 'records duplicate')} other records (exactly or nearly); "
+            f"a split could put copies in both train and test:\n{_describe(records, pairs)}\n"
             "Run `tunesmith data clean --drop-near-dups` first, or pass --force to keep each duplicate group "
             "inside one split."
         )
@@ -145,7 +192,7 @@ def write_split(
     leaks = dedup.cross_duplicates(parts["train"], held_out, near_dup_threshold)
     if leaks and not force:
         raise LeakError(
-            f"{len(leaks)} val/test records duplicate train records:\n{_describe(parts['train'], leaks, held_out)}"
+            f"{_count(len(leaks), 'val/test record duplicates', 'val/test records duplicate')} train records:\n{_describe(parts['train'], leaks, held_out)}"
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def _prompt_messages(value: Any, fmt: str, origin: Origin) -> list[dict[str, str
         if fmt == "chat":
             msgs = formats._messages(obj.get(key), key, "role", "content", {r: r for r in formats.ROLES})
         else:
-            msgs = formats._messages(obj.get(key), key, "from", "value", formats._SHAREGPT_ROLES)
+            msgs = formats._sharegpt_messages(obj.get(key), key)
         while msgs and msgs[-1].role == "assistant":
             msgs.pop()
         if not msgs or msgs[-1].role != "user":
@@ -109,7 +109,7 @@ class SynthResult:
     already_answered: int
     written: int
     failed: list[dict[str, Any]] = field(default_factory=list)
-    invalid_prompts: int = 0
+    invalid: list[dict[str, Any]] = field(default_factory=list)  # prompts that could not be read, with line and reason
     review_count: int = 0
 
     def summary(self) -> dict[str, Any]:
@@ -121,7 +121,8 @@ class SynthResult:
             "written": self.written,
             "failed": len(self.failed),
             "failures": self.failed,
-            "invalid_prompts": self.invalid_prompts,
+            "invalid_prompts": len(self.invalid),
+            "invalid_prompt_records": self.invalid,
             "review_sample": self.review_count,
         }
 
@@ -181,6 +182,8 @@ def synth(
     from openai import OpenAI, OpenAIError
 
     prompts, invalid = read_prompts(prompts_file, format)
+    if not prompts and not invalid:
+        raise formats.DataError(f"{prompts_file}: no prompts (the file is empty or holds only blank lines)")
     if n is not None:
         prompts = prompts[:n]
     out_path = Path(out)
@@ -188,7 +191,7 @@ def synth(
     done = _answered(out_path)
     todo = [p for p in prompts if p.key not in done]
     result = SynthResult(str(out_path), str(review_path(out_path)), len(prompts), len(prompts) - len(todo), 0)
-    result.invalid_prompts = len(invalid)
+    result.invalid = [x.to_dict() for x in invalid]
     # local OpenAI-compatible servers accept any key; the client only insists that one is set
     client = OpenAI(
         base_url=teacher_url, api_key=os.environ.get(api_key_env) or "not-set", max_retries=max_retries, timeout=timeout
