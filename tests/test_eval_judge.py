@@ -38,7 +38,7 @@ class FakeJudge:
     def reply(self, body: dict) -> tuple[int, dict]:
         if body["model"] != "judge-1":
             return 404, {"error": {"message": f"model {body['model']} not found", "type": "invalid_request_error"}}
-        user = body["messages"][-1]["content"]
+        user = body["messages"][1]["content"]  # the grading request; a retry appends a re-ask after it
         answer = user.rsplit("Answer to grade:\n", 1)[1].strip()
         with self.lock:
             k = self.calls.get(answer, 0)

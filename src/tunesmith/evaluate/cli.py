@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunesmith.evaluate.score import TASKS, ScoreError, read_outputs, score_predictions
+from tunesmith.evaluate.score import TASKS, ScoreError, join_ids, read_outputs, score_predictions
 from tunesmith.rules import RulesError, load_rules
 
 class _RunByDefault(TyperGroup):
@@ -26,7 +26,8 @@ class _RunByDefault(TyperGroup):
 
 app = typer.Typer(
     cls=_RunByDefault,
-    help="Evaluate systems: base vs prompted vs tuned on a run (`eval RUN_DIR`), score saved outputs, judge them.",
+    help="Evaluate systems: base vs prompted vs tuned on a run (`eval RUN_DIR`), score saved outputs, judge them.\n\n"
+    "Example: tunesmith eval runs/legal-bot --regression --gate",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -89,7 +90,8 @@ def _print_scores(task: str, result: dict[str, Any]) -> None:
         for col in ("label", "precision", "recall", "f1", "support"):
             t.add_column(col, justify="left" if col == "label" else "right")
         for label, row in result["per_class"].items():
-            t.add_row(escape(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+            t.add_row(escape(label) if label.strip() else "(empty answer)", f"{row['precision']:.4f}",
+                      f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
         _out.print(t)
     for key, title, column, value in (("field_accuracy", "field accuracy", "field", "accuracy"),
                                       ("compliance", "format compliance", "rule", "pass rate")):
@@ -100,6 +102,20 @@ def _print_scores(task: str, result: dict[str, Any]) -> None:
             for name, rate in result[key].items():
                 t.add_row(escape(name), _pct(rate))
             _out.print(t)
+
+
+def _read_rubric(path: Optional[Path]) -> Optional[str]:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        _fail(f"{path}: cannot read rubric: {e.strerror}")
+    except UnicodeDecodeError:
+        _fail(f"{path}: cannot read rubric: not UTF-8 text")
+    if not text:  # silently grading with the default rubric would hide the mistake
+        _fail(f"{path}: the rubric file is empty")
+    return text
 
 
 @app.command()
@@ -116,6 +132,7 @@ def judge(
     rubric_file: Optional[Path] = typer.Option(None, "--rubric", help="Text file with the rubric (default: a general one)."),
     retries: int = typer.Option(2, "--retries", min=0, help="Re-asks when the judge's reply is not the JSON verdict."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds to wait for one judge reply."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Grade outputs 1-5 with an LLM judge; unparseable verdicts are counted, not guessed.
@@ -129,17 +146,15 @@ def judge(
     try:
         preds = read_outputs(predictions)
         refs = read_outputs(references) if references else {}
-        rubric = rubric_file.read_text(encoding="utf-8").strip() if rubric_file else None
+        if references:
+            join_ids(preds, refs, predictions, references)  # an unanswered reference must not vanish from the mean
     except ScoreError as e:
         _fail(str(e))
-    except OSError as e:
-        _fail(f"{rubric_file}: cannot read rubric: {e.strerror}")
+    rubric = _read_rubric(rubric_file)
     items = []
     for key, row in preds.items():
         ref = refs.get(key, {})
-        if refs and not ref:
-            _fail(f"{references}: no reference for id {key!r} found in {predictions}")
-        prompt = ref.get("prompt", row.get("prompt"))
+        prompt = next((r["prompt"] for r in (ref, row) if isinstance(r.get("prompt"), str)), None)  # null = absent
         if not isinstance(prompt, str):
             _fail(f"id {key!r}: no 'prompt' on the prediction or reference line")
         output = row["output"] if isinstance(row["output"], str) else json.dumps(row["output"])
@@ -158,6 +173,7 @@ def judge(
         api_key_env=api_key_env,
         retries=retries,
         concurrency=concurrency,
+        timeout_s=timeout,
         **({"rubric": rubric} if rubric else {}),
     )
     try:
@@ -177,13 +193,24 @@ def judge(
     for k, v in result["score_counts"].items():
         t.add_row(f"score {k}", str(v))
     _out.print(t)
+    failed = [it for it in result["items"] if it["score"] is None]
+    if failed:
+        t = Table(title=f"unparseable verdicts (last reply after {retries + 1} attempts)")
+        t.add_column("id")
+        t.add_column("judge's reply")
+        for it in failed:
+            reply = it["reason"] if len(it["reason"]) <= 120 else it["reason"][:117] + "..."
+            t.add_row(escape(str(it["id"])), escape(reply))
+        _out.print(t)
 
 
 @app.command("run")
 def run(
     run_or_config: Path = typer.Argument(..., help="A run directory, or the run config YAML that names it."),
     test: Optional[Path] = typer.Option(None, "--test", help="Test file (default: data.test of the run's config)."),
-    systems: str = typer.Option("base,prompted,tuned", "--systems", help="Comma-separated systems to compare."),
+    systems: Optional[str] = typer.Option(
+        None, "--systems", help="Comma-separated systems to compare (default: eval.systems of the run's config)."
+    ),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML (default: data.rules of the config)."),
     regression: bool = typer.Option(False, "--regression", help="Also run the general-prompt regression suite."),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint of an LLM judge."),
@@ -201,14 +228,17 @@ def run(
     """
     from tunesmith.config import ConfigError, load_config
     from tunesmith.evaluate.runner import SYSTEMS, evaluate_run
+    from tunesmith.models import ModelError
     from tunesmith.report.eval_report import render_eval_report
 
-    chosen = [s.strip() for s in systems.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SYSTEMS]
-    if unknown or not chosen:
-        _fail(f"--systems: unknown {', '.join(unknown) or 'empty'}; choose from {', '.join(SYSTEMS)}")
+    if systems is not None:
+        chosen = [s.strip() for s in systems.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in SYSTEMS]
+        if unknown or not chosen:
+            _fail(f"--systems: unknown {', '.join(unknown) or 'empty'}; choose from {', '.join(SYSTEMS)}")
     if (judge_url is None) != (judge_model is None):
         _fail("--judge-url and --judge-model go together")
+    rubric = _read_rubric(rubric_file)  # before generating, so a wrong path does not cost a whole evaluation
     run_dir = run_or_config
     if run_or_config.is_file():
         try:
@@ -217,40 +247,51 @@ def run(
             _fail(str(e))
     if not (run_dir / "run.json").is_file():
         _fail(f"{run_dir}: not a run directory (no run.json); train it first with `tunesmith train`")
+    if systems is None:
+        try:
+            chosen = list(load_config(run_dir / "config.yaml").eval.systems)
+        except ConfigError as e:
+            _fail(str(e))
+    named = "--systems" if systems is not None else f"eval.systems of {run_dir / 'config.yaml'}"
+    if not chosen:
+        _fail(f"{named} is empty; choose from {', '.join(SYSTEMS)}")
+    if gate and not {"tuned", "prompted"} <= set(chosen):
+        _fail(f"--gate needs both the tuned and the prompted system in {named}")
+    if regression and not {"base", "tuned"} <= set(chosen):
+        _fail(f"--regression compares base with tuned; {named} needs both")
     try:
         results = evaluate_run(run_dir, test_path=str(test) if test else None, systems=chosen,
                                rules_path=str(rules) if rules else None, console=_err, margin=margin,
                                regression=regression or None)
-    except (ValueError, RulesError, OSError) as e:
+    except (ValueError, RulesError, OSError, ModelError) as e:
         _fail(str(e))
     if judge_url:
-        results["judge"] = _judge_systems(results, judge_url, judge_model, rubric_file)
-        (run_dir / "eval" / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        results["judge"] = _judge_systems(results, judge_url, judge_model, rubric)
+        (run_dir / "eval" / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
+                                                       encoding="utf-8")
     report = render_eval_report(results, run_dir / "report.html")
     decision = results.get("gate")
     if gate and decision is not None:
         (run_dir / "eval" / "gate.json").write_text(json.dumps(decision, indent=2))
     summary = {s: v["metrics"] for s, v in results["systems"].items()} | {
         "task": results["task"], "gate": decision, "regression": results.get("regression"),
-        "judge": results.get("judge"), "report": str(report), "run_dir": str(run_dir)}
+        "judge": {s: {k: v for k, v in j.items() if k != "items"} for s, j in results["judge"].items()}
+        if results.get("judge") else None, "report": str(report), "run_dir": str(run_dir)}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         _print_comparison(results)
         _err.print(f"report: {report}")
     if gate:
-        if decision is None:
-            _fail("--gate needs both the tuned and the prompted system", code=2)
         for reason in decision["reasons"]:
             _err.print(("[green]" if decision["passed"] else "[red]") + escape(reason) + "[/]")
         if not decision["passed"]:
             raise typer.Exit(1)
 
 
-def _judge_systems(results: dict[str, Any], url: str, model: str, rubric_file: Optional[Path]) -> dict[str, Any]:
+def _judge_systems(results: dict[str, Any], url: str, model: str, rubric: Optional[str]) -> dict[str, Any]:
     from tunesmith.evaluate.judge import JudgeConfig, JudgeError, judge as run_judge
 
-    rubric = rubric_file.read_text(encoding="utf-8").strip() if rubric_file else None
     config = JudgeConfig(base_url=url, model=model, **({"rubric": rubric} if rubric else {}))
     out = {}
     for system in results["systems"]:
@@ -260,7 +301,7 @@ def _judge_systems(results: dict[str, Any], url: str, model: str, rubric_file: O
             verdict = run_judge(items, config)
         except JudgeError as e:
             _fail(str(e), code=1)
-        out[system] = {k: verdict[k] for k in ("n", "scored", "unparseable", "mean_score", "score_counts")}
+        out[system] = verdict  # items too: results.json shows which answers scored low or went unparsed
     return out
 
 
@@ -279,6 +320,11 @@ def _print_comparison(results: dict[str, Any]) -> None:
         rows.append((f"compliance: {rule}", [results["systems"][s]["metrics"]["compliance"][rule] for s in systems]))
     for name, values in rows:
         t.add_row(escape(name), *[_pct(v) if isinstance(v, (int, float)) else "—" for v in values])
+    judged = results.get("judge") or {}
+    if judged:
+        means = [judged.get(s, {}).get("mean_score") for s in systems]
+        t.add_row("judge mean (1-5)", *["—" if m is None else f"{m:.2f}" for m in means])
+        t.add_row("judge unparseable", *[str(judged.get(s, {}).get("unparseable", "—")) for s in systems])
     _out.print(t)
     reg = results.get("regression")
     if reg:

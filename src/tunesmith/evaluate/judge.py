@@ -2,7 +2,8 @@
 
 Judges are run by the user (OpenAI, a local vLLM, the tunesmith server...), so nothing
 here is needed for the default evaluation. Answers that are not the requested JSON are
-asked again up to `retries` times and then counted as unparseable, never guessed.
+asked again up to `retries` times (shown their reply and the format) and then counted as
+unparseable, never guessed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ _SYSTEM = (
 )
 
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+# Sent with the unusable reply on a retry: at temperature 0 the same request gets the same reply.
+_REASK = 'That was not the verdict format. Reply with one JSON object only: {"score": <integer 1-5>, "reason": "<one sentence>"}'
 
 
 class JudgeError(RuntimeError):
@@ -70,7 +74,7 @@ def parse_verdict(text: str) -> tuple[int, str] | None:
             return None
         try:
             value = json.loads(m.group(0))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return None
     if not isinstance(value, dict):
         return None
@@ -89,6 +93,7 @@ def judge(items: list[dict[str, Any]], config: JudgeConfig, show_progress: bool 
     items in input order; an unparseable item has score None and its last raw reply as reason.
     """
     import openai
+    from openai.types.chat import ChatCompletion
 
     client = openai.OpenAI(
         base_url=config.base_url,
@@ -99,18 +104,30 @@ def judge(items: list[dict[str, Any]], config: JudgeConfig, show_progress: bool 
 
     def grade(item: dict[str, Any]) -> dict[str, Any]:
         messages = judge_messages(config.rubric, item["prompt"], item["output"], item.get("reference"))
-        raw = ""
+        text = ""
         for attempt in range(1, config.retries + 2):
+            reask = [{"role": "assistant", "content": text}, {"role": "user", "content": _REASK}] if attempt > 1 else []
             try:
                 resp = client.chat.completions.create(
                     model=config.model,
-                    messages=messages,
+                    messages=messages + reask,
                     temperature=config.temperature,
                     max_tokens=config.max_tokens,
                 )
+            except openai.APITimeoutError:
+                raise JudgeError(f"judge endpoint {config.base_url}: no reply within {config.timeout_s:g} s "
+                                 "(3 tries); a slow judge needs a longer timeout") from None
             except openai.APIError as e:
                 raise JudgeError(f"judge endpoint {config.base_url}: {e}") from None
-            raw = (resp.choices[0].message.content or "") if resp.choices else ""
+            choices = getattr(resp, "choices", None) if isinstance(resp, ChatCompletion) else None
+            if not choices or getattr(choices[0], "message", None) is None:
+                # a proxy login page, a web server at the wrong path or an error body sent with status 200
+                shown = resp.model_dump_json() if isinstance(resp, ChatCompletion) else str(resp)
+                raise JudgeError(f"judge endpoint {config.base_url}: the reply is not an OpenAI chat completion "
+                                 f"(is the URL the API's /v1 root?): {shown[:200]!r}")
+            text = choices[0].message.content or ""
+            # a refusal or a content filter leaves no text; say so instead of an empty reason
+            raw = text or f"(no text; finish_reason {choices[0].finish_reason!r})"
             verdict = parse_verdict(raw)
             if verdict is not None:
                 return {"id": item["id"], "score": verdict[0], "reason": verdict[1], "attempts": attempt}

@@ -7,7 +7,10 @@ baseline, the tuned model, or any other system's outputs saved to a file.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 import warnings
+from functools import lru_cache
 from typing import Any, Sequence
 
 from tunesmith.rules import RuleSet, compliance as rule_compliance, parse_json_answer
@@ -19,8 +22,10 @@ def _check_lengths(preds: Sequence[Any], refs: Sequence[Any]) -> None:
 
 
 def normalize_label(label: Any, ignore_case: bool = False) -> str:
-    """Labels compare after strip(); case is kept unless asked, because label sets may differ only by case."""
-    text = str(label).strip()
+    """Labels compare after strip(); case is kept unless asked, because label sets may differ only by case.
+    A missing answer (null) is the empty answer, not the text "None", which may well be a real label.
+    NFC makes "é" typed as one character and as e + accent (macOS copies) the same label."""
+    text = "" if label is None else unicodedata.normalize("NFC", str(label)).strip()
     return text.casefold() if ignore_case else text
 
 
@@ -117,11 +122,32 @@ def extraction(preds: Sequence[Any], refs: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+# Scripts written without spaces: each character is a token, as ROUGE is usually computed for them.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f"
+_TOKEN = re.compile(f"[{_UNSPACED}]|[^\\W_{_UNSPACED}]+")
+
+
+class _UnicodeTokenizer:
+    """rouge-score's tokenizer keeps only ASCII letters and digits, so identical Chinese, Russian or
+    Greek answers would score 0. This one keeps letters and digits of every script and is identical
+    to it on ASCII text: lower-case, split on anything else, Porter-stem ASCII words over 3 letters."""
+
+    def __init__(self) -> None:
+        from nltk.stem import porter
+
+        # stemming is most of ROUGE's time and answers repeat their words: memoise it
+        self._stem = lru_cache(maxsize=1 << 16)(porter.PorterStemmer().stem)
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+        return [self._stem(t) if len(t) > 3 and t.isascii() else t for t in tokens]
+
+
 def generation(preds: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
     """Mean ROUGE-L F-measure (rouge-score, Porter stemming on) and strip-equal exact match.
 
-    rouge-score's tokenizer keeps only ASCII letters and digits, so text in other scripts
-    scores 0; use exact match or compliance for such tasks.
+    Tokens are letters and digits of any script (characters, for Chinese, Japanese and Thai);
+    on ASCII text the numbers equal rouge-score's own tokenizer's.
     """
     from rouge_score import rouge_scorer
 
@@ -129,7 +155,7 @@ def generation(preds: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
     n = len(refs)
     if n == 0:
         return {"n": 0, "rouge_l": 0.0, "exact_match": 0.0}
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeTokenizer())
     rouge = sum(scorer.score(str(r), str(p))["rougeL"].fmeasure for p, r in zip(preds, refs))
     exact = sum(str(p).strip() == str(r).strip() for p, r in zip(preds, refs))
     return {"n": n, "rouge_l": rouge / n, "exact_match": exact / n}

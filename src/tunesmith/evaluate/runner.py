@@ -91,14 +91,15 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     test_path: str | None = None,
-    systems: tuple[str, ...] | list[str] = SYSTEMS,
+    systems: tuple[str, ...] | list[str] | None = None,
     rules_path: str | None = None,
     console: Console | None = None,
     show_progress: bool = True,
     margin: float = 0.0,
     regression: bool | None = None,
 ) -> dict[str, Any]:
-    """Generate with each system on the test split, score, gate, and write eval/results.json."""
+    """Generate with each system (default: the config's eval.systems) on the test split, score, gate, and
+    write eval/results.json."""
     import torch
     from peft import PeftModel
 
@@ -114,12 +115,15 @@ def evaluate_run(
 
     cfg: RunConfig = load_config(run.path / "config.yaml")
     ev = cfg.eval
+    systems = list(ev.systems if systems is None else systems)
     test_path = test_path or cfg.data.test
     if not test_path:
         raise ValueError("no test file: set data.test in the config or pass --test")
     rules_path = rules_path or cfg.data.rules
     rules = load_rules(rules_path) if rules_path else None
     tests = read_conversations(test_path, cfg.data.format, cfg.data.system_prompt)
+    if not tests:
+        raise ValueError(f"{test_path}: no test examples")
     if ev.max_examples:
         tests = tests[: ev.max_examples]
     train = read_conversations(cfg.data.train, cfg.data.format, cfg.data.system_prompt) if "prompted" in systems else []
@@ -127,48 +131,62 @@ def evaluate_run(
     task = task_of(tests, rules)
 
     full_model = run.path / "model"
-    tokenizer = load_tokenizer(run.adapter if run.adapter.is_dir() else info["base_model"])
-    model = load_model(info["base_model"], cfg.train.dtype, cfg.trust_remote_code)
-    tuned_model = None  # a fully fine-tuned model is a second model; an adapter shares the base
+    tuned_sha = None
     if "tuned" in systems:
         if run.adapter.is_dir():
-            model = PeftModel.from_pretrained(model, str(run.adapter))
             weights = run.adapter / "adapter_model.safetensors"
         elif full_model.is_dir():
-            tuned_model = load_model(full_model, cfg.train.dtype, cfg.trust_remote_code)
             weights = next(full_model.glob("*.safetensors"))
         else:
             raise ValueError(f"{run.path}: no adapter/ or model/ to evaluate as the tuned system")
-    tuned_sha = sha256_file(weights) if "tuned" in systems else None
-    # LoRA merges into the weights for fast generation; virtual-token adapters cannot merge.
-    can_merge = isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value in ("LORA",)
+        tuned_sha = sha256_file(weights)
     test_sha = sha256_file(test_path)
     gen_dir = run.eval_dir / "generations"
     gen_dir.mkdir(parents=True, exist_ok=True)
 
     outputs: dict[str, list[str]] = {}
-    prompts_by_system: dict[str, list[list[dict[str, str]]]] = {}
+    caches: dict[str, Path] = {}
     for system in systems:
-        prompts = system_prompts(tests, system, shots)
-        prompts_by_system[system] = prompts
-        key = _cache_key(system, test_sha, ev.max_new_tokens, len(tests), prompts,
+        key = _cache_key(system, test_sha, ev.max_new_tokens, len(tests), system_prompts(tests, system, shots),
                          tuned_sha if system == "tuned" else info["base_model"])
-        cache = gen_dir / f"{system}-{key}.json"
-        if cache.is_file():
-            outputs[system] = json.loads(cache.read_text(encoding="utf-8"))
+        caches[system] = gen_dir / f"{system}-{key}.json"
+        if caches[system].is_file():
+            outputs[system] = json.loads(caches[system].read_text(encoding="utf-8"))
             console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
-            continue
-        with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-            outputs[system] = generate(gen_model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
-                                       batch_size=ev.batch_size, label=f"generate {system:<8}",
-                                       console=console, show_progress=show_progress)
-        cache.write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+    wants_regression = (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems)
+
+    # re-scoring from the cache (new rules, say) must not pay for loading a model it will not run
+    if len(outputs) < len(systems) or wants_regression:
+        if Path(info["base_model"]).is_absolute() and not Path(info["base_model"]).is_dir():
+            # else the hub client reports a local path as a malformed repo id
+            raise ValueError(f"{run.path / 'run.json'}: base model {info['base_model']} is not there any more")
+        # the run's own tokenizer carries the chat template it was trained with (data.chat_template for a base
+        # model that has none); every system is prompted with it
+        own = run.adapter if run.adapter.is_dir() else full_model if full_model.is_dir() else info["base_model"]
+        tokenizer = load_tokenizer(own, cfg.trust_remote_code, chat_template=cfg.data.chat_template)
+        model = load_model(info["base_model"], cfg.train.dtype, cfg.trust_remote_code)
+        tuned_model = None  # a fully fine-tuned model is a second model; an adapter shares the base
+        if "tuned" in systems:
+            if run.adapter.is_dir():
+                model = PeftModel.from_pretrained(model, str(run.adapter))
+            else:
+                tuned_model = load_model(full_model, cfg.train.dtype, cfg.trust_remote_code)
+        # LoRA merges into the weights for fast generation; virtual-token adapters cannot merge.
+        can_merge = isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value in ("LORA",)
+        for system in systems:
+            if system in outputs:
+                continue
+            with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
+                outputs[system] = generate(gen_model, tokenizer, system_prompts(tests, system, shots),
+                                           max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size,
+                                           label=f"generate {system:<8}", console=console, show_progress=show_progress)
+            caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
 
     scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
-    regression = None
-    if (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems):
-        regression = _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_progress)
-    gate = decide(task, scores, regression, margin=margin) if {"tuned", "prompted"} <= set(systems) else None
+    forgetting = None
+    if wants_regression:
+        forgetting = _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_progress)
+    gate = decide(task, scores, forgetting, margin=margin) if {"tuned", "prompted"} <= set(systems) else None
     examples = []
     for i, conv in enumerate(tests):
         examples.append({
@@ -187,7 +205,7 @@ def evaluate_run(
         "few_shot": ev.few_shot,
         "systems": {s: {"metrics": scores[s]} for s in systems},
         "examples": examples,
-        "regression": regression,
+        "regression": forgetting,
         "gate": gate,
         "loss_curve": run.read_metrics(),
     }

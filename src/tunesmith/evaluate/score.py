@@ -37,7 +37,9 @@ def read_outputs(path: str | Path) -> dict[str, dict[str, Any]]:
     p = Path(path)
     try:
         # utf-8-sig: files saved by Windows tools start with a BOM that json.loads rejects
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
+        # split on \n only: str.splitlines() also breaks at U+2028, U+0085 and others, which
+        # JSON allows raw inside strings and models do emit; a trailing \r is JSON whitespace
+        lines = p.read_text(encoding="utf-8-sig").split("\n")
     except OSError as e:
         raise ScoreError(f"{p}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
@@ -51,6 +53,8 @@ def read_outputs(path: str | Path) -> dict[str, dict[str, Any]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ScoreError(f"{p}:{no}: not valid JSON: {e.msg}") from None
+        except RecursionError:
+            raise ScoreError(f"{p}:{no}: not valid JSON: nested too deeply") from None
         if not isinstance(obj, dict):
             raise ScoreError(f"{p}:{no}: expected a JSON object with 'id' and 'output'")
         for key in ("id", "output"):
@@ -68,7 +72,8 @@ def read_outputs(path: str | Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _join(preds: dict[str, dict], refs: dict[str, dict], pred_path: Path, ref_path: Path) -> list[str]:
+def join_ids(preds: dict[str, dict], refs: dict[str, dict], pred_path: Path, ref_path: Path) -> list[str]:
+    """Reference ids in order; every reference needs a prediction and every prediction a reference."""
     missing = [k for k in refs if k not in preds]
     if missing:
         raise ScoreError(f"{pred_path}: no prediction for id {_ids(missing)} found in {ref_path}")
@@ -130,7 +135,7 @@ def score_predictions(
     else:
         ref_path = Path(references)
         refs = read_outputs(ref_path)
-        ids = _join(preds, refs, pred_path, ref_path)
+        ids = join_ids(preds, refs, pred_path, ref_path)
 
     pred_rows = [preds[i] for i in ids]
     ref_rows = [refs[i] for i in ids] if refs else []

@@ -5,6 +5,8 @@
     {
       "task": "classification" | "extraction" | "generation" | "compliance",
       "title": str,                                   # optional page title
+      "test": {"path": str, "n": int},                # optional: the test file measured
+      "few_shot": int,                                # optional: examples the prompted baseline was shown
       "systems": {                                    # insertion order = column order
         "base":     {"metrics": {...}, "compliance": {...}},
         "prompted": {...},
@@ -16,6 +18,7 @@
       ],
       "regression": {...} | None,                     # tunesmith.evaluate.regression.compare_regression()
       "gate": {...} | None,                           # tunesmith.evaluate.gate.decide()
+      "judge": {system: {"n", "scored", "unparseable", "mean_score"}} | None,  # LLM judge, per system
       "loss_curve": [{"step": int, "loss": float, "eval_loss": float}] | None,  # either loss key may be absent
     }
 
@@ -53,6 +56,21 @@ def _metrics(entry: dict[str, Any]) -> dict[str, Any]:
     if "compliance" in entry and "metrics" in entry:
         metrics["compliance"] = entry["compliance"]
     return metrics
+
+
+# Predicted labels no reference has, shown one by one up to this many; more are summed up.
+_MAX_INVENTED = 5
+
+
+def _label(label: str) -> str:
+    # an empty model answer is a predicted class of its own; a blank cell would hide it
+    return label if label.strip() else "(empty answer)"
+
+
+def _tick(label: str, width: int = 24) -> str:
+    """A label short enough for a chart axis (the tables keep it whole)."""
+    text = " ".join(_label(label).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _fmt(x: float | None) -> str:
@@ -137,45 +155,72 @@ def _per_class_section(systems: dict[str, dict], colors: dict[str, str]) -> str:
     labels: list[str] = []
     for s in with_classes:
         labels += [lab for lab in systems[s]["per_class"] if lab not in labels]
+    refs = [lab for lab in labels if any(systems[s]["per_class"].get(lab, {}).get("support", 0) for s in with_classes)]
+    invented = [lab for lab in labels if lab not in refs]
+    # a base model answering in prose invents a label per answer; dozens of F1-0 bars hide the real classes
+    shown = labels if len(invented) <= _MAX_INVENTED else refs
     chart = _grouped_bars(
-        labels,
-        {s: [systems[s]["per_class"].get(lab, {}).get("f1", 0.0) for lab in labels] for s in with_classes},
+        [_tick(lab) for lab in shown],
+        {s: [systems[s]["per_class"].get(lab, {}).get("f1", 0.0) for lab in shown] for s in with_classes},
         colors,
         "F1",
     )
     rows = []
-    for lab in labels:
+    for lab in shown:
         support = next((systems[s]["per_class"][lab]["support"] for s in with_classes if lab in systems[s]["per_class"]), 0)
-        rows.append([esc(lab), str(support)] + [_fmt(systems[s]["per_class"].get(lab, {}).get("f1")) for s in with_classes])
+        rows.append([esc(_label(lab)), str(support)] + [_fmt(systems[s]["per_class"].get(lab, {}).get("f1")) for s in with_classes])
+    note = None
+    if shown is refs:
+        counts = [f"{s} {sum(lab in systems[s]['per_class'] for lab in invented)}" for s in with_classes]
+        rows.append([esc(f"other answers ({len(invented)} labels no reference has)"), "0"]
+                    + [_fmt(0.0) if any(lab in systems[s]["per_class"] for lab in invented) else _fmt(None)
+                       for s in with_classes])
+        note = ("Answers that are no reference label count as classes with F1 0 in macro F1; distinct ones per system: "
+                + ", ".join(counts) + ".")
     headers = ["label", "support"] + [swatch(colors[s]) + esc(s) + " F1" for s in with_classes]
     return section(
         "Per-class F1",
         img(chart, "per-class F1") + table(headers, rows, numeric=[False, True] + [True] * len(with_classes)),
+        note=note,
         anchor="per-class",
     )
+
+
+def _collapsed_confusion(confusion: dict[str, Any]) -> tuple[list[str], list[str], list[list[int]]]:
+    """(row labels, column labels, matrix): rows are the reference labels; predicted labels no
+    reference has become one "other answers" column when there are more than a few of them."""
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    rows = [i for i, row in enumerate(matrix) if sum(row)]
+    others = [j for j in range(len(labels)) if j not in rows]
+    if len(others) <= _MAX_INVENTED:
+        cols = rows + others
+        return ([_tick(labels[i]) for i in rows], [_tick(labels[j]) for j in cols],
+                [[matrix[i][j] for j in cols] for i in rows])
+    return ([_tick(labels[i]) for i in rows], [_tick(labels[j]) for j in rows] + [f"other answers ({len(others)})"],
+            [[matrix[i][j] for j in rows] + [sum(matrix[i][j] for j in others)] for i in rows])
 
 
 def _confusion_section(systems: dict[str, dict]) -> str:
     with_cm = [s for s in systems if isinstance(systems[s].get("confusion"), dict) and systems[s]["confusion"]["labels"]]
     if not with_cm:
         return ""
-    n_labels = max(len(systems[s]["confusion"]["labels"]) for s in with_cm)
+    views = {s: _collapsed_confusion(systems[s]["confusion"]) for s in with_cm}
+    n_labels = max(len(cols) for _, cols, _ in views.values())
     side = min(6.0, 1.2 + 0.45 * n_labels)
     fig = Figure(figsize=(side * len(with_cm), side))
     axes = fig.subplots(1, len(with_cm), squeeze=False)[0]
     for ax, s in zip(axes, with_cm):
-        labels = systems[s]["confusion"]["labels"]
-        matrix = systems[s]["confusion"]["matrix"]
+        row_labels, col_labels, matrix = views[s]
         ax.imshow(matrix, cmap="Blues")
         ax.set_title(s)
-        ax.set_xticks(range(len(labels)))
-        ax.set_yticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=45, ha="right")
-        ax.set_yticklabels(labels)
+        ax.set_xticks(range(len(col_labels)))
+        ax.set_yticks(range(len(row_labels)))
+        ax.set_xticklabels(col_labels, rotation=45, ha="right")
+        ax.set_yticklabels(row_labels)
         ax.set_xlabel("predicted")
         ax.set_ylabel("reference")
         top = max((v for row in matrix for v in row), default=0)
-        if len(labels) <= 15:
+        if len(col_labels) <= 15:
             for i, row in enumerate(matrix):
                 for j, v in enumerate(row):
                     ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > top / 2 else "black")
@@ -183,7 +228,8 @@ def _confusion_section(systems: dict[str, dict]) -> str:
     return section(
         "Confusion matrices",
         img(fig_to_data_uri(fig), "confusion matrices"),
-        note="Rows: reference label; columns: predicted label (including labels the model invented).",
+        note=f"Rows: reference label; columns: predicted label (labels the model invented too; more than "
+        f"{_MAX_INVENTED} of them are summed into one 'other answers' column).",
         anchor="confusion",
     )
 
@@ -247,6 +293,20 @@ def _regression_section(reg: dict[str, Any]) -> str:
     )
 
 
+def _judge_section(judge: dict[str, Any], colors: dict[str, str]) -> str:
+    rows = []
+    for system, v in judge.items():
+        rows.append([swatch(colors.get(system, "#999999")) + esc(system),
+                     "–" if v.get("mean_score") is None else f"{v['mean_score']:.2f}", str(v.get("scored", 0)),
+                     str(v.get("unparseable", 0)), str(v.get("n", 0))])
+    return section(
+        "LLM judge",
+        table(["system", "mean score (1-5)", "scored", "unparseable", "items"], rows, numeric=[False] + [True] * 4),
+        note="Unparseable verdicts (no 1-5 JSON score after the retries) are left out of the mean.",
+        anchor="judge",
+    )
+
+
 def _gate_section(gate: dict[str, Any]) -> str:
     items = "".join(f"<li>{esc(r)}</li>" for r in gate.get("reasons", []))
     head = f"<p>{badge(gate['passed'], 'promote', 'do not promote')} primary metric: <b>{esc(gate.get('primary_metric', ''))}</b></p>"
@@ -303,6 +363,8 @@ def render_eval_report(results: dict[str, Any], path: str | Path, max_examples: 
             _confusion_section(systems),
             _field_section(systems, colors),
         ]
+    if results.get("judge"):
+        parts.append(_judge_section(results["judge"], colors))
     if results.get("loss_curve"):
         parts.append(_loss_section(results["loss_curve"]))
     if results.get("regression"):
@@ -311,6 +373,11 @@ def render_eval_report(results: dict[str, Any], path: str | Path, max_examples: 
         parts.append(_examples_section(results["examples"], colors, max_examples))
     task = results.get("task", "")
     subtitle = f"task: {task} · systems: {', '.join(systems) or 'none'}"
+    test = results.get("test") or {}
+    if test.get("path"):  # `eval RUN --test other.jsonl` rewrites this report: say which file it measured
+        subtitle += f" · test: {test['path']} ({test.get('n', '?')} examples)"
+    if results.get("few_shot") is not None and "prompted" in systems:
+        subtitle += f" · prompted baseline: {results['few_shot']}-shot from train"
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page(results.get("title", "Evaluation report"), "".join(p for p in parts if p), subtitle), encoding="utf-8")
