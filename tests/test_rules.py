@@ -85,3 +85,14 @@ def test_bad_rules_are_named(tmp_path, body, fragment):
     with pytest.raises(RulesError) as e:
         load_rules(p)
     assert str(p) in str(e.value) and fragment in str(e.value)
+
+
+def test_rule_named_all_and_absurdly_nested_json_answers():
+    import pytest
+
+    from tunesmith.rules import RulesError, parse_json_answer, parse_rules
+
+    with pytest.raises(RulesError, match="cannot be named 'all'"):
+        parse_rules({"rules": [{"name": "all", "contains": "x"}]}, "r.yaml")
+    assert parse_json_answer("[" * 5000 + "]" * 5000) == (False, None)
+    assert parse_json_answer('{"a": "x\u2028y"}') == (True, {"a": "x\u2028y"})

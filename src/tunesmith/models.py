@@ -60,8 +60,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tmp.rename(out)  # atomic: a crash mid-conversion never leaves a half-written cache
 
 
-def resolve_model(spec: str | Path) -> Path:
-    """Local directory for a model setting: an existing directory, or the embedded default (converted once)."""
+def resolve_model(spec: str | Path, setting: str = "`model:`") -> Path:
+    """Local directory for a model setting: an existing directory, a cached hub repo, or the embedded default
+    (converted once). `setting` names where the value came from in error messages."""
     p = Path(spec).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -87,8 +88,8 @@ def resolve_model(spec: str | Path) -> Path:
            f"`hf download {spec}` (tunesmith reads the cache and never downloads)" if _looks_like_repo_id(str(spec))
            else "")
     raise ModelError(
-        f"model {str(spec)!r}: not a local model directory and not {DEFAULT_MODEL!r}{hub}. "
-        "Or point `model:` at a directory with config.json and safetensors."
+        f"{setting} {str(spec)!r}: not a local model directory and not {DEFAULT_MODEL!r}{hub}. "
+        f"Or point {setting} at a directory with config.json and safetensors."
     )
 
 

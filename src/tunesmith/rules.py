@@ -174,7 +174,7 @@ def parse_json_answer(answer: str) -> tuple[bool, Any]:
         text = m.group(1)
     try:
         return True, json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError):
+    except (json.JSONDecodeError, ValueError, RecursionError):  # "[" * 5000 nests past the parser's limit
         return False, None
 
 
@@ -247,6 +247,8 @@ def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise RulesError(f"{source}: duplicate rule names: {', '.join(sorted(dupes))}")
+    if "all" in names:  # compliance results report every rule by name, and "all" is the overall rate
+        raise RulesError(f"{source}: a rule cannot be named 'all' (the name of the overall compliance); rename it")
     return RuleSet(rules, source)
 
 

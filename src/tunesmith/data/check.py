@@ -258,7 +258,7 @@ def load_tokenizer(spec: Any):
 
     path = Path(spec).expanduser()
     if not (path.is_dir() and (path / "tokenizer_config.json").is_file()):
-        path = models.resolve_model(spec)
+        path = models.resolve_model(spec, setting="--tokenizer")
     # raw text needs no chat template: token_lengths asks for one only when a record is a conversation
     return models.load_tokenizer(path, chat=False)
 

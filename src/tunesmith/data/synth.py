@@ -141,7 +141,7 @@ def _answered(out: Path) -> set[str]:
         data = data[: data.rfind(b"\n") + 1]
         out.write_bytes(data)
     keys = set()
-    for line in data.decode("utf-8", "replace").splitlines():
+    for line in data.decode("utf-8", "replace").split("\n"):  # splitlines() also breaks at U+2028 inside strings
         try:
             msgs = json.loads(line)["messages"]
             keys.add(prompt_key(msgs[:-1]))
@@ -151,7 +151,7 @@ def _answered(out: Path) -> set[str]:
 
 
 def _write_review(out: Path, fraction: float, seed: int) -> int:
-    lines = [ln for ln in out.read_text(encoding="utf-8").splitlines() if ln.strip()] if out.exists() else []
+    lines = [ln for ln in out.read_text(encoding="utf-8").split("\n") if ln.strip()] if out.exists() else []
     k = min(len(lines), math.ceil(len(lines) * fraction))
     picked = sorted(random.Random(seed).sample(range(len(lines)), k))
     with review_path(out).open("w", encoding="utf-8") as f:
