@@ -79,3 +79,21 @@ def test_missing_integrations_fail_before_loading_with_what_to_install(tmp_path,
     absent.clear()  # with the packages present the same config passes
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     check_method(load_config(path, ["train.liger=true"]))
+
+
+def test_model_paths_are_stored_absolute(tmp_path, monkeypatch):
+    """A run's config.yaml must work from any directory: a relative model dir is resolved (next to the config
+    first, then from the working directory) and paths are normalised."""
+    from tunesmith.config import load_config
+
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "conf" / "local").mkdir(parents=True)
+    conf = tmp_path / "conf" / "run.yaml"
+    monkeypatch.chdir(tmp_path)
+    conf.write_text("model: ./models/base\noutput_dir: ../runs\n")
+    cfg = load_config(conf)
+    assert cfg.model == str(tmp_path / "models" / "base") and cfg.output_dir == str(tmp_path / "runs")
+    conf.write_text("model: local\n")
+    assert load_config(conf).model == str(tmp_path / "conf" / "local")
+    conf.write_text("model: Org/Name\n")  # not a directory: a hub id or the default's name stays as written
+    assert load_config(conf).model == "Org/Name"

@@ -334,7 +334,7 @@ def test_empty_test_file_is_an_error_and_keeps_the_last_results(tiny_run, tmp_pa
     empty.write_text("\n\n", encoding="utf-8")
     res = runner.invoke(app, [str(tiny_run), "--test", str(empty), "--json"])
     assert res.exit_code == 2 and res.stdout == ""
-    assert "empty.jsonl: no test examples" in res.stderr
+    assert "empty.jsonl: no records in the file (it is empty or holds only blank lines)" in res.stderr
     after = (tiny_run / "eval" / "results.json").read_bytes() if (tiny_run / "eval" / "results.json").exists() else None
     assert after == before
 

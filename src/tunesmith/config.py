@@ -18,6 +18,7 @@ A YAML file a TRL or axolotl user can read without docs:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,8 @@ from tunesmith.models import BUILTIN_TEMPLATES
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # `name: 2026` or `--set data.system_prompt=42` mean the text the user wrote.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class MixSource(_Section):
@@ -88,7 +90,10 @@ class QloraSettings(_Section):
 
 class DpoSettings(_Section):
     beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model (higher: closer).")
-    loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, …")
+    loss_type: Literal[  # the losses TRL's DPOTrainer computes (it names a wrong one only at the first step)
+        "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+        "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    ] = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, …")
 
 
 class GrpoSettings(_Section):
@@ -106,7 +111,10 @@ class TrainSettings(_Section):
     batch_size: int = Field(4, ge=1, description="Examples per device per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    scheduler: str = Field("cosine", description="transformers scheduler name: cosine, linear, constant_with_warmup…")
+    scheduler: Literal[  # transformers' schedulers that need no extra arguments
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+        "reduce_lr_on_plateau",
+    ] = Field("cosine", description="Learning-rate schedule after warmup: cosine, linear, constant_with_warmup…")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
@@ -157,7 +165,9 @@ class TrainSettings(_Section):
         description="Plain path: Liger's RMSNorm/SwiGLU/RoPE kernels through TRL (CUDA, liger-kernel installed). "
         "The fast path uses Liger's fused cross-entropy whenever liger-kernel is installed.",
     )
-    dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."
+    )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Experiment trackers fed by transformers (their packages must be installed)."
     )
@@ -201,9 +211,22 @@ class RunConfig(_Section):
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
+    @field_validator("name")
+    @classmethod
+    def _one_directory(cls, v: str) -> str:
+        # A name with a slash or `..` would put the run directory outside output_dir.
+        if not v or v in (".", "..") or "/" in v or "\\" in v:
+            raise ValueError(f"{v!r} must be one directory name (no '/', not '.' or '..')")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
         t = self.train
+        if sum(m.weight for m in self.data.mix) >= 1:
+            raise ValueError("data.mix weights must add up to less than 1 (the rest is the main training set)")
+        if self.objective == "grpo" and (t.early_stopping_patience or t.keep_best):
+            raise ValueError("train.early_stopping_patience / train.keep_best need a val loss, which objective "
+                             "grpo does not compute")
         if (t.early_stopping_patience or t.keep_best) and self.data.train and not self.data.val:
             raise ValueError("train.early_stopping_patience / train.keep_best need data.val (a validation file)")
         if self.objective == "grpo":
@@ -231,6 +254,8 @@ class ConfigError(ValueError):
 
 def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}=…: expected a dotted field name such as train.lr")
     for k in keys[:-1]:
         d = d.setdefault(k, {})
         if not isinstance(d, dict):
@@ -238,16 +263,65 @@ def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
+def _override_value(text: str) -> Any:
+    """A --set value read as YAML (numbers, booleans, [lists], {maps}, null), except that text which only YAML's
+    block syntax turns into something else stays the text: `Answer: yes`, `- item`, `#1 rule` (a comment: null)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    flow = text.lstrip()[:1] in ("[", "{")
+    if (isinstance(value, (dict, list)) and not flow) or (value is None and text.strip() not in ("", "null", "~")):
+        return text
+    return value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice is an error: YAML would silently keep only the last `train:`."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`, whose keys may be overridden here
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (the first would be silently ignored)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_PATH_FIELDS = ("data.train", "data.val", "data.test", "data.rules", "data.chat_template", "output_dir", "model")
+
+
+def _from_cwd(key: str, value: Any) -> Any:
+    """A relative path given on the command line is relative to where the command runs (paths in the file stay
+    relative to the file). `model` and `chat_template` only when such a path exists (else a name: repo id, chatml)."""
+    if key == "data.mix" and isinstance(value, list):
+        return [{**m, "path": _from_cwd("data.train", m["path"])} if isinstance(m, dict) and "path" in m else m
+                for m in value]
+    if key not in _PATH_FIELDS or not isinstance(value, str) or not value or Path(value).is_absolute():
+        return value
+    here = Path(os.path.abspath(value))
+    if key in ("model", "data.chat_template") and not here.exists():
+        return value
+    return str(here)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (relative data paths resolved against its folder) and apply `key=value` overrides."""
+    """Read a YAML config (relative paths resolved against its folder) and apply `key=value` overrides (relative
+    paths there resolved against the working directory)."""
     raw: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
         source = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
@@ -256,30 +330,46 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        _set_path(raw, key.strip(), yaml.safe_load(value))
+        _set_path(raw, key.strip(), _from_cwd(key.strip(), _override_value(value)))
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
-        msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        msgs = "; ".join(
+            # A cross-field check has no location; pydantic prefixes our own checks' messages with "Value error, ".
+            ".".join(map(str, err["loc"])) + ": " * bool(err["loc"]) + err["msg"].removeprefix("Value error, ")
+            for err in e.errors()
+        )
         raise ConfigError(f"{source}: {msgs}") from None
     if path is not None:
         base = Path(path).resolve().parent
+
+        def near(v: str) -> str:  # "runs/x", not "conf/../runs/x", in run.json and messages
+            return os.path.normpath(base / v)
+
         d = cfg.data
         for field in ("train", "val", "test", "rules"):
             v = getattr(d, field)
             if v and not Path(v).is_absolute():
-                setattr(d, field, str(base / v))
+                setattr(d, field, near(v))
         if d.chat_template and d.chat_template not in BUILTIN_TEMPLATES and not Path(d.chat_template).is_absolute():
-            d.chat_template = str(base / d.chat_template)
+            d.chat_template = near(d.chat_template)
         for m in d.mix:
             if not Path(m.path).is_absolute():
-                m.path = str(base / m.path)
+                m.path = near(m.path)
         if not Path(cfg.output_dir).is_absolute():
-            cfg.output_dir = str(base / cfg.output_dir)
-        if Path(cfg.model).expanduser().exists() is False and not Path(cfg.model).is_absolute():
-            candidate = base / cfg.model
-            if candidate.is_dir():
-                cfg.model = str(candidate)
+            cfg.output_dir = near(cfg.output_dir)
+        blocking = next((p for p in (cfg.run_dir, *cfg.run_dir.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(f"{path}: output_dir: {blocking} is a file, so the run directory {cfg.run_dir} "
+                              "cannot be made")
+        model = Path(cfg.model).expanduser()
+        if not model.is_absolute():
+            # like the data paths: relative to the config's folder first; an existing directory relative to the
+            # working directory next. Stored absolute, so the run's config.yaml works from anywhere.
+            if (base / model).is_dir():
+                cfg.model = near(str(model))
+            elif model.is_dir():
+                cfg.model = str(model.resolve())
     return cfg
 
 

@@ -134,7 +134,10 @@ def chat_template_text(spec: str) -> str:
     if not path.is_file():
         raise ModelError(f"data.chat_template: {spec!r} is neither a built-in ({', '.join(BUILTIN_TEMPLATES)}) "
                          "nor a template file")
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ModelError(f"data.chat_template: {spec}: not UTF-8 text") from None
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat: bool = True,

@@ -250,8 +250,9 @@ def word_lengths(records: Sequence[Record]) -> list[int]:
     return [words(r) for r in records]
 
 
-def load_tokenizer(spec: Any):
-    """A tokenizer object from a local model/tokenizer directory or the embedded default's name."""
+def load_tokenizer(spec: Any, chat_template: str | None = None):
+    """A tokenizer object from a local model/tokenizer directory or the embedded default's name; `chat_template`
+    replaces its own as data.chat_template does in training."""
     if not isinstance(spec, (str, Path)):
         return spec
     from tunesmith import models
@@ -260,7 +261,7 @@ def load_tokenizer(spec: Any):
     if not (path.is_dir() and (path / "tokenizer_config.json").is_file()):
         path = models.resolve_model(spec, setting="--tokenizer")
     # raw text needs no chat template: token_lengths asks for one only when a record is a conversation
-    return models.load_tokenizer(path, chat=False)
+    return models.load_tokenizer(path, chat=False, chat_template=chat_template)
 
 
 def token_lengths(records: Sequence[Record], tokenizer: Any, refused: dict[int, str] | None = None) -> list[int]:
@@ -276,7 +277,8 @@ def token_lengths(records: Sequence[Record], tokenizer: Any, refused: dict[int, 
 
         raise ModelError(
             f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')}: the tokenizer has no chat template; "
-            "conversations and preference pairs need one to be counted in tokens (raw text does not)"
+            "conversations and preference pairs need one to be counted in tokens (raw text does not); "
+            "pass --chat-template chatml (or a .jinja file), as data.chat_template does for training"
         )
     texts: list[str] = []
     owner: list[int] = []

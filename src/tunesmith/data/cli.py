@@ -131,6 +131,9 @@ def check(
     tokenizer: Optional[str] = typer.Option(
         None, "--tokenizer", help="Local model/tokenizer directory or 'smollm2-135m-instruct'; lengths in its tokens."
     ),
+    chat_template: Optional[str] = typer.Option(
+        None, "--chat-template", help="As data.chat_template: 'chatml' or a .jinja file, for a tokenizer without one."
+    ),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Flag records longer than this."),
     near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -142,10 +145,15 @@ def check(
     Example: tunesmith data check train.jsonl --rules rules.yaml --tokenizer smollm2-135m-instruct --max-seq-len 1024
     """
     from tunesmith.data.check import check as run_check
+    from tunesmith.data.check import load_tokenizer
 
     _check_format(format)
+    if chat_template is not None and tokenizer is None:
+        _err.print("[red]Error:[/red] --chat-template needs --tokenizer (lengths are counted in its tokens)")
+        raise typer.Exit(2)
     with _user_errors():
-        rep = run_check(files, format, rules, tokenizer, max_seq_len, near_dup_threshold)
+        tok = load_tokenizer(tokenizer, chat_template) if chat_template is not None else tokenizer
+        rep = run_check(files, format, rules, tok, max_seq_len, near_dup_threshold)
     if as_json:
         _emit(rep)
     else:

@@ -86,7 +86,21 @@ def registry_add(
         v = reg.add(run, name)
     except RegistryError as e:
         _fail(str(e))
+    same = [o.id for o in reg.versions(name) if o.id != v.id and o.lineage.get("run") == v.lineage.get("run")
+            and o.lineage.get("trained") == v.lineage.get("trained")]
+    if same:  # registering twice is allowed (e.g. after a new eval) but is more often a slip
+        err.print(f"note: this training run is already registered as {', '.join(same)}", highlight=False)
     _emit(as_json, v.to_dict(), lambda: out.print(f"registered [bold]{v.id}[/bold] from {run} (stored in {v.store})"))
+
+
+def _headline(metrics: dict | None, gate: dict | None) -> str:
+    """The metric the gate decided on (what a reader compares across versions), else the first few numbers."""
+    if not metrics:
+        return "-"
+    primary = (gate or {}).get("primary_metric")
+    if isinstance(metrics.get(primary), (int, float)):
+        return f"{primary} {metrics[primary]:.3f}"
+    return json.dumps(metrics)[:40]
 
 
 @registry_app.command("list")
@@ -118,7 +132,7 @@ def registry_list(
                       v.created[:16].replace("T", " "),
                       lin.get("run_name") or lin.get("run", ""),
                       (lin.get("data_sha256", {}).get("train") or "")[:12],
-                      json.dumps(metrics)[:40] if metrics else "-",
+                      _headline(metrics, gate),
                       ("pass" if gate.get("passed") else "fail") if isinstance(gate, dict) and "passed" in gate else "-")
         out.print(t)
         if aliases:
@@ -433,7 +447,8 @@ def export_verify(
 def flywheel_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file for the next training set.")],
     failed: Annotated[bool, typer.Option("--failed", help="Only answers that broke a rule or were flagged.")] = False,
-    version: Annotated[Optional[str], typer.Option("--version", help="Only answers of this version.")] = None,
+    version: Annotated[Optional[str], typer.Option(
+        "--version", help="Only answers of this version, or of this alias (e.g. legal@prod).")] = None,
     log: Annotated[Optional[Path], typer.Option("--log", help="Request log (default: requests.db beside the "
                                                                "registry).")] = None,
     registry: RegistryOpt = None,
@@ -517,6 +532,16 @@ def serve(
     from tunesmith.deploy.server import ServeSettings, create_app
     from tunesmith.models import ModelError, resolve_model
 
+    run_json = Path(base).expanduser() / "run.json" if base else None
+    if run_json is not None and run_json.is_file() and (run_json.parent / "model" / "config.json").is_file():
+        base = str(run_json.parent / "model")  # a full fine-tune's run directory: its model
+        try:
+            system_prompt = json.loads(run_json.read_text(encoding="utf-8")).get("system_prompt")
+        except json.JSONDecodeError:
+            system_prompt = None
+        if system_prompt:
+            err.print(f"note: {run_json.parent} trained with a system prompt that `base` does not add; send it in "
+                      f"each request: {system_prompt!r}", highlight=False, soft_wrap=True)
     try:
         base_dir = str(resolve_model(base)) if base else None
         settings = ServeSettings(registry=registry, log=log, base=base_dir, api_key=api_key,

@@ -73,9 +73,9 @@ class RequestLog:
         args: list[Any] = []
         if failed_only:
             sql += " AND (rules_passed = 0 OR flagged = 1)"
-        if version:
-            sql += " AND version = ?"
-            args.append(version)
+        if version:  # a version id, or the alias clients asked for (every version it sent traffic to)
+            sql += " AND (version = ? OR requested = ?)"
+            args += [version, version]
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY created", args).fetchall()
         for r in rows:

@@ -205,18 +205,34 @@ def write_gguf(model, tok, path: str | Path, qtype: str = "f16", name: str = "mo
     return out
 
 
-_CHATML_OLLAMA = (
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
-)
+def _chatml_ollama(turn_end: str) -> str:
+    return ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}" + turn_end
+            + "\n{{ end }}<|im_start|>assistant\n")
+
+
+def _chatml_turn_end(tok) -> str | None:
+    """What ends a turn when the template has ChatML's layout: <|im_end|>, or the EOS token (tunesmith's `chatml`
+    for base models, data.chat_template); None when it renders anything else."""
+    if not tok.chat_template or "<|im_start|>" not in tok.chat_template:
+        return None
+    try:
+        text = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+                                       tokenize=False, add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - a template may refuse the probe; Ollama then reads the GGUF's own
+        return None
+    for end in dict.fromkeys(e for e in ("<|im_end|>", tok.eos_token) if e):
+        if text == f"<|im_start|>system\nS{end}\n<|im_start|>user\nU{end}\n<|im_start|>assistant\n":
+            return end
+    return None
 
 
 def modelfile_text(gguf_name: str, tok, system_prompt: str | None) -> str:
     """An Ollama Modelfile: the chat template in Ollama's Go-template syntax and the stop tokens."""
     lines = [f"FROM ./{gguf_name}"]
     stops = [tok.eos_token] if tok.eos_token else []
-    if tok.chat_template and "<|im_start|>" in tok.chat_template:
-        lines.append(f'TEMPLATE """{_CHATML_OLLAMA}"""')
-        stops += ["<|im_end|>", "<|im_start|>"]
+    if (end := _chatml_turn_end(tok)) is not None:
+        lines.append(f'TEMPLATE """{_chatml_ollama(end)}"""')
+        stops += [end, "<|im_start|>"]
     else:
         lines.append("# chat template: not ChatML; Ollama reads tokenizer.chat_template from the GGUF file")
     if system_prompt:
@@ -232,6 +248,7 @@ def export_gguf(version: Version, path: str | Path, qtype: str = "f16", pre: str
     base_cfg = Path(version.base_model) / "config.json"
     if base_cfg.is_file():  # an unsupported model is refused before minutes of loading and merging
         check_supported(json.loads(base_cfg.read_text(encoding="utf-8")))
+    version.check_mergeable()
     adapted, tok = load_adapted(version)
     merged = adapted.merge_and_unload()
     out = write_gguf(merged, tok, path, qtype, name=version.id, model_spec=version.lineage.get("model_spec"), pre=pre)

@@ -124,8 +124,9 @@ def parity_prompts(version: Version, n: int) -> list[list[dict[str, str]]]:
     return convs[:n]
 
 
-def encode_chat(tok, messages: list[dict[str, str]]) -> list[int]:
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+def encode_chat(tok, messages: list[dict[str, str]], chat_template: str | None = None) -> list[int]:
+    ids = tok.apply_chat_template(messages, chat_template=chat_template, add_generation_prompt=True, tokenize=True,
+                                  return_dict=False)
     return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
@@ -155,6 +156,7 @@ def merge_to_dir(version: Version, out_dir: str | Path) -> Path:
     """Write the merged model + tokenizer; atomic (a crash never leaves a half-written directory)."""
     out = Path(out_dir).expanduser().resolve()  # resolved: "." has no name to put a .partial sibling beside
     check_output_dir(out, version.base_model)
+    version.check_mergeable()
     model, tok = load_adapted(version)
     merged = model.merge_and_unload()
     # Runtimes that read generation_config.json (transformers, vLLM) then stop at the end-of-turn token too.

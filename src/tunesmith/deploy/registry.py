@@ -96,6 +96,19 @@ class Version:
     def rules_yaml(self) -> str | None:
         return self.lineage.get("rules_yaml")
 
+    @property
+    def peft_type(self) -> str | None:
+        """LORA, PROMPT_TUNING, PREFIX_TUNING…, as the stored adapter_config.json says."""
+        path = self.store / "adapter_config.json"
+        return json.loads(path.read_text(encoding="utf-8")).get("peft_type") if path.is_file() else None
+
+    def check_mergeable(self) -> None:
+        """Only weight adapters merge: prompt and prefix tuning add virtual tokens, which are inputs, not weights."""
+        if self.peft_type not in (None, "LORA"):
+            raise RegistryError(f"version {self.id}: a {self.peft_type.lower()} adapter adds virtual tokens, not "
+                                "weights, so it cannot be merged into the model or exported; serve it with "
+                                "`tunesmith serve`")
+
     def missing_files(self) -> list[str]:
         return [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (self.store / f).is_file()]
 
@@ -377,7 +390,8 @@ def read_lineage(run: Path) -> dict[str, Any]:
     if status != "finished":
         raise RegistryError(f"{run_json}: run status is {status!r}; only finished runs can be registered")
     if info.get("method") == "full" or (run / "model").is_dir() and not (run / "adapter").is_dir():
-        raise RegistryError(f"{run}: a full fine-tune (model/) is served as its own model, not as a registry adapter")
+        raise RegistryError(f"{run}: a full fine-tune (model/) is served as its own model, not as a registry adapter: "
+                            f"tunesmith serve --base {run}")
     adapter = run / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise RegistryError(f"{adapter}: no adapter_config.json (expected PEFT save_pretrained output)")

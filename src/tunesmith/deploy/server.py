@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.deploy.flywheel import RequestLog
-from tunesmith.deploy.merge import encode_chat
+from tunesmith.deploy.merge import encode_chat, tokenizer_dir
 from tunesmith.deploy.registry import Registry, RegistryError, Version
 from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 from tunesmith.rules import RuleSet, parse_rules
@@ -183,6 +183,7 @@ class Job:
     seed: int | None
     stops: list[str]
     streamer: TokenStream | None = None
+    stop_ids: list[int] | None = None  # the answering version's end tokens; None: the base tokenizer's
     future: Future = field(default_factory=Future)  # -> (completion token ids, hit_eos)
 
     def group_key(self) -> tuple:
@@ -196,10 +197,12 @@ class Engine:
     def __init__(self, base: str, tokenizer_from: str, settings: ServeSettings):
         self.settings = settings
         self.base_model = load_model(base, dtype="float32").eval()
-        self.tok = load_tokenizer(tokenizer_from)
+        # A base model may have no chat template: its versions bring their own (Server.chat_format).
+        self.tok = load_tokenizer(tokenizer_from, chat=False)
         self.stops = stop_token_ids(self.tok, self.base_model.generation_config)  # EOS and end-of-turn
         self.model: Any = self.base_model  # becomes a PeftModel when the first adapter loads
         self.loaded: OrderedDict[str, str] = OrderedDict()  # version id -> peft adapter name
+        self.peft_type: str | None = None  # of the loaded adapters
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
@@ -275,6 +278,14 @@ class Engine:
         else:
             from peft import PeftModel
 
+            kind = version.peft_type
+            if self.model is not self.base_model and kind != self.peft_type:
+                # peft holds one adapter type per model (LoRA or prompt tuning): drop the loaded ones, which load
+                # again when next asked for, and give the base back its own layers
+                if self.peft_type == "LORA":
+                    self.model.base_model.unload()
+                self.model, self.loaded = self.base_model, OrderedDict()
+            self.peft_type = kind
             name = f"a{uuid.uuid4().hex[:12]}"  # peft adapter names must be identifiers
             if self.model is self.base_model:
                 self.model = PeftModel.from_pretrained(self.base_model, str(version.adapter_dir),
@@ -298,6 +309,7 @@ class Engine:
         # Left padding keeps every prompt's last token at the same position for decoding.
         ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs])
         mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs])
+        stops = j0.stop_ids or self.stops
         sample = j0.temperature > 0
         kwargs: dict[str, Any] = {"do_sample": sample}
         if j0.stops:  # generation halts at a stop string; the handler cuts the text there
@@ -311,12 +323,12 @@ class Engine:
         with ctx, torch.no_grad():
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_new_tokens for j in jobs),
-                eos_token_id=self.stops, pad_token_id=pad, streamer=j0.streamer, **kwargs,
+                eos_token_id=stops, pad_token_id=pad, streamer=j0.streamer, **kwargs,
             )
         results = []
         for row, j in zip(out[:, width:].tolist(), jobs):
             row = row[: j.max_new_tokens]
-            end = next((k for k, t in enumerate(row) if t in self.stops), None)
+            end = next((k for k, t in enumerate(row) if t in stops), None)
             results.append((row if end is None else row[:end], end is not None))
         return results
 
@@ -328,6 +340,8 @@ class Target:
     guard: str
     rules: RuleSet | None
     system_prompt: str | None
+    chat_template: str | None = None
+    stop_ids: list[int] | None = None
 
     @property
     def answered_by(self) -> str:
@@ -354,13 +368,26 @@ class Server:
         if same_base and not (Path(self.base) / "tokenizer_config.json").is_file():
             tokenizer_from = str(same_base[0].adapter_dir)
         self.engine = Engine(self.base, tokenizer_from, settings)
+        self._chat_formats: dict[str, tuple[str | None, list[int]]] = {}
+
+    def chat_format(self, version: Version | None) -> tuple[str | None, list[int]]:
+        """The chat template and end tokens a version was trained with: its run may have replaced the base's
+        template (data.chat_template), or the base may have none; the stored tokenizer says which."""
+        if version is None:
+            return self.engine.tok.chat_template, self.engine.stops
+        if version.id not in self._chat_formats:
+            tok = load_tokenizer(tokenizer_dir(version), chat=False)
+            template = tok.chat_template or self.engine.tok.chat_template
+            tok.chat_template = template
+            self._chat_formats[version.id] = (template, stop_token_ids(tok, self.engine.base_model.generation_config))
+        return self._chat_formats[version.id]
 
     def _same_base(self, v: Version) -> bool:
         return str(Path(v.base_model).resolve()) == self.base
 
     def resolve(self, name: str) -> Target:
         if name == "base":
-            return Target(name, None, "off", None, None)
+            return Target(name, None, "off", None, None, *self.chat_format(None))
         # Names are registry keys only: anything path-like is unknown, never opened.
         alias = self.registry.find_alias(name) if _MODEL_NAME.match(name) else None
         if alias is not None:
@@ -389,11 +416,12 @@ class Server:
             rules = parse_rules(yaml.safe_load(text), f"rules of {name}")
         elif guard != "off":
             guard = "off"  # a guard with no rules anywhere has nothing to check
-        return Target(name, version, guard, rules, version.lineage.get("system_prompt"))
+        return Target(name, version, guard, rules, version.lineage.get("system_prompt"), *self.chat_format(version))
 
     def model_ids(self) -> list[str]:
         ids = ["base"] + [v.id for v in self.registry.versions() if self._same_base(v)]
-        return ids + [a.alias for a in self.registry.aliases()]
+        # an alias whose versions were trained on another base would only ever answer 404
+        return ids + [a.alias for a in self.registry.aliases() if all(v in ids for v, _ in a.targets)]
 
 
 def _reject_constant(name: str) -> Any:
@@ -481,7 +509,7 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         while True:
             fut = srv.engine.submit(
                 Job(target.version, prompt_ids, new_tokens(req, len(prompt_ids)), temperature, req.top_p, seed,
-                    req.stops()))
+                    req.stops(), stop_ids=target.stop_ids))
             try:
                 ids, hit_eos = await asyncio.wait_for(asyncio.wrap_future(fut), settings.timeout_s)
             except asyncio.TimeoutError:
@@ -521,8 +549,11 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
                         for m in req.messages]
             if target.system_prompt and messages[0]["role"] != "system":
                 messages.insert(0, {"role": "system", "content": target.system_prompt})
+            if target.chat_template is None:
+                raise ApiError(400, f"The model '{target.requested}' has no chat template (a base model); use "
+                               "/v1/completions", "invalid_request", param="model")
             try:
-                prompt_ids = encode_chat(tok, messages)
+                prompt_ids = encode_chat(tok, messages, target.chat_template)
             except Exception as e:  # the model's chat template refuses this conversation shape
                 raise ApiError(400, f"messages: the chat template refused them: {e}", "invalid_request",
                                param="messages") from None
@@ -566,7 +597,7 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         streamer = TokenStream(settings.timeout_s)
         stops = req.stops()
         job = Job(target.version, prompt_ids, new_tokens(req, len(prompt_ids)), req.temperature, req.top_p, req.seed,
-                  stops, streamer)
+                  stops, streamer, stop_ids=target.stop_ids)
         fut = srv.engine.submit(job)  # a full queue answers 429 here, before the stream starts
         hold = max((len(s) for s in stops), default=1) - 1  # text that might be the start of a stop string
         tok = srv.engine.tok

@@ -37,6 +37,9 @@ def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
         if a.guard != "off":
             notes.append(f"{a.alias} has a rules guard ({a.guard}); vLLM does not apply it")
     for vid, v in versions.items():
+        if v.peft_type not in (None, "LORA"):
+            raise RegistryError(f"version {vid} is a {v.peft_type.lower()} adapter; vLLM serves LoRA adapters only "
+                                "(use `tunesmith serve`)")
         modules[vid] = v.adapter_dir
     bases = {str(Path(v.base_model).resolve()) for v in versions.values()}
     if len(bases) != 1:
@@ -55,5 +58,21 @@ def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
             "--max-loras", str(len(modules))]
     if api_key:  # without it the vLLM server would answer anyone, unlike the embedded one asked for
         argv += ["--api-key", api_key]
+    # vLLM renders chats with the base's template; a run may have trained with its own (data.chat_template).
+    own = {t: v.adapter_dir / "chat_template.jinja" for v in versions.values() if (t := _template(v.adapter_dir))}
+    if own and set(own) != {_template(Path(argv[2]))}:
+        if len(own) == 1:
+            argv += ["--chat-template", str(next(iter(own.values())))]
+        else:
+            notes.append("the versions were trained with different chat templates; one vLLM server applies one")
+    prompted = sorted(vid for vid, v in versions.items() if v.lineage.get("system_prompt"))
+    if prompted:
+        notes.append(f"{', '.join(prompted)} trained with a system prompt that vLLM does not add; send it in "
+                     "each request")
     argv += ["--lora-modules"] + [f"{name}={path}" for name, path in modules.items()]
     return argv, notes
+
+
+def _template(model_dir: Path) -> str | None:
+    path = model_dir / "chat_template.jinja"
+    return path.read_text(encoding="utf-8") if path.is_file() else None

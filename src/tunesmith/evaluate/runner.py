@@ -22,12 +22,12 @@ from typing import Any
 from rich.console import Console
 
 from tunesmith.config import RunConfig
-from tunesmith.data.records import Conversation
+from tunesmith.data.records import Conversation, Message, Preference
 from tunesmith.evaluate import metrics
 from tunesmith.evaluate.gate import decide
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
-from tunesmith.train.dataset import read_conversations
+from tunesmith.train.dataset import read_conversations, read_records
 from tunesmith.train.rundir import RunDir
 
 SYSTEMS = ("base", "prompted", "tuned")
@@ -43,6 +43,14 @@ def few_shot_messages(train: list[Conversation], k: int, seed: int) -> list[dict
         shots += [m for m in conv.prompt_messages() if m["role"] != "system"]
         shots.append({"role": "assistant", "content": conv.assistant_turns()[-1]})
     return shots
+
+
+def few_shot_pool(cfg: RunConfig) -> list[Conversation]:
+    """Train examples for the prompted baseline: conversations, or for a DPO run each prompt with its chosen answer."""
+    if cfg.objective == "dpo":
+        prefs = read_records(cfg.data.train, cfg.data.format, cfg.data.system_prompt, Preference, "dpo")
+        return [Conversation(p.prompt + [Message("assistant", p.chosen)], p.origin) for p in prefs]
+    return read_conversations(cfg.data.train, cfg.data.format, cfg.data.system_prompt)
 
 
 def system_prompts(tests: list[Conversation], system: str, shots: list[dict[str, str]]) -> list[list[dict[str, str]]]:
@@ -126,7 +134,7 @@ def evaluate_run(
         raise ValueError(f"{test_path}: no test examples")
     if ev.max_examples:
         tests = tests[: ev.max_examples]
-    train = read_conversations(cfg.data.train, cfg.data.format, cfg.data.system_prompt) if "prompted" in systems else []
+    train = few_shot_pool(cfg) if "prompted" in systems else []
     shots = few_shot_messages(train, ev.few_shot, cfg.train.seed)
     task = task_of(tests, rules)
 

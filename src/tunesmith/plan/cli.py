@@ -323,7 +323,7 @@ def memory(
 def cost(
     data: Path = typer.Argument(..., help="Training JSONL ({messages}, {text,label} or Alpaca records)."),
     model: str = typer.Option(..., help="Model directory or smollm2-135m-instruct: its tokenizer and chat template count the tokens; its config.json gives the shape."),
-    epochs: int = typer.Option(3, min=1, help="Passes over the data."),
+    epochs: int = typer.Option(1, min=1, help="Passes over the data (1, as train.epochs defaults to)."),
     prices: Path = typer.Option(co.DEFAULT_PRICES, help="Price table YAML (dated, illustrative; copy and edit it)."),
     method: str = typer.Option("lora", help="full | lora | qlora (self-hosted throughput)."),
     gpu: str = typer.Option("h100", help="Self-hosted GPU: " + " | ".join(mem.GPUS)),

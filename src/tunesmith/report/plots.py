@@ -23,6 +23,7 @@ def loss_figure(rows: list[dict[str, Any]]):
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False)
+    if train or val:  # a GRPO run logs rewards, not losses: an empty legend only warns on stderr
+        ax.legend(frameon=False)
     fig.tight_layout()
     return fig

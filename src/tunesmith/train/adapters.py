@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 from tunesmith.config import RunConfig
 
 VIRTUAL_TOKEN_METHODS = ("prompt_tuning", "prefix_tuning")
+_LINEAR = re.compile(r"Linear|Conv1D")  # module classes LoRA adapts, quantized ones (Linear4bit) included
 
 
 class MethodError(RuntimeError):
@@ -72,22 +74,51 @@ def load_for_training(cfg: RunConfig, base_dir: Path):
     return model
 
 
+def _layer_indices(layers: list[int] | int | None, n: int) -> list[int] | None:
+    """lora.layers as layer indices; an index the model does not have is an error, not silently no adapter."""
+    if layers is None:
+        return None
+    if isinstance(layers, int) and layers < 0:
+        if -layers > n:
+            raise MethodError(f"lora.layers: {layers} asks for the last {-layers} layers; the model has {n}")
+        return list(range(n + layers, n))
+    wanted = [layers] if isinstance(layers, int) else layers
+    bad = [i for i in wanted if not 0 <= i < n]
+    if bad:
+        raise MethodError(f"lora.layers: {bad} not in the model's layers 0..{n - 1} "
+                          "(a single negative int -N means the last N layers)")
+    return sorted(set(wanted))
+
+
+def _check_targets(targets: list[str], model) -> None:
+    """Every lora.target_modules name must name modules of this model (PEFT matches a name or a dotted suffix)."""
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if _LINEAR.search(type(m).__name__) and n})
+        raise MethodError(f"lora.target_modules: {missing} not found in the model; its linear modules are "
+                          f"{', '.join(linear)} (or use all-linear)")
+
+
 def peft_config(cfg: RunConfig, model, base_dir: Path):
     """The PEFT config of the method, or None for full fine-tuning."""
     from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType
 
     if cfg.method in ("lora", "qlora"):
         lc = cfg.lora
-        layers = lc.layers
-        if isinstance(layers, int):
-            n = model.config.num_hidden_layers
-            layers = list(range(n + layers, n)) if layers < 0 else [layers]
-        targets = lc.target_modules
+        layers = _layer_indices(lc.layers, model.config.num_hidden_layers)
+        # One name in YAML (`target_modules: q_proj`) means that module, not a PEFT regex that matches nothing.
+        targets = lc.target_modules if lc.target_modules == "all-linear" or not isinstance(lc.target_modules, str) \
+            else [lc.target_modules]
+        if targets != "all-linear":
+            _check_targets(targets, model)
         if layers is not None and targets == "all-linear":
-            # PEFT only combines layers_to_transform with explicit module names.
+            # PEFT only combines layers_to_transform with explicit module names: the linear modules (GPT-2's
+            # are Conv1D) inside numbered decoder layers, whatever the list is called (`layers`, `h`, `blocks`).
             targets = sorted(
                 {name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-                 if "Linear" in type(mod).__name__ and ".layers." in name}
+                 if _LINEAR.search(type(mod).__name__) and re.search(r"\.\d+\.", name)}
             )
         return LoraConfig(
             r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets,

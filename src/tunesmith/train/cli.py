@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tunesmith.config import ConfigError, RunConfig, dump_config, load_config
+from tunesmith.models import BUILTIN_TEMPLATES
 
 _err = Console(stderr=True)
 config_app = typer.Typer(help="Validate run configs and print complete examples.", no_args_is_help=True)
@@ -67,9 +68,11 @@ def train(
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        speed = f", {result.real_tokens_per_s:,.0f} real tokens/s" if result.real_tokens_per_s else ""
-        _err.print(f"[green]done[/]: {result.run_dir} (train loss {result.final_train_loss}, "
-                   f"val loss {result.final_eval_loss}{speed})")
+        losses = [f"{name} loss {v:.4f}" for name, v in (("train", result.final_train_loss),
+                                                         ("val", result.final_eval_loss)) if v is not None]
+        speed = [f"{result.real_tokens_per_s:,.0f} real tokens/s"] if result.real_tokens_per_s else []
+        details = f" ({', '.join(losses + speed)})" if losses or speed else ""
+        _err.print(f"[green]done[/]: {result.run_dir}{details}")
 
 
 @config_app.command("validate")
@@ -85,10 +88,14 @@ def validate(
         cfg = load_config(config, set_ or [])
     except ConfigError as e:
         _fail(str(e))
-    missing = [f"data.{k}: {v}" for k, v in (("train", cfg.data.train), ("val", cfg.data.val),
-               ("test", cfg.data.test), ("rules", cfg.data.rules)) if v and not Path(v).exists()]
+    d = cfg.data
+    files = [("train", d.train), ("val", d.val), ("test", d.test), ("rules", d.rules)]
+    files += [(f"mix[{i}].path", m.path) for i, m in enumerate(d.mix)]
+    if d.chat_template and d.chat_template not in BUILTIN_TEMPLATES:
+        files.append(("chat_template", d.chat_template))
+    missing = [f"data.{k}: {v}" for k, v in files if v and not Path(v).is_file()]
     if missing:
-        _fail("files not found: " + "; ".join(missing))
+        _fail("files not found (or not a file): " + "; ".join(missing))
     typer.echo(dump_config(cfg), nl=False)
 
 
@@ -100,10 +107,12 @@ def example(
 
     Example: tunesmith config example --method qlora > my-run.yaml
     """
-    try:
-        cfg = RunConfig.model_validate({"method": method})
-    except Exception as e:  # pydantic names the allowed values
-        _fail(f"--method {method!r}: {e}")
+    from typing import get_args
+
+    methods = get_args(RunConfig.model_fields["method"].annotation)
+    if method not in methods:
+        _fail(f"--method {method!r}: choose one of {', '.join(methods)}")
+    cfg = RunConfig.model_validate({"method": method})
     typer.echo(commented_yaml(cfg), nl=False)
 
 

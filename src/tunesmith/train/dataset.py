@@ -39,6 +39,8 @@ def read_records(path: str, fmt: str, system_prompt: str | None, kind: type, obj
             f"{path}: {len(result.invalid)} invalid record(s): {shown}{more}. "
             f"Run `tunesmith data check {path}` for the full list and `tunesmith data clean` to set them aside."
         )
+    if not result.records:  # an empty val or mix file would otherwise be skipped without a word
+        raise TrainingDataError(f"{path}: no records in the file (it is empty or holds only blank lines)")
     records = [r for r in result.records if isinstance(r, kind)]
     if len(records) != len(result.records):
         raise TrainingDataError(
@@ -65,6 +67,9 @@ def _mix(train: list[Record], cfg: RunConfig, seed: int) -> tuple[list[Record], 
     for m in cfg.data.mix:
         extra = read_records(m.path, "auto", cfg.data.system_prompt, RECORD_TYPES[cfg.objective], cfg.objective)
         k = round(final_size * m.weight)
+        if k == 0:
+            raise TrainingDataError(f"data.mix: {m.path}: weight {m.weight} of {final_size} training examples is 0 "
+                                    "examples; raise its weight or leave the source out")
         picked = [extra[i % len(extra)] for i in rng.sample(range(max(k, len(extra))), k)] if extra else []
         out.extend(picked)
         info.append({"path": m.path, "sha256": sha256_file(m.path), "weight": m.weight, "count": len(picked)})

@@ -15,10 +15,21 @@ from tunesmith.data.records import Conversation
 from tunesmith.rules import RuleSet, load_rules
 
 
-def prompt_dataset(records: list[Conversation]):
+def prompt_dataset(records: list[Conversation], tokenizer):
+    """The prompts, each rendered once here so that a template that refuses one names its line (rather than
+    failing inside TRL's sampling)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": c.prompt_messages(), "question": c.last_user()} for c in records])
+    from tunesmith.train.sft import DataError, record_location
+    from tunesmith.train.tokenize import TemplateError, render_chat
+
+    rows = [{"prompt": c.prompt_messages(), "question": c.last_user()} for c in records]
+    for i, (c, row) in enumerate(zip(records, rows)):
+        try:
+            render_chat(tokenizer, row["prompt"], tokenize=False, add_generation_prompt=True)
+        except TemplateError as e:
+            raise DataError(f"{record_location(c, i)}: {e}") from None
+    return Dataset.from_list(rows)
 
 
 def _text(completion: Any) -> str:

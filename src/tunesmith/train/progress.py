@@ -48,6 +48,8 @@ class RichProgress(TrainerCallback):
         logs = logs or {}
         if "loss" in logs:
             self.loss = f"{logs['loss']:.4f}"
+        elif "train_loss" in logs and self.loss == "…":  # fewer steps than logging_steps: the run's mean at the end
+            self.loss = f"{logs['train_loss']:.4f}"
         if "eval_loss" in logs:
             self.eval_loss = f"{logs['eval_loss']:.4f}"
         if self.progress is not None:

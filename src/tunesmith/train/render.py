@@ -35,7 +35,7 @@ def render_examples(cfg: RunConfig, n: int = 3) -> dict[str, Any]:
     """The first `n` training examples as trained-or-not segments, plus the whole file's encode counts."""
     from tunesmith.models import load_tokenizer
     from tunesmith.train.base import tokenizer_dir
-    from tunesmith.train.dataset import RECORD_TYPES, TrainingDataError, read_records
+    from tunesmith.train.dataset import RECORD_TYPES, TrainingDataError, load_training_records, read_records
     from tunesmith.train.sft import encode_dataset, encode_record, record_location
 
     if cfg.objective not in ("sft", "pretrain"):
@@ -48,7 +48,9 @@ def render_examples(cfg: RunConfig, n: int = 3) -> dict[str, Any]:
                                chat_template=cfg.data.chat_template)
     records = read_records(cfg.data.train, cfg.data.format, cfg.data.system_prompt,
                            RECORD_TYPES[cfg.objective], cfg.objective)
-    _, report = encode_dataset(tokenizer, records, cfg.data.max_seq_len, cfg.data.over_length)
+    # The counts cover what training encodes: the data.mix sources too (the examples shown stay data.train's first).
+    trained = load_training_records(cfg)[0]["train"] if cfg.data.mix else records
+    _, report = encode_dataset(tokenizer, trained, cfg.data.max_seq_len, cfg.data.over_length)
     shown = []
     for i, record in enumerate(records):
         if len(shown) == n:

@@ -73,7 +73,10 @@ def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[
     eos_seen = False
     for i, record in enumerate(records):
         where = record_location(record, i)
-        enc = encode_record(tokenizer, record)
+        try:
+            enc = encode_record(tokenizer, record)
+        except tk.TemplateError as e:
+            raise DataError(f"{where}: {e}") from None
         try:
             cut = tk.apply_length_policy(enc, max_len, policy)
         except tk.OverLengthError as e:
@@ -99,7 +102,11 @@ def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[
     report.kept = len(out)
     report.eos_trained = eos_seen
     if not out:
-        raise DataError("no training example has a trained token left (all empty, cut or dropped)")
+        raise DataError(
+            f"none of the {report.total} examples has a trained token left: {len(report.dropped_over_length)} dropped "
+            f"as over-length, {len(report.dropped_no_trained_tokens)} cut to no trained token (max_seq_len={max_len}, "
+            f"over_length={policy})"
+        )
     return out, report
 
 
@@ -111,19 +118,23 @@ def _tokenized(encoded: list[tk.Encoded] | None):
     return Dataset.from_dict({"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]})
 
 
-def report_cuts(report: tk.EncodeReport, cfg: RunConfig, console: Console) -> None:
+def report_cuts(report: tk.EncodeReport, cfg: RunConfig, console: Console, split: str = "train",
+                policy: str | None = None) -> None:
     if report.truncated or report.dropped_over_length or report.dropped_no_trained_tokens:
         console.print(
-            f"[yellow]data:[/] {len(report.truncated)} truncated, {len(report.dropped_over_length)} dropped as "
-            f"over-length, {len(report.dropped_no_trained_tokens)} dropped because truncation left no trained "
-            f"token (max_seq_len={cfg.data.max_seq_len}, over_length={cfg.data.over_length}); lines in run.json"
+            f"[yellow]data ({split}):[/] {len(report.truncated)} of {report.total} truncated, "
+            f"{len(report.dropped_over_length)} dropped as over-length, {len(report.dropped_no_trained_tokens)} "
+            f"dropped because truncation left no trained token (max_seq_len={cfg.data.max_seq_len}, "
+            f"over_length={policy or cfg.data.over_length}); lines in run.json"
         )
 
 
 def token_examples(cfg: RunConfig, tokenizer, splits, console: Console):
     """sft / pretrain: encoded train and val examples (input_ids + labels) and the encode report."""
     encoded, report = encode_dataset(tokenizer, splits["train"], cfg.data.max_seq_len, cfg.data.over_length)
-    if not report.eos_trained:
+    # Chat answers must teach the model to stop; raw documents longer than max_seq_len all lose their EOS to
+    # truncation, which is ordinary for continued pre-training (run.json still records eos_trained).
+    if not report.eos_trained and cfg.objective != "pretrain":
         from tunesmith.models import stop_token_ids
 
         names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in stop_token_ids(tokenizer))
@@ -134,8 +145,24 @@ def token_examples(cfg: RunConfig, tokenizer, splits, console: Console):
     report_cuts(report, cfg, console)
     val = None
     if splits.get("val"):
-        val, _ = encode_dataset(tokenizer, splits["val"], cfg.data.max_seq_len, "truncate")
+        # Val is always truncated (its loss is still measured); what that cut or dropped is counted too.
+        try:
+            val, val_report = encode_dataset(tokenizer, splits["val"], cfg.data.max_seq_len, "truncate")
+        except DataError as e:
+            raise DataError(f"data.val: {e}") from None
+        report_cuts(val_report, cfg, console, "val", "truncate")
+        report.val = val_report
     return encoded, val, report
+
+
+def check_context(model, train_enc, val_enc) -> None:
+    """An example longer than the model's positions fails deep in the forward pass (GPT-2's learned position
+    embeddings: IndexError); name it and the limit instead."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    longest = max((len(e.input_ids) for e in (train_enc or []) + (val_enc or [])), default=0)
+    if limit and longest > limit:
+        raise DataError(f"an example has {longest} tokens but the model takes at most {limit} positions "
+                        f"(max_position_embeddings); set data.max_seq_len to {limit} or less")
 
 
 def packed_rows(cfg: RunConfig, model, tokenizer, train_enc, val_enc, console: Console):
@@ -288,7 +315,12 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
         info = run.read_info()
         return TrainResult(run.path, info.get("train_seconds", 0.0), info.get("final_train_loss"),
                            info.get("final_eval_loss"), info.get("encode", {}), skipped=True)
-    last_ckpt = run.last_checkpoint() if resume else None
+    interrupted = run.last_checkpoint()
+    if interrupted and not (resume or force):
+        raise DataError(f"{run.path} is an interrupted run with a checkpoint at step "
+                        f"{interrupted.name.rsplit('-', 1)[-1]}: --resume continues it, --force starts it over "
+                        "(deleting its checkpoints)")
+    last_ckpt = interrupted if resume else None
     if resume and last_ckpt is None:
         console.print(f"[yellow]--resume:[/] no complete checkpoint in {run.checkpoints}; starting from step 0")
     elif last_ckpt and changed:
@@ -310,6 +342,14 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
         manifest = {"train": {"in_memory": len(train_enc)}}
     else:
         splits, manifest = load_training_records(cfg)
+        if last_ckpt:
+            before = run.read_info().get("data", {})
+            edited = [k for k in ("train", "val") if k in manifest and k in before
+                      and before[k].get("sha256") != manifest[k]["sha256"]]
+            if edited:
+                console.print(f"[yellow]warning:[/] resuming on changed data: {', '.join('data.' + k for k in edited)}"
+                              " changed since the interrupted run read it (sha256), so the resumed steps see other "
+                              "examples than an uninterrupted run would")
         if cfg.objective == "dpo":
             from tunesmith.train.dpo import preference_datasets
 
@@ -319,7 +359,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
 
             if splits.get("val"):
                 console.print("[dim]grpo: data.val is not used (there is no loss to evaluate on it)[/]")
-            train_ds, eval_ds, report = prompt_dataset(splits["train"]), None, None
+            train_ds, eval_ds, report = prompt_dataset(splits["train"], tokenizer), None, None
         else:
             train_enc, val_enc, report = token_examples(cfg, tokenizer, splits, console)
 
@@ -327,6 +367,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
     model = load_for_training(cfg, base_dir)
+    check_context(model, train_enc, val_enc)
     adapter_config = peft_config(cfg, model, base_dir)
     if adapter_config is not None:
         model = get_peft_model(model, adapter_config)
@@ -407,9 +448,9 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     if eval_ds is not None:
         # Reuse the last logged eval when it was taken at the final step, so metrics.jsonl has no repeat.
         logged = [h for h in trainer.state.log_history if "eval_loss" in h]
-        if args.load_best_model_at_end and trainer.state.best_metric is not None:
+        if trainer.args.load_best_model_at_end and trainer.state.best_metric is not None:
             final_eval = trainer.state.best_metric  # the loaded best checkpoint's own, already logged, eval loss
-        elif logged and logged[-1].get("step") == trainer.state.global_step and not args.load_best_model_at_end:
+        elif logged and logged[-1].get("step") == trainer.state.global_step and not trainer.args.load_best_model_at_end:
             final_eval = logged[-1]["eval_loss"]
         else:
             final_eval = trainer.evaluate()["eval_loss"]

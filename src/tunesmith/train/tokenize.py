@@ -34,7 +34,20 @@ class Encoded:
 
 
 def _render(tokenizer, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return render_chat(tokenizer, messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]], **kwargs):
+    """apply_chat_template, with a template's own refusal (Gemma's "System role not supported") as a TemplateError."""
+    from jinja2.exceptions import TemplateError as JinjaError, TemplateSyntaxError
+
+    try:
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except TemplateSyntaxError as e:
+        raise TemplateError(f"the chat template is not valid Jinja (template line {e.lineno}): {e.message}") from None
+    except JinjaError as e:
+        roles = "/".join(m["role"] for m in messages)
+        raise TemplateError(f"the model's chat template refuses a conversation ({roles}): {e}") from None
 
 
 def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
@@ -111,6 +124,7 @@ class EncodeReport:
     trained_tokens: int = 0
     total_tokens: int = 0
     eos_trained: bool = True
+    val: EncodeReport | None = None  # the validation split's own counts (always truncated, never an error)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,7 +137,7 @@ class EncodeReport:
             "trained_tokens": self.trained_tokens,
             "total_tokens": self.total_tokens,
             "eos_trained": self.eos_trained,
-        }
+        } | ({"val": self.val.to_dict()} if self.val else {})
 
 
 class OverLengthError(ValueError):
