@@ -441,3 +441,18 @@ def test_eval_run_with_judge_keeps_items_in_results_and_shows_scores(tiny_run, e
     table = runner.invoke(app, [str(tiny_run), "--judge-url", endpoint, "--judge-model", "j"])
     assert table.exit_code == 0, table.output
     assert any(line.startswith("│ judge mean (1-5)") and line.count("2.00") == 3 for line in table.stdout.splitlines())
+
+
+def test_generations_are_redone_when_only_the_chat_template_changed(tiny_run, tmp_path):
+    import shutil
+
+    tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "r"))  # the shared run stays as it was
+    first = runner.invoke(app, [str(tiny_run), "--systems", "tuned", "--json"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [str(tiny_run), "--systems", "tuned", "--json"])
+    assert "generations from cache" in again.stderr
+    template = tiny_run / "adapter" / "chat_template.jinja"
+    template.write_text(template.read_text(encoding="utf-8").replace("<|im_start|>", "<|im_start|> "), encoding="utf-8")
+    changed = runner.invoke(app, [str(tiny_run), "--systems", "tuned", "--json"])
+    assert changed.exit_code == 0, changed.output
+    assert "generations from cache" not in changed.stderr

@@ -91,6 +91,22 @@ def score_system(task: str, outputs: list[str], tests: list[Conversation], rules
     return result
 
 
+def _template_text(tokenizer_dir: str | Path, spec: str | None) -> Any:
+    """The chat template every system is prompted with, read without loading the tokenizer: a cache key part,
+    so generations are redone when only the template changed."""
+    from tunesmith.models import chat_template_text
+
+    if spec:
+        return chat_template_text(spec)
+    d = Path(tokenizer_dir)
+    if (d / "chat_template.jinja").is_file():
+        return (d / "chat_template.jinja").read_text(encoding="utf-8")
+    try:
+        return json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError):
+        return None
+
+
 def _cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -152,11 +168,15 @@ def evaluate_run(
     gen_dir = run.eval_dir / "generations"
     gen_dir.mkdir(parents=True, exist_ok=True)
 
+    # the run's own tokenizer carries the chat template it was trained with (data.chat_template for a base
+    # model that has none); every system is prompted with it
+    own = run.adapter if run.adapter.is_dir() else full_model if full_model.is_dir() else info["base_model"]
+    template = _template_text(own, cfg.data.chat_template)
     outputs: dict[str, list[str]] = {}
     caches: dict[str, Path] = {}
     for system in systems:
         key = _cache_key(system, test_sha, ev.max_new_tokens, len(tests), system_prompts(tests, system, shots),
-                         tuned_sha if system == "tuned" else info["base_model"])
+                         tuned_sha if system == "tuned" else info["base_model"], template)
         caches[system] = gen_dir / f"{system}-{key}.json"
         if caches[system].is_file():
             outputs[system] = json.loads(caches[system].read_text(encoding="utf-8"))
@@ -168,9 +188,6 @@ def evaluate_run(
         if Path(info["base_model"]).is_absolute() and not Path(info["base_model"]).is_dir():
             # else the hub client reports a local path as a malformed repo id
             raise ValueError(f"{run.path / 'run.json'}: base model {info['base_model']} is not there any more")
-        # the run's own tokenizer carries the chat template it was trained with (data.chat_template for a base
-        # model that has none); every system is prompted with it
-        own = run.adapter if run.adapter.is_dir() else full_model if full_model.is_dir() else info["base_model"]
         tokenizer = load_tokenizer(own, cfg.trust_remote_code, chat_template=cfg.data.chat_template)
         model = load_model(info["base_model"], cfg.train.dtype, cfg.trust_remote_code)
         tuned_model = None  # a fully fine-tuned model is a second model; an adapter shares the base
