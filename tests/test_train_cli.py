@@ -49,3 +49,11 @@ def test_render_marks_trained_tokens(tiny_model_dir, tmp_path):
     assert ex["trained"] == 12 and out["report"]["total"] == 7 and out["report"]["eos_trained"]
     text = runner.invoke(cmd, [str(f), "--n", "2"]).output
     assert "train.jsonl:1: " in text and "7 of 7 examples train" in text
+
+
+def test_eval_every_without_a_val_file_is_said_not_ignored(tiny_model_dir, tmp_path):
+    f = _config(tmp_path, tiny_model_dir, eval_every=1)
+    res = runner.invoke(app, ["train", str(f), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "train.eval_every is set but data.val is not" in res.stderr
+    assert json.loads(res.stdout)["final_eval_loss"] is None

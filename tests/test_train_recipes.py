@@ -229,6 +229,7 @@ def test_grpo_reward_is_the_fraction_of_rules_passed(tiny_model_dir, data, tmp_p
     result = train(cfg, console=QUIET, show_progress=False)
     rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(0 <= r["reward"] <= 1 for r in rows)
+    assert result.final_reward == rows[-1]["reward"]  # reported: a GRPO loss says little about progress
     adapter = load_file(result.run_dir / "adapter" / "adapter_model.safetensors")
     assert any(torch.count_nonzero(v) for k, v in adapter.items() if "lora_B" in k)  # B starts at zero
 

@@ -64,14 +64,16 @@ def train(
     summary = {"run_dir": str(result.run_dir), "skipped": result.skipped,
                "train_seconds": round(result.train_seconds, 2),
                "final_train_loss": result.final_train_loss, "final_eval_loss": result.final_eval_loss,
-               "data": result.encode_report, "real_tokens_per_s": result.real_tokens_per_s}
+               "data": result.encode_report, "real_tokens_per_s": result.real_tokens_per_s,
+               "final_reward": result.final_reward}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         losses = [f"{name} loss {v:.4f}" for name, v in (("train", result.final_train_loss),
                                                          ("val", result.final_eval_loss)) if v is not None]
+        reward = [f"reward {result.final_reward:.3f}"] if result.final_reward is not None else []
         speed = [f"{result.real_tokens_per_s:,.0f} real tokens/s"] if result.real_tokens_per_s else []
-        details = f" ({', '.join(losses + speed)})" if losses or speed else ""
+        details = f" ({', '.join(losses + reward + speed)})" if losses or reward or speed else ""
         _err.print(f"[green]done[/]: {result.run_dir}{details}")
 
 

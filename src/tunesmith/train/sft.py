@@ -42,6 +42,7 @@ class TrainResult:
     encode_report: dict[str, Any]
     skipped: bool = False
     real_tokens_per_s: float | None = None  # fast path: example tokens (no padding) per second of training
+    final_reward: float | None = None  # grpo: mean rules reward of the last logged step (its loss says little)
 
 
 class DataError(ValueError):
@@ -314,7 +315,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
                           "The finished run is kept; --force retrains it, or give the run a new name.")
         info = run.read_info()
         return TrainResult(run.path, info.get("train_seconds", 0.0), info.get("final_train_loss"),
-                           info.get("final_eval_loss"), info.get("encode", {}), skipped=True)
+                           info.get("final_eval_loss"), info.get("encode", {}), skipped=True,
+                           final_reward=info.get("final_reward"))
     interrupted = run.last_checkpoint()
     if interrupted and not (resume or force):
         raise DataError(f"{run.path} is an interrupted run with a checkpoint at step "
@@ -362,6 +364,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
             train_ds, eval_ds, report = prompt_dataset(splits["train"], tokenizer), None, None
         else:
             train_enc, val_enc, report = token_examples(cfg, tokenizer, splits, console)
+        if cfg.train.eval_every and not cfg.data.val and cfg.objective != "grpo":
+            console.print("[yellow]warning:[/] train.eval_every is set but data.val is not: no eval loss is computed")
 
     # --- model ------------------------------------------------------------------------------------
     random.seed(cfg.train.seed)
@@ -464,14 +468,18 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
                       f"best checkpoint (step {stopped_early['best_step']}, val loss {final_eval:.4f})")
     target = run.adapter if adapter_config is not None else run.path / "model"
     trainer.save_model(str(target))  # adapter only for PEFT methods; safetensors; tokenizer beside it
-    losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
+    logged = run.read_metrics()
+    losses = [r["loss"] for r in logged if "loss" in r]
     final_loss = losses[-1] if losses else out.training_loss
+    rewards = [r["reward"] for r in logged if "reward" in r]
+    final_reward = rewards[-1] if rewards else None
     # example tokens per second (not for a resumed run: its count includes the steps before the resume)
     tokens_per_s = round(trainer.state.num_input_tokens_seen / seconds, 1) if fast and not last_ckpt else None
     if main:
         run.update_info({"status": "finished", "train_seconds": round(seconds, 2), "final_train_loss": final_loss,
                          "final_eval_loss": final_eval, "global_step": trainer.state.global_step,
                          "best_checkpoint": trainer.state.best_model_checkpoint, "stopped_early": stopped_early,
-                         "real_tokens_per_s": tokens_per_s})
+                         "real_tokens_per_s": tokens_per_s, "final_reward": final_reward})
         run.plot_losses()
-    return TrainResult(run.path, seconds, final_loss, final_eval, encode, real_tokens_per_s=tokens_per_s)
+    return TrainResult(run.path, seconds, final_loss, final_eval, encode, real_tokens_per_s=tokens_per_s,
+                       final_reward=final_reward)
