@@ -193,24 +193,25 @@ class PackedTrainer(Trainer):
 
     def _check_against_reference(self, base, reference: str) -> None:
         """Decoder layer 0 as the plan runs it (FlexAttention with the BlockMask, compiled) against the model's
-        own attention with the dense mask, eager, on the first training row: outputs and (on a GPU) input
-        gradients. Compiled flex kernels have had silent stride bugs (fused-QKV models such as Phi-3 give wrong
-        outputs under inductor on CPU), so a mismatch turns both levers off instead of training on garbage."""
+        own attention with the dense mask, eager, on the first training row: outputs and (on a GPU) the gradients
+        of the layer's trainable parameters. Compiled flex kernels have had silent stride bugs (fused-QKV models
+        such as Phi-3 give wrong outputs under inductor on CPU), so a mismatch turns both levers off instead of
+        training on garbage."""
         from tunesmith.train.packing import collate_rows
 
         row = {k: v.to(self.args.device) if torch.is_tensor(v) else v
                for k, v in collate_rows([self.train_dataset[0]]).items()}
         decoder, grads = base.get_decoder(), torch.cuda.is_available()
         layer = decoder.layers[0]
-        planned = _layer_io(decoder, row, document_block_mask(row["doc_ids"]) if self.fast_plan.attention == "flex"
-                            else dense_document_mask(row["doc_ids"]), layer.__call__, grads)
+        dense = dense_document_mask(row["doc_ids"], additive=base.dtype if reference != "sdpa" else None)
+        flex = self.fast_plan.attention == "flex"
+        planned = _layer_io(decoder, row, document_block_mask(row["doc_ids"]) if flex else dense, layer.__call__, grads)
         base.set_attn_implementation(reference)
-        additive = base.dtype if reference != "sdpa" else None
-        expected = _layer_io(decoder, row, dense_document_mask(row["doc_ids"], additive=additive), layer.forward, grads)
+        expected = _layer_io(decoder, row, dense, layer.forward, grads)
         diff = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-6)) for a, b in zip(planned, expected))
         tol = 1e-3 if base.dtype == torch.float32 else 5e-2
         if diff <= tol:
-            if self.fast_plan.attention == "flex":
+            if flex:
                 base.set_attn_implementation("flex_attention")
             self.fast_plan.notes.append(f"self-check passed: decoder layer 0 as planned = reference (rel. diff "
                                         f"{diff:.1e}{', outputs and gradients' if grads else ', outputs'})")
