@@ -568,9 +568,10 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
             if not prompt_ids:  # nothing to condition on: generate() cannot start from zero tokens
                 raise ApiError(400, "prompt: empty", "invalid_request", param="prompt")
             last_user, logged = prompt, {"prompt": prompt}
-        if context and len(prompt_ids) + new_tokens(req, len(prompt_ids)) > context:
-            raise ApiError(400, f"prompt of {len(prompt_ids)} tokens plus max_tokens {new_tokens(req, len(prompt_ids))}"
-                           f" is over the model's context of {context}", "context_length_exceeded", param="messages")
+        wanted = new_tokens(req, len(prompt_ids))
+        if context and len(prompt_ids) + wanted > context:
+            raise ApiError(400, f"prompt of {len(prompt_ids)} tokens plus max_tokens {wanted} is over the model's "
+                           f"context of {context}", "context_length_exceeded", param="messages")
         rid = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex
         headers = {"X-Tunesmith-Version": target.answered_by}
         if req.stream and target.guard in ("off", "report"):

@@ -468,10 +468,10 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
                       f"best checkpoint (step {stopped_early['best_step']}, val loss {final_eval:.4f})")
     target = run.adapter if adapter_config is not None else run.path / "model"
     trainer.save_model(str(target))  # adapter only for PEFT methods; safetensors; tokenizer beside it
-    logged = run.read_metrics()
-    losses = [r["loss"] for r in logged if "loss" in r]
+    metrics = run.read_metrics()
+    losses = [r["loss"] for r in metrics if "loss" in r]
     final_loss = losses[-1] if losses else out.training_loss
-    rewards = [r["reward"] for r in logged if "reward" in r]
+    rewards = [r["reward"] for r in metrics if "reward" in r]
     final_reward = rewards[-1] if rewards else None
     # example tokens per second (not for a resumed run: its count includes the steps before the resume)
     tokens_per_s = round(trainer.state.num_input_tokens_seen / seconds, 1) if fast and not last_ckpt else None
