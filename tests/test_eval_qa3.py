@@ -261,24 +261,26 @@ def test_report_shows_judge_scores_and_names_the_empty_answer_class(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:
-    from tunesmith.cli import app as main_app
-
     root = tmp_path_factory.mktemp("qa3-run")
     labels = ["billing", "tech"]
     for name, n in (("train", 8), ("test", 2)):
         _write(root / f"{name}.jsonl", [{"text": f"{name} ticket {i} about {labels[i % 2]}", "label": labels[i % 2]}
                                         for i in range(n)])
-    (root / "cfg.yaml").write_text(
-        f"name: r\nmodel: {tiny_model_dir}\nmethod: lora\noutput_dir: runs\n"
-        "data: {train: train.jsonl, test: test.jsonl, max_seq_len: 64}\n"
-        "lora: {r: 2, alpha: 4}\n"
-        "train: {max_steps: 1, batch_size: 4, logging_steps: 1}\n"
-        "eval: {max_new_tokens: 2, few_shot: 1, regression: false}\n",
-        encoding="utf-8",
-    )
+    return _trained(root, "r", f"model: {tiny_model_dir}\nmethod: lora\noutput_dir: runs\n"
+                          "data: {train: train.jsonl, test: test.jsonl, max_seq_len: 64}\n"
+                          "lora: {r: 2, alpha: 4}\n"
+                          "train: {max_steps: 1, batch_size: 4, logging_steps: 1}\n"
+                          "eval: {max_new_tokens: 2, few_shot: 1, regression: false}\n")
+
+
+def _trained(root: Path, name: str, config: str) -> Path:
+    """`tunesmith train` on run `name` of a config written to root/cfg.yaml; the run directory."""
+    from tunesmith.cli import app as main_app
+
+    (root / "cfg.yaml").write_text(f"name: {name}\n{config}", encoding="utf-8")
     res = runner.invoke(main_app, ["train", str(root / "cfg.yaml"), "--json"])
     assert res.exit_code == 0, res.output
-    return root / "runs" / "r"
+    return root / "runs" / name
 
 
 def test_systems_come_from_the_config_and_are_checked_before_any_model_loads(tiny_run, tmp_path, monkeypatch):
@@ -405,23 +407,16 @@ def test_prose_answers_are_summed_up_not_one_class_each_in_the_report(tmp_path):
 def test_full_fine_tune_of_a_base_without_template_evaluates_with_the_run_s_template(tiny_model_dir, tmp_path):
     import shutil
 
-    from tunesmith.cli import app as main_app
-
     base = tmp_path / "base-no-template"
     shutil.copytree(tiny_model_dir, base)
     (base / "chat_template.jinja").unlink()  # a pre-trained base: data.chat_template supplies the format
     _write(tmp_path / "train.jsonl", [{"text": f"ticket {i}", "label": "a" if i % 2 else "b"} for i in range(4)])
     _write(tmp_path / "test.jsonl", [{"text": "ticket 9", "label": "a"}])
-    (tmp_path / "cfg.yaml").write_text(
-        f"name: f\nmodel: {base}\nmethod: full\noutput_dir: runs\n"
-        "data: {train: train.jsonl, test: test.jsonl, max_seq_len: 64, chat_template: chatml}\n"
-        "train: {max_steps: 1, batch_size: 4, logging_steps: 1}\n"
-        "eval: {max_new_tokens: 2, few_shot: 1}\n",
-        encoding="utf-8",
-    )
-    trained = runner.invoke(main_app, ["train", str(tmp_path / "cfg.yaml"), "--json"])
-    assert trained.exit_code == 0, trained.output
-    res = runner.invoke(app, [str(tmp_path / "runs" / "f"), "--json"])
+    run = _trained(tmp_path, "f", f"model: {base}\nmethod: full\noutput_dir: runs\n"
+                             "data: {train: train.jsonl, test: test.jsonl, max_seq_len: 64, chat_template: chatml}\n"
+                             "train: {max_steps: 1, batch_size: 4, logging_steps: 1}\n"
+                             "eval: {max_new_tokens: 2, few_shot: 1}\n")
+    res = runner.invoke(app, [str(run), "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["task"] == "classification" and [summary[s]["n"] for s in ("base", "prompted", "tuned")] == [1, 1, 1]
