@@ -1,4 +1,5 @@
-"""Test-wide settings: never reach the Hugging Face Hub; share one tiny model per session."""
+"""Test-wide settings: never reach the Hugging Face Hub; share one tiny model and one deploy
+environment per session."""
 
 import os
 
@@ -25,3 +26,11 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def deploy_env(tmp_path_factory):
+    """A tiny base and three finished runs of one family (about 5 s), shared by the deploy and e2e tests."""
+    from tests.helpers import DeployEnv
+
+    return DeployEnv(tmp_path_factory.mktemp("deploy"))

@@ -3,7 +3,7 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from test_tokenize import PHI3
+from tests.helpers import PHI3
 from tunesmith.evaluate.generate import generate
 
 

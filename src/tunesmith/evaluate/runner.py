@@ -28,7 +28,7 @@ from tunesmith.evaluate.gate import decide
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
 from tunesmith.train.dataset import read_conversations, read_records
-from tunesmith.train.rundir import RunDir
+from tunesmith.rundir import RunDir
 
 SYSTEMS = ("base", "prompted", "tuned")
 

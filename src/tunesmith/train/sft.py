@@ -30,7 +30,7 @@ from rich.console import Console
 from tunesmith.config import RunConfig, dump_config
 from tunesmith.data.records import Conversation, Text
 from tunesmith.train import tokenize as tk
-from tunesmith.train.rundir import RunDir
+from tunesmith.rundir import RunDir
 
 
 @dataclass

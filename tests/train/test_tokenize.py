@@ -12,6 +12,8 @@ CONV = [
     {"role": "assistant", "content": "2. Wait."},
 ]
 
+from tests.helpers import GEMMA, PHI3
+
 
 def test_only_assistant_turns_and_end_of_turn_train(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -41,14 +43,6 @@ def test_length_policies(tiny_model_dir):
         assert f"{n} tokens" in str(e)
     else:
         raise AssertionError("over-length example accepted with policy=error")
-
-
-# Turn layouts of real instruct models whose end-of-turn token is not the tokenizer's EOS.
-PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
-GEMMA = ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
-         "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
-         "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
 
 
 def _instruct_tokenizer(tiny_model_dir, template, end):

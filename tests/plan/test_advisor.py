@@ -11,8 +11,10 @@ from tunesmith.plan.advisor import AdvisorInputs, advise
 from tunesmith.plan.cli import app
 from tunesmith.plan.dataset import read_conversations, summarise
 
+from tests.helpers import EXAMPLES as _EXAMPLES
+
 runner = CliRunner()
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plan"
+EXAMPLES = _EXAMPLES / "plan"
 
 
 def _advise_cli(*args: str) -> dict:

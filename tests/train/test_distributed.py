@@ -17,7 +17,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from test_train_recipes import write_chat
+from tests.helpers import write_chat
+from tests.helpers import EXAMPLES
 
 
 def config(path, tiny, data, name, batch_size, **train):
@@ -79,7 +80,7 @@ def test_shipped_accelerate_configs_launch_two_processes(tiny_model_dir, tmp_pat
     GPUs accelerate runs data parallel): the same losses as one process with the same global batch."""
     from pathlib import Path
 
-    shipped = Path(__file__).parent.parent / "examples" / "accelerate" / launch_config
+    shipped = EXAMPLES / "accelerate" / launch_config
     data = write_chat(tmp_path / "train.jsonl", 16)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     one = config(tmp_path / "one.yaml", tiny_model_dir, data, "one", batch_size=4)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from tunesmith.config import load_config
 from tunesmith.train.sft import train
-from test_train_recipes import write_chat
+from tests.helpers import write_chat
 
 STEPS = 30
 

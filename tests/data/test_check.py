@@ -12,8 +12,9 @@ from tunesmith.data.check import check
 from tunesmith.data.cli import app
 from tunesmith.data.formats import read_file, read_files, write_jsonl
 from tunesmith.data.records import Conversation, Preference, Text
+from tests.helpers import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures" / "data"
+FIX = FIXTURES / "data"
 CHAT = FIX / "chat_defects.jsonl"
 RULES = FIX / "rules.yaml"
 runner = CliRunner()

@@ -13,7 +13,9 @@ from tunesmith.evaluate import metrics
 from tunesmith.evaluate.cli import app
 from tunesmith.rules import parse_rules
 
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+from tests.helpers import FIXTURES as _FIXTURES
+
+FIXTURES = _FIXTURES / "eval"
 runner = CliRunner()
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from test_train_recipes import QUIET, losses, make_cfg, write_chat
+from tests.helpers import QUIET, losses, make_cfg, write_chat
 from tunesmith.train import fast
 from tunesmith.train.attention import _document_mask_mod, dense_document_mask, document_block_mask
 from tunesmith.train.packing import auto_row_tokens, best_fit_decreasing, build_row, collate_rows, pack_rows

@@ -5,7 +5,7 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from test_train_recipes import write_chat
+from tests.helpers import write_chat
 from tunesmith.cli import app
 from tunesmith.train.render import render
 

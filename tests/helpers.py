@@ -1,13 +1,22 @@
-"""Fake finished training runs for the deploy tests: a tiny llama + a LoRA adapter with non-zero B."""
+"""Helpers shared by test subjects: repository paths and fake finished training runs (a tiny llama
++ a LoRA adapter with non-zero B) for the deploy and end-to-end tests."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
+
+from rich.console import Console
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+FIXTURES = TESTS / "fixtures"
+EXAMPLES = REPO / "examples"
 
 
 RULES_YAML = "rules:\n  - name: polite\n    contains: \"please\"\n"
@@ -57,9 +66,6 @@ def make_run(root: Path, base: Path, name: str, seed: int, rank: int = 4, rules:
     return run
 
 
-_ENV: dict[str, "DeployEnv"] = {}
-
-
 class DeployEnv:
     """A tiny base model and three finished runs of one family, each with a different adapter."""
 
@@ -71,8 +77,44 @@ class DeployEnv:
         self.runs = [make_run(root / "runs", self.base, f"legal-{i}", seed=i, rules=(i == 3)) for i in (1, 2, 3)]
 
 
-def deploy_env(tmp_path_factory) -> DeployEnv:
-    """Built once per test session (about 5 s), shared by every deploy test module."""
-    if "env" not in _ENV:
-        _ENV["env"] = DeployEnv(tmp_path_factory.mktemp("deploy"))
-    return _ENV["env"]
+WORDS = "refund billing account the fox quick brown lazy dog answer court letter".split()
+QUIET = Console(stderr=True, quiet=True)
+
+
+def write_chat(path, n, seed=0):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+            a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
+            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+    return path
+
+
+def make_cfg(tiny, data_dir, tmp_path, name, **over):
+    raw = {"name": name, "model": str(tiny), "output_dir": str(tmp_path / "runs"),
+           "data": {"train": str(data_dir / "train.jsonl"), "max_seq_len": 64},
+           "lora": {"r": 4, "alpha": 8},
+           "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-2, "logging_steps": 1, "warmup_ratio": 0.0}}
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw.setdefault(section, {})[field] = value
+        else:
+            raw[section] = value
+    from tunesmith.config import RunConfig
+
+    return RunConfig.model_validate(raw)
+
+
+def losses(run_dir):
+    return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+
+
+# Turn layouts of real instruct models whose end-of-turn token is not the tokenizer's EOS.
+PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+GEMMA = ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+         "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+         "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")

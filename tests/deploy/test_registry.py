@@ -14,7 +14,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest_deploy import deploy_env  # noqa: F401 (fixture)
 from tunesmith.deploy.cli import registry_app, serve
 from tunesmith.deploy.registry import Registry, RegistryError
 from tunesmith.deploy.vllm import vllm_command
@@ -23,8 +22,8 @@ DAY = datetime(2026, 11, 22, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return deploy_env(tmp_path_factory)
+def env(deploy_env):
+    return deploy_env
 
 
 @pytest.fixture

@@ -13,20 +13,7 @@ from safetensors.torch import load_file
 from tunesmith.config import RunConfig
 from tunesmith.train.sft import train
 
-WORDS = "refund billing account the fox quick brown lazy dog answer court letter".split()
-QUIET = Console(stderr=True, quiet=True)
-
-
-def write_chat(path, n, seed=0):
-    rng = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(n):
-            q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
-            a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
-            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-            f.write(json.dumps({"messages": msgs}) + "\n")
-    return path
-
+from tests.helpers import QUIET, WORDS, losses, make_cfg, write_chat
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -44,24 +31,6 @@ def data(tmp_path_factory):
             f.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15))) + "\n")
     (d / "rules.yaml").write_text('rules:\n  - name: short\n    max_words: 2\n  - name: fox\n    contains: "fox"\n')
     return d
-
-
-def make_cfg(tiny, data_dir, tmp_path, name, **over):
-    raw = {"name": name, "model": str(tiny), "output_dir": str(tmp_path / "runs"),
-           "data": {"train": str(data_dir / "train.jsonl"), "max_seq_len": 64},
-           "lora": {"r": 4, "alpha": 8},
-           "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-2, "logging_steps": 1, "warmup_ratio": 0.0}}
-    for key, value in over.items():
-        section, _, field = key.partition("__")
-        if field:
-            raw.setdefault(section, {})[field] = value
-        else:
-            raw[section] = value
-    return RunConfig.model_validate(raw)
-
-
-def losses(run_dir):
-    return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
 
 
 # Recorded on CPU (torch 2.13, transformers 5.23, trl 1.16) and reproduced bit-for-bit on a second run.

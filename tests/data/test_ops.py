@@ -15,8 +15,9 @@ from tunesmith.data.check import analyse, check
 from tunesmith.data.cli import app
 from tunesmith.data.formats import read_file
 from tunesmith.data.split import LeakError, split_records, write_split
+from tests.helpers import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures" / "data"
+FIX = FIXTURES / "data"
 CHAT = FIX / "chat_defects.jsonl"
 RULES = FIX / "rules.yaml"
 runner = CliRunner()

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest_deploy import make_run
+from tests.helpers import make_run
 from fastapi.testclient import TestClient
 
 from tunesmith.deploy.cli import _headline

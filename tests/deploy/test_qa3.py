@@ -12,7 +12,7 @@ import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest_deploy import deploy_env, make_run  # noqa: F401 (fixture)
+from tests.helpers import make_run
 from tunesmith.deploy import gguf_export
 from tunesmith.deploy.cli import export_app, registry_app, serve
 from tunesmith.deploy.registry import Registry
@@ -35,8 +35,8 @@ def _text(res) -> str:
 
 
 @pytest.fixture(scope="module")
-def reg(tmp_path_factory):
-    env = deploy_env(tmp_path_factory)
+def reg(deploy_env, tmp_path_factory):
+    env = deploy_env
     r = Registry(tmp_path_factory.mktemp("qa3") / "registry.db")
     for run in env.runs:
         r.add(run, "legal")
@@ -282,13 +282,13 @@ def test_list_marks_versions_whose_files_are_missing(reg):
     assert all(v.id in res.output for v in reg.versions())
 
 
-def test_removed_version_numbers_are_never_reused(tmp_path_factory, tmp_path):
+def test_removed_version_numbers_are_never_reused(deploy_env, tmp_path):
     """Reusing legal-v3's id for a new adapter would make a rollback silently serve the wrong model."""
     from datetime import datetime
 
     from tunesmith.deploy.registry import RegistryError
 
-    env = deploy_env(tmp_path_factory)
+    env = deploy_env
     r = Registry(tmp_path / "r.db")
     day = datetime(2026, 11, 22)
     v1, v2, v3 = (r.add(run, "legal", today=day).id for run in env.runs)

@@ -15,7 +15,6 @@ import typer
 import uvicorn
 from typer.testing import CliRunner
 
-from conftest_deploy import deploy_env  # noqa: F401 (fixture)
 from tunesmith.deploy.cli import flywheel_app
 from tunesmith.deploy.flywheel import export_records
 from tunesmith.deploy.merge import encode_chat, greedy, load_adapted
@@ -52,8 +51,8 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    env = deploy_env(tmp_path_factory)
+def stack(deploy_env, tmp_path_factory):
+    env = deploy_env
     root = tmp_path_factory.mktemp("serve")
     reg = Registry(root / "registry.db")
     v1, v2, v3 = (reg.add(r, "legal").id for r in env.runs)

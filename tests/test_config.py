@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.config import RunConfig, load_config
+from tests.helpers import EXAMPLES
 
 runner = CliRunner()
 
@@ -42,7 +43,7 @@ def test_validate_names_the_inconsistent_field(tmp_path):
 def test_shipped_training_examples_load():
     from pathlib import Path
 
-    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+    examples = sorted(EXAMPLES.glob("*.yaml"))
     got = {(c.method, c.objective) for c in map(load_config, examples)}
     assert {("lora", "sft"), ("qlora", "sft"), ("full", "sft"), ("prompt_tuning", "sft"), ("lora", "dpo"),
             ("lora", "pretrain"), ("lora", "grpo")} <= got

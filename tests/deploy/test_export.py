@@ -12,7 +12,6 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from conftest_deploy import deploy_env  # noqa: F401 (fixture)
 from tunesmith.deploy import gguf_export
 from tunesmith.deploy.cli import export_app
 from tunesmith.deploy.merge import load_adapted, parity_prompts
@@ -20,8 +19,8 @@ from tunesmith.deploy.registry import Registry
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    env = deploy_env(tmp_path_factory)
+def setup(deploy_env, tmp_path_factory):
+    env = deploy_env
     root = tmp_path_factory.mktemp("export")
     reg = Registry(root / "registry.db")
     version = reg.add(env.runs[0], "legal")
