@@ -16,3 +16,7 @@ class UserError(ValueError):
         parts = [p for p in (where, field) if p]
         text = (": ".join(parts) + ": " if parts else "") + message
         super().__init__(f"{text} ({hint})" if hint else text)
+
+
+class DataError(UserError):
+    """A data file or record that cannot be used as given (every stage that reads records raises it)."""
