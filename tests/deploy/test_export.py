@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import gguf
 import numpy as np
@@ -92,9 +93,55 @@ def test_gguf_round_trip_within_tolerance(setup, qtype):
         assert np.allclose(stored[1], hf_q[head // 2], atol=1e-3)  # row 1 of head 0 = first row of its 2nd half
         assert not np.allclose(stored, hf_q, atol=1e-3)
 
-    modelfile = (path.parent / "Modelfile").read_text()
+    modelfile = gguf_export.modelfile_path(path).read_text()
+    assert gguf_export.modelfile_path(path).name == "legal.Modelfile"
     assert modelfile.startswith("FROM ./legal.gguf\nTEMPLATE \"\"\"")
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and "<|im_start|>{{ .Role }}" in modelfile
+
+
+# SmolLM2-Instruct's template: a conversation without a system turn gets a default one.
+SMOLLM_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                   "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                   "<|im_end|>\\n' }}{% endif %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                   "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                   "{% endif %}")
+
+
+def _ollama_render(modelfile: str, messages: list[dict]) -> str:
+    """What Ollama sends the model: the Modelfile's SYSTEM joins a conversation that has no system turn, then
+    TEMPLATE ranges over the messages (the only Go-template constructs tunesmith's ChatML TEMPLATE uses)."""
+    template = re.search(r'TEMPLATE """(.*?)"""', modelfile, re.S).group(1)
+    system = re.search(r'SYSTEM """(.*?)"""', modelfile, re.S)
+    if system and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": system.group(1)}, *messages]
+    body, tail = re.fullmatch(r"\{\{- range \.Messages \}\}(.*)\{\{ end \}\}(.*)", template, re.S).groups()
+    return "".join(body.replace("{{ .Role }}", m["role"]).replace("{{ .Content }}", m["content"])
+                   for m in messages) + tail
+
+
+@pytest.mark.parametrize("template", ["plain", "default-system"])
+def test_modelfile_renders_like_the_models_own_template_with_and_without_system(tiny_model_dir, template):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    if template == "default-system":
+        tok.chat_template = SMOLLM_TEMPLATE
+    modelfile = gguf_export.modelfile_text("m.gguf", tok, system_prompt=None)
+    assert ("SYSTEM" in modelfile) == (template == "default-system")
+    for messages in ([{"role": "user", "content": "What is a lease?"}],
+                     [{"role": "system", "content": "Be formal."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Good day."}, {"role": "user", "content": "Bye"}]):
+        own = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert _ollama_render(modelfile, messages) == own
+
+
+def test_two_exports_into_one_folder_keep_their_own_modelfiles(setup):
+    folder = setup["root"] / "both"
+    f16 = gguf_export.export_gguf(setup["version"], folder / "legal.f16.gguf", "f16")
+    q8 = gguf_export.export_gguf(setup["version"], folder / "legal.q8_0.gguf", "q8_0")
+    assert gguf_export.modelfile_path(f16).read_text().startswith("FROM ./legal.f16.gguf\n")
+    assert gguf_export.modelfile_path(q8).read_text().startswith("FROM ./legal.q8_0.gguf\n")
+    assert not (folder / "Modelfile").exists()
 
 
 def test_verify_catches_a_gguf_without_rotary_permutation(setup, monkeypatch):

@@ -347,7 +347,7 @@ def export_merge(
 @export_app.command("gguf")
 def export_gguf_cmd(
     version: Annotated[str, typer.Argument(help="Version id or alias.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="GGUF file to write (a Modelfile goes beside it).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="GGUF file to write (its Modelfile, FILE.Modelfile, goes beside it).")],
     type_: Annotated[str, typer.Option("--type", help="Weight type: f16 | q8_0.")] = "f16",
     pre: Annotated[Optional[str], typer.Option("--pre", help="llama.cpp pre-tokenizer name (default: detected).")] = None,
     prompts: PromptsOpt = 8,
@@ -359,7 +359,7 @@ def export_gguf_cmd(
 
     Example: tunesmith export gguf legal@prod -o legal.gguf --type q8_0
     """
-    from tunesmith.deploy.gguf_export import TOLERANCE, ExportError, export_gguf, verify_gguf
+    from tunesmith.deploy.gguf_export import TOLERANCE, ExportError, export_gguf, modelfile_path, verify_gguf
     from tunesmith.models import ModelError
 
     if type_ not in TOLERANCE:
@@ -379,8 +379,9 @@ def export_gguf_cmd(
         _fail(str(e))
     except OSError as e:
         _fail(_os_error(e, output))
-    _finish(as_json, {"version": v.id, "output": str(path), "modelfile": str(path.parent / "Modelfile"),
-                      "parity": reports}, reports, f"wrote {path} and {path.parent / 'Modelfile'}")
+    modelfile = modelfile_path(path)
+    _finish(as_json, {"version": v.id, "output": str(path), "modelfile": str(modelfile),
+                      "parity": reports}, reports, f"wrote {path} and {modelfile}")
 
 
 @export_app.command("verify")

@@ -226,13 +226,32 @@ def _chatml_turn_end(tok) -> str | None:
     return None
 
 
+def _default_system(tok, end: str) -> str | None:
+    """The system prompt the template inserts when a conversation has none (SmolLM2's "You are a helpful AI
+    assistant named SmolLM…"). Ollama's TEMPLATE only sees the messages it is sent, so without a SYSTEM line
+    a conversation without a system turn would render differently from the model's own template."""
+    text = tok.apply_chat_template([{"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True)
+    head, tail = "<|im_start|>system\n", f"{end}\n<|im_start|>user\nU{end}\n<|im_start|>assistant\n"
+    if text.startswith(head) and text.endswith(tail) and len(text) > len(head) + len(tail):
+        return text[len(head):-len(tail)]
+    return None
+
+
+def modelfile_path(gguf_path: str | Path) -> Path:
+    """Each export's own Modelfile beside it (legal.q8_0.gguf → legal.q8_0.Modelfile), so a second export
+    into the same folder does not overwrite the first one's; `ollama create NAME -f` takes any file name."""
+    return Path(gguf_path).with_suffix(".Modelfile")
+
+
 def modelfile_text(gguf_name: str, tok, system_prompt: str | None) -> str:
-    """An Ollama Modelfile: the chat template in Ollama's Go-template syntax and the stop tokens."""
+    """An Ollama Modelfile: the chat template in Ollama's Go-template syntax, the system prompt Ollama adds
+    when a request has none (the run's own, else the template's default), and the stop tokens."""
     lines = [f"FROM ./{gguf_name}"]
     stops = [tok.eos_token] if tok.eos_token else []
     if (end := _chatml_turn_end(tok)) is not None:
         lines.append(f'TEMPLATE """{_chatml_ollama(end)}"""')
         stops += [end, "<|im_start|>"]
+        system_prompt = system_prompt or _default_system(tok, end)
     else:
         lines.append("# chat template: not ChatML; Ollama reads tokenizer.chat_template from the GGUF file")
     if system_prompt:
@@ -244,7 +263,7 @@ def modelfile_text(gguf_name: str, tok, system_prompt: str | None) -> str:
 
 
 def export_gguf(version: Version, path: str | Path, qtype: str = "f16", pre: str | None = None) -> Path:
-    """Merge the version in memory, write FILE and an Ollama `Modelfile` beside it."""
+    """Merge the version in memory, write FILE and its Ollama Modelfile beside it (`modelfile_path`)."""
     base_cfg = Path(version.base_model) / "config.json"
     if base_cfg.is_file():  # an unsupported model is refused before minutes of loading and merging
         check_supported(json.loads(base_cfg.read_text(encoding="utf-8")))
@@ -252,7 +271,7 @@ def export_gguf(version: Version, path: str | Path, qtype: str = "f16", pre: str
     adapted, tok = load_adapted(version)
     merged = adapted.merge_and_unload()
     out = write_gguf(merged, tok, path, qtype, name=version.id, model_spec=version.lineage.get("model_spec"), pre=pre)
-    (out.parent / "Modelfile").write_text(
+    modelfile_path(out).write_text(
         modelfile_text(out.name, tok, version.lineage.get("system_prompt")), encoding="utf-8"
     )
     return out
