@@ -11,7 +11,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from tunesmith.config import RunConfig
-from tunesmith.train.sft import train
+from tunesmith.train.recipe import train
 
 from tests.helpers import QUIET, WORDS, losses, make_cfg, write_chat
 
@@ -76,7 +76,7 @@ def test_prefix_tuning_trains_without_packing(tiny_model_dir, data, tmp_path):
 def test_label_mask_counts_on_a_known_conversation(tiny_model_dir):
     from tunesmith.data.records import Conversation
     from tunesmith.models import load_tokenizer
-    from tunesmith.train.sft import encode_dataset
+    from tunesmith.train.tokenize import encode_dataset
 
     tok = load_tokenizer(tiny_model_dir)
     conv = Conversation.from_messages([
@@ -103,7 +103,7 @@ def _plant_lengths(path):
 
 @pytest.mark.parametrize("policy", ["truncate", "drop", "error"])
 def test_over_length_policies_are_counted_never_silent(tiny_model_dir, data, tmp_path, policy):
-    from tunesmith.train.sft import DataError
+    from tunesmith.train.tokenize import DataError
 
     f = tmp_path / "lengths.jsonl"
     _plant_lengths(f)
@@ -185,7 +185,7 @@ def test_grpo_reward_is_the_fraction_of_rules_passed(tiny_model_dir, data, tmp_p
     import torch
 
     from tunesmith.rules import load_rules
-    from tunesmith.train.grpo import rules_reward
+    from tunesmith.train.objectives.grpo import rules_reward
 
     reward = rules_reward(load_rules(data / "rules.yaml"))
     completions = [[{"role": "assistant", "content": "the fox"}], [{"role": "assistant", "content": "a fox jumps"}],

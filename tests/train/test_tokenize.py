@@ -58,7 +58,7 @@ def test_stop_tokens_include_the_templates_end_of_turn(tiny_model_dir):
 
     from tunesmith.data.records import Conversation
     from tunesmith.models import stop_token_ids, turn_end_token_id
-    from tunesmith.train.sft import encode_dataset
+    from tunesmith.train.tokenize import encode_dataset
 
     for template, end in ((PHI3, "<|end|>"), (GEMMA, "<end_of_turn>")):
         tok = _instruct_tokenizer(tiny_model_dir, template, end)
