@@ -98,7 +98,8 @@ def _setup_data(cfg: RunConfig, objective: Objective, tokenizer, run: RunDir, st
         if not objective.tokens:
             raise ValueError(f"pre-tokenized examples are for objectives that train on tokens, not {objective.name}")
         train, val = examples
-        return Data(train, val, tk.EncodeReport(total=len(train), kept=len(train))), {"train": {"in_memory": len(train)}}
+        report = tk.EncodeReport(total=len(train), kept=len(train))
+        return Data(train, val, report), {"train": {"in_memory": len(train)}}
     splits, manifest = load_training_records(cfg, objective.record_type)
     if start.checkpoint:
         _warn_changed_data(run, manifest, console)

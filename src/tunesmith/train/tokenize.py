@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunesmith.errors import DataError  # noqa: F401  (re-exported: the recipes' data errors are this one)
+from tunesmith.errors import DataError  # the recipes' data errors are the project's one DataError
 
 IGNORE = -100
 
@@ -255,9 +255,10 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 def encode_pair(tokenizer, record) -> EncodedPair:
     """Prompt and answers split where TRL splits them: where the rendered prompt and prompt+answer diverge."""
     prompt = [m.to_dict() for m in record.prompt]
+    prompt_ids = _chat_ids(tokenizer, prompt, generation_prompt=True)  # first: a refusal names the prompt's roles
     sides = [_chat_ids(tokenizer, prompt + [{"role": "assistant", "content": answer}])
              for answer in (record.chosen, record.rejected)]
-    n = min(_common_prefix(_chat_ids(tokenizer, prompt, generation_prompt=True), s) for s in sides)
+    n = min(_common_prefix(prompt_ids, s) for s in sides)
     return EncodedPair(sides[0][:n], sides[0][n:], sides[1][n:])
 
 

@@ -1,10 +1,15 @@
-"""The objectives `objective:` can name: each is one module here exposing OBJECTIVE (train/objective.py)."""
+"""The objectives `objective:` can name: each is one module here exposing OBJECTIVE (train/objective.py).
+
+This module imports nothing of tunesmith at import time, so the config schema could take its names
+from REGISTRY without an import circle."""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from tunesmith.train.objective import Objective
+if TYPE_CHECKING:
+    from tunesmith.train.objective import Objective
 
 REGISTRY = {
     "sft": "tunesmith.train.objectives.sft",
