@@ -15,6 +15,7 @@ from rich.console import Console
 
 from tunesmith.config import RunConfig
 from tunesmith.rundir import RunDir
+from tunesmith.train.args import resolved_checkpointing, training_args
 from tunesmith.train.tokenize import EncodeReport
 
 
@@ -41,8 +42,6 @@ class Setup:
 
     def args(self, has_eval: bool, checkpointing: bool | None = None) -> dict[str, Any]:
         """TrainingArguments kwargs; `checkpointing` None is the plain path's own choice."""
-        from tunesmith.train.args import resolved_checkpointing, training_args
-
         if checkpointing is None:
             checkpointing = resolved_checkpointing(self.cfg)
         return training_args(self.cfg, self.run, has_eval, self.model, checkpointing)
@@ -58,6 +57,8 @@ class Built:
 
 @dataclass(frozen=True)
 class Objective:
+    """One objective: `datasets` turns the records into Data, `trainer` builds the trainer that trains it."""
+
     name: str
     record_type: type  # what every data file of the run must hold (train/dataset.py enforces it)
     datasets: Callable[[RunConfig, Any, dict[str, list], Console], Data]  # (cfg, tokenizer, splits, console)
