@@ -4,7 +4,7 @@
 The workload is the peer benchmark's own (imported from its file, not re-implemented): the same
 random-weight model shapes (Llama-3.2-1B, Qwen2.5-0.5B), the same 2,400 synthetic examples (median 339
 tokens, ~70% of tokens trained), LoRA r16/alpha32/dropout 0 on the 7 projections, bf16, AdamW lr 2e-4.
-Our runs go through `tunesmith.train.sft.train` (the code behind `tunesmith train`) with the
+Our runs go through `tunesmith.train.recipe.train` (the code behind `tunesmith train`) with the
 examples handed over pre-tokenized; the peer configs run through the peer script in the same call.
 Every variant runs in its own process (fresh memory statistics and compile caches), times
 `--timed` optimizer steps after `--warmup` with the GPU synchronised at step ends, and reports:
@@ -85,7 +85,7 @@ def run_ours(name: str, spec: dict, peer, base: Path, out: Path, warmup: int, ti
     import torch
 
     from tunesmith.config import RunConfig
-    from tunesmith.train.sft import train
+    from tunesmith.train.recipe import train
 
     cuda = torch.cuda.is_available()
     ckpt = peer.prepare_checkpoint(spec["model"], str(base), "cuda" if cuda else "cpu")
@@ -204,7 +204,7 @@ def run_agreement(peer, base: Path, steps: int = 20) -> dict:
     import torch
 
     from tunesmith.config import RunConfig
-    from tunesmith.train.sft import train
+    from tunesmith.train.recipe import train
 
     cuda = torch.cuda.is_available()
     key = "llama3.2-1b" if cuda else "tiny"

@@ -72,7 +72,7 @@ def run_quickstart(
     from tunesmith.evaluate.runner import evaluate_run
     from tunesmith.models import resolve_model
     from tunesmith.report.eval_report import render_eval_report
-    from tunesmith.train.sft import train
+    from tunesmith.train.recipe import train
 
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)

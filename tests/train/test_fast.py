@@ -10,7 +10,7 @@ from tests.helpers import QUIET, losses, make_cfg, write_chat
 from tunesmith.train import fast
 from tunesmith.train.attention import _document_mask_mod, dense_document_mask, document_block_mask
 from tunesmith.train.packing import auto_row_tokens, best_fit_decreasing, build_row, collate_rows, pack_rows
-from tunesmith.train.sft import train
+from tunesmith.train.recipe import train
 from tunesmith.train.tokenize import IGNORE, Encoded
 
 
@@ -136,7 +136,7 @@ def test_fast_path_loss_curve_equals_plain_path(tiny_model_dir, eight, tmp_path,
 
 
 def test_an_example_longer_than_the_row_is_refused_naming_the_fields(tiny_model_dir, eight, tmp_path):
-    from tunesmith.train.sft import DataError
+    from tunesmith.train.tokenize import DataError
 
     long = tmp_path / "long.jsonl"
     words = " ".join(["refund billing account court letter"] * 40)

@@ -14,7 +14,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from tunesmith.data.records import Conversation
 from tunesmith.models import load_model, load_tokenizer
-from tunesmith.train.sft import encode_dataset
+from tunesmith.train.tokenize import encode_dataset
 
 CONVS = [
     [{"role": "user", "content": "Refund for my account?"}, {"role": "assistant", "content": "1. Write to billing."}],

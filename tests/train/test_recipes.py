@@ -10,8 +10,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from tunesmith.config import RunConfig
-from tunesmith.train.sft import train
+from tunesmith.train.recipe import train
 
 from tests.helpers import QUIET, WORDS, losses, make_cfg, write_chat
 
@@ -76,7 +75,7 @@ def test_prefix_tuning_trains_without_packing(tiny_model_dir, data, tmp_path):
 def test_label_mask_counts_on_a_known_conversation(tiny_model_dir):
     from tunesmith.data.records import Conversation
     from tunesmith.models import load_tokenizer
-    from tunesmith.train.sft import encode_dataset
+    from tunesmith.train.tokenize import encode_dataset
 
     tok = load_tokenizer(tiny_model_dir)
     conv = Conversation.from_messages([
@@ -103,7 +102,7 @@ def _plant_lengths(path):
 
 @pytest.mark.parametrize("policy", ["truncate", "drop", "error"])
 def test_over_length_policies_are_counted_never_silent(tiny_model_dir, data, tmp_path, policy):
-    from tunesmith.train.sft import DataError
+    from tunesmith.train.tokenize import DataError
 
     f = tmp_path / "lengths.jsonl"
     _plant_lengths(f)
@@ -185,7 +184,7 @@ def test_grpo_reward_is_the_fraction_of_rules_passed(tiny_model_dir, data, tmp_p
     import torch
 
     from tunesmith.rules import load_rules
-    from tunesmith.train.grpo import rules_reward
+    from tunesmith.train.objectives.grpo import rules_reward
 
     reward = rules_reward(load_rules(data / "rules.yaml"))
     completions = [[{"role": "assistant", "content": "the fox"}], [{"role": "assistant", "content": "a fox jumps"}],
@@ -264,3 +263,28 @@ def test_base_model_without_a_chat_template_trains_with_the_builtin_chatml(tiny_
                                       add_generation_prompt=True) == "user: hi<|im_end|>assistant: "
     with pytest.raises(ModelError, match="'nope' is neither a built-in \\(chatml\\) nor a template file"):
         load_tokenizer(base, chat_template="nope")
+
+
+def test_dpo_pairs_reach_trl_already_cut_and_trl_cuts_nothing(tiny_model_dir, data, tmp_path):
+    from transformers import TrainerCallback
+
+    # pairs 1-2: the prompt alone fills max_seq_len; 3-4: over it with room for answer tokens; 5-6: short
+    rows = [{"prompt": "long prompt " * (30, 30, 3, 3, 0, 0)[i] + f"say {i}", "chosen": f"Good {i}.",
+             "rejected": f"bad {i}"} for i in range(6)]
+    (tmp_path / "cut.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = {}
+
+    class Look(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **_):
+            seen["max_length"] = args.max_length
+            seen["lengths"] = [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))
+                               for r in train_dataloader.dataset]
+
+    cfg = make_cfg(tiny_model_dir, data, tmp_path, "dpo-cut", objective="dpo",
+                   data={"train": str(tmp_path / "cut.jsonl"), "max_seq_len": 40},
+                   train={"max_steps": 1, "batch_size": 2})
+    result = train(cfg, console=QUIET, show_progress=False, callbacks=[Look()])
+    report = result.encode_report
+    assert seen["max_length"] is None  # TRL neither truncates nor filters: the lengths below are all it gets
+    assert report["kept"] == 4 and len(report["truncated_lines"]) == 4 and len(report["dropped_no_trained_tokens"]) == 2
+    assert sorted(seen["lengths"]) == [24, 24, 40, 40]  # the tiny tokenizer: 16 prompt + 8 answer tokens when short

@@ -14,7 +14,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from tunesmith.config import load_config
-from tunesmith.train.sft import train
+from tunesmith.train.recipe import train
 from tests.helpers import write_chat
 
 STEPS = 30

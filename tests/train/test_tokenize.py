@@ -58,7 +58,7 @@ def test_stop_tokens_include_the_templates_end_of_turn(tiny_model_dir):
 
     from tunesmith.data.records import Conversation
     from tunesmith.models import stop_token_ids, turn_end_token_id
-    from tunesmith.train.sft import encode_dataset
+    from tunesmith.train.tokenize import encode_dataset
 
     for template, end in ((PHI3, "<|end|>"), (GEMMA, "<end_of_turn>")):
         tok = _instruct_tokenizer(tiny_model_dir, template, end)
@@ -95,3 +95,30 @@ def test_template_that_rewrites_earlier_turns_is_searched(tiny_model_dir):
     assert trained == "1. Write to us.<|im_end|>2. Wait.<|im_end|>Wait.<|im_end|>"
     text = tok.decode(enc.input_ids)
     assert text.count("<think>") == 1 and "And then?" in text
+
+
+def test_preference_pairs_are_cut_and_counted_here(tiny_model_dir):
+    """DPO's over-length policy is this module's: pairs come out already cut, each loss named by its line."""
+    import pytest
+
+    from tunesmith.data.records import Message, Origin, Preference
+    from tunesmith.train.tokenize import DataError, encode_pair, encode_pairs
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def pair(prompt, line):
+        return Preference([Message("user", prompt)], "Good answer here.", "bad", origin=Origin("pref.jsonl", line))
+
+    short, long_answer, long_prompt = pair("hi", 1), pair("refund " * 12, 2), pair("refund " * 40, 3)
+    full = encode_pair(tok, long_answer)
+    assert tok.decode(full.chosen_ids) == "Good answer here.<|im_end|>\n"  # the answer starts where TRL starts it
+    limit = len(full.prompt_ids) + 3  # room for 3 answer tokens of pair 2; pair 3's prompt alone is longer
+    pairs, report = encode_pairs(tok, [short, long_answer, long_prompt], limit, "truncate")
+    assert len(pairs) == report.kept == 2 and all(len(p.prompt_ids) + len(p.chosen_ids) <= limit for p in pairs)
+    assert pairs[1].chosen_ids == full.chosen_ids[:3] and pairs[1].rejected_ids == full.rejected_ids[:3]
+    assert report.truncated == ["pref.jsonl:2", "pref.jsonl:3"] and report.dropped_no_trained_tokens == ["pref.jsonl:3"]
+    assert report.trained_tokens == sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    _, dropped = encode_pairs(tok, [short, long_answer, long_prompt], limit, "drop")
+    assert dropped.kept == 1 and dropped.dropped_over_length == ["pref.jsonl:2", "pref.jsonl:3"]
+    with pytest.raises(DataError, match=r"pref.jsonl:2: pair has \d+ tokens, over max_seq_len="):
+        encode_pairs(tok, [short, long_answer], limit, "error")

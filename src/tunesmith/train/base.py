@@ -15,18 +15,19 @@ import shutil
 from pathlib import Path
 
 from tunesmith.models import ModelError, resolve_model
+from tunesmith.rundir import RunDir, RunInfo
 
 MERGED = "merged"
 
 
 def is_run_dir(spec: str | Path) -> bool:
-    return (Path(spec).expanduser() / "run.json").is_file()
+    return RunDir(Path(spec).expanduser()).info_path.is_file()
 
 
-def _run_info(run: Path) -> dict:
-    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    if info.get("status") != "finished":
-        raise ModelError(f"model {run}: the run is not finished (status {info.get('status')!r}); finish it first")
+def _run_info(run: Path) -> RunInfo:
+    info = RunDir(run).info()
+    if info.status != "finished":
+        raise ModelError(f"model {run}: the run is not finished (status {info.status!r}); finish it first")
     return info
 
 
@@ -38,7 +39,7 @@ def tokenizer_dir(spec: str | Path) -> Path:
     for sub in ("model", MERGED, "adapter"):
         if (run / sub / "tokenizer_config.json").is_file():
             return run / sub
-    return Path(_run_info(run)["base_model"])
+    return Path(_run_info(run).base_model)
 
 
 def resolve_base(spec: str | Path, trust_remote_code: bool = False) -> Path:
@@ -62,7 +63,7 @@ def resolve_base(spec: str | Path, trust_remote_code: bool = False) -> Path:
             f"model {run}: a {peft_type} adapter cannot be merged into the weights, so the run cannot be a base "
             "model; chain from a lora, qlora or full run"
         )
-    _merge(Path(info["base_model"]), adapter, merged, trust_remote_code)
+    _merge(Path(info.base_model), adapter, merged, trust_remote_code)
     return merged
 
 

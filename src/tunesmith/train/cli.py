@@ -29,10 +29,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from tunesmith.rules import RulesError
     from tunesmith.train.adapters import MethodError
     from tunesmith.train.dataset import TrainingDataError
-    from tunesmith.train.sft import DataError
+    from tunesmith.errors import UserError
     from tunesmith.train.tokenize import TemplateError
 
-    return (ConfigError, ModelError, TrainingDataError, DataError, MethodError, TemplateError, RulesError, ReadError)
+    return (ConfigError, ModelError, TrainingDataError, UserError, MethodError, TemplateError, RulesError, ReadError)
 
 
 def train(
@@ -52,7 +52,7 @@ def train(
 
     Example: tunesmith train examples/legal-bot.yaml --set train.epochs=2
     """
-    from tunesmith.train.sft import is_main_process, train as run_train
+    from tunesmith.train.recipe import is_main_process, train as run_train
 
     try:
         cfg = load_config(config, set_ or [])

@@ -1,7 +1,7 @@
 """Training data for a run: read with the data stage's readers, system prompt applied, mixed, hashed.
 
-The objective decides the record type a file must hold: sft and grpo read conversations,
-dpo reads preference pairs, pretrain reads raw text.
+The objective decides the record type a file must hold (its `record_type`): sft and grpo read
+conversations, dpo reads preference pairs, pretrain reads raw text.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 from tunesmith.config import RunConfig
 from tunesmith.data.formats import sha256_file
 from tunesmith.data.records import Conversation, Message, Preference, Record, Text
+from tunesmith.errors import DataError
 
-RECORD_TYPES: dict[str, type] = {"sft": Conversation, "grpo": Conversation, "dpo": Preference, "pretrain": Text}
 _NEEDS = {Conversation: "chat data", Preference: "preference pairs (prompt, chosen, rejected)", Text: "raw text"}
 
 
-class TrainingDataError(ValueError):
-    pass
+class TrainingDataError(DataError):
+    """A training data file that cannot be read as the run needs it (missing, invalid, wrong record type)."""
 
 
 def read_conversations(path: str, fmt: str = "auto", system_prompt: str | None = None) -> list[Conversation]:
@@ -55,7 +55,7 @@ def read_records(path: str, fmt: str, system_prompt: str | None, kind: type, obj
     return records
 
 
-def _mix(train: list[Record], cfg: RunConfig, seed: int) -> tuple[list[Record], list[dict[str, Any]]]:
+def _mix(train: list[Record], cfg: RunConfig, kind: type, seed: int) -> tuple[list[Record], list[dict[str, Any]]]:
     """Add each mix source so that it makes up `weight` of the final set (sampled with a fixed seed)."""
     rng = random.Random(seed)
     total_weight = sum(m.weight for m in cfg.data.mix)
@@ -65,7 +65,7 @@ def _mix(train: list[Record], cfg: RunConfig, seed: int) -> tuple[list[Record], 
     out = list(train)
     info = []
     for m in cfg.data.mix:
-        extra = read_records(m.path, "auto", cfg.data.system_prompt, RECORD_TYPES[cfg.objective], cfg.objective)
+        extra = read_records(m.path, "auto", cfg.data.system_prompt, kind, cfg.objective)
         k = round(final_size * m.weight)
         if k == 0:
             raise TrainingDataError(f"data.mix: {m.path}: weight {m.weight} of {final_size} training examples is 0 "
@@ -77,11 +77,11 @@ def _mix(train: list[Record], cfg: RunConfig, seed: int) -> tuple[list[Record], 
     return out, info
 
 
-def load_training_records(cfg: RunConfig) -> tuple[dict[str, list[Record]], dict[str, Any]]:
-    """{"train": [...], "val": [...]} and the data manifest (paths, sha256, counts) recorded in run.json."""
+def load_training_records(cfg: RunConfig, kind: type) -> tuple[dict[str, list[Record]], dict[str, Any]]:
+    """{"train": [...], "val": [...]} of records of type `kind`, and the data manifest (paths, sha256, counts)
+    recorded in run.json."""
     if not cfg.data.train:
         raise TrainingDataError("data.train is not set")
-    kind = RECORD_TYPES[cfg.objective]
     splits: dict[str, list[Record]] = {}
     manifest: dict[str, Any] = {}
     for name in ("train", "val", "test"):
@@ -95,5 +95,5 @@ def load_training_records(cfg: RunConfig) -> tuple[dict[str, list[Record]], dict
             splits[name] = read_records(path, cfg.data.format, cfg.data.system_prompt, kind, cfg.objective)
             manifest[name]["count"] = len(splits[name])
     if cfg.data.mix:
-        splits["train"], manifest["mix"] = _mix(splits["train"], cfg, cfg.train.seed)
+        splits["train"], manifest["mix"] = _mix(splits["train"], cfg, kind, cfg.train.seed)
     return splits, manifest

@@ -35,30 +35,31 @@ def render_examples(cfg: RunConfig, n: int = 3) -> dict[str, Any]:
     """The first `n` training examples as trained-or-not segments, plus the whole file's encode counts."""
     from tunesmith.models import load_tokenizer
     from tunesmith.train.base import tokenizer_dir
-    from tunesmith.train.dataset import RECORD_TYPES, TrainingDataError, load_training_records, read_records
-    from tunesmith.train.sft import encode_dataset, encode_record, record_location
+    from tunesmith.train.dataset import TrainingDataError, load_training_records, read_records
+    from tunesmith.train.objectives import objective
 
-    if cfg.objective not in ("sft", "pretrain"):
+    obj = objective(cfg.objective)
+    if not obj.tokens:
         raise TrainingDataError(
-            f"render shows sft and pretrain examples; objective {cfg.objective} is tokenized by TRL"
+            f"render shows examples of the objectives that train on labelled tokens (sft, pretrain); "
+            f"objective {cfg.objective} does not"
         )
     if not cfg.data.train:
         raise TrainingDataError("data.train is not set")
-    tokenizer = load_tokenizer(tokenizer_dir(cfg.model), cfg.trust_remote_code, chat=cfg.objective != "pretrain",
+    tokenizer = load_tokenizer(tokenizer_dir(cfg.model), cfg.trust_remote_code, chat=obj.chat,
                                chat_template=cfg.data.chat_template)
-    records = read_records(cfg.data.train, cfg.data.format, cfg.data.system_prompt,
-                           RECORD_TYPES[cfg.objective], cfg.objective)
+    records = read_records(cfg.data.train, cfg.data.format, cfg.data.system_prompt, obj.record_type, cfg.objective)
     # The counts cover what training encodes: the data.mix sources too (the examples shown stay data.train's first).
-    trained = load_training_records(cfg)[0]["train"] if cfg.data.mix else records
-    _, report = encode_dataset(tokenizer, trained, cfg.data.max_seq_len, cfg.data.over_length)
+    trained = load_training_records(cfg, obj.record_type)[0]["train"] if cfg.data.mix else records
+    _, report = tk.encode_dataset(tokenizer, trained, cfg.data.max_seq_len, cfg.data.over_length)
     shown = []
     for i, record in enumerate(records):
         if len(shown) == n:
             break
-        enc = tk.apply_length_policy(encode_record(tokenizer, record), cfg.data.max_seq_len, cfg.data.over_length)
+        enc = tk.apply_length_policy(tk.encode_record(tokenizer, record), cfg.data.max_seq_len, cfg.data.over_length)
         if enc is None or enc.n_trained == 0:
             continue
-        shown.append({"origin": record_location(record, i), "tokens": len(enc.input_ids), "trained": enc.n_trained,
+        shown.append({"origin": tk.record_location(record, i), "tokens": len(enc.input_ids), "trained": enc.n_trained,
                       "truncated": enc.truncated, "segments": _segments(tokenizer, enc)})
     return {"examples": shown, "report": report.to_dict()}
 

@@ -8,12 +8,19 @@ verbatim in the rendered text, in turn order. The span
 runs to the end of the turn, so the end-of-turn token (`<|im_end|>` for ChatML) is
 trained: a model that never learns to stop is the most common fine-tuning failure.
 The system prompt and user turns stay in the input, untrained.
+
+This module is also the one owner of the over-length policy (data.over_length: truncate |
+drop | error) for every objective that hands tokens to its trainer: chat examples and raw
+text (`encode_dataset`), preference pairs (`encode_pairs`). Whatever is cut or dropped is
+counted in an EncodeReport (run.json's "encode") and named by file and line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from tunesmith.errors import DataError  # the recipes' data errors are the project's one DataError
 
 IGNORE = -100
 
@@ -153,3 +160,171 @@ def apply_length_policy(enc: Encoded, max_len: int, policy: str) -> Encoded | No
     if policy == "error":
         raise OverLengthError(f"example has {len(enc.input_ids)} tokens, over max_seq_len={max_len}")
     return Encoded(enc.input_ids[:max_len], enc.labels[:max_len], truncated=True)
+
+
+# --- datasets: every record encoded, the over-length policy applied, every cut counted ----------------------------
+
+
+def record_location(record, index: int) -> str:
+    """'file:line' of a record, for every message that names one; records built in memory count from 1."""
+    return str(record.origin) if record.origin else f"example {index + 1}"
+
+
+def encode_record(tokenizer, record) -> Encoded:
+    from tunesmith.data.records import Text
+
+    if isinstance(record, Text):
+        return encode_text(tokenizer, record.text)
+    return encode_conversation(tokenizer, [m.to_dict() for m in record.messages])
+
+
+def _stop_ids(tokenizer) -> set[int]:
+    from tunesmith.models import stop_token_ids
+
+    return set(stop_token_ids(tokenizer)) if tokenizer.chat_template else {tokenizer.eos_token_id}
+
+
+def encode_dataset(tokenizer, records, max_len: int, policy: str) -> tuple[list[Encoded], EncodeReport]:
+    """Token ids and labels of every record, the over-length policy applied; nothing lost without a count.
+
+    An example left with no trained token is an error naming its lines, unless truncation
+    (over_length: truncate) cut its trained tokens away: then it is dropped and counted.
+    """
+    report = EncodeReport(total=len(records), eos_trained=False)
+    out: list[Encoded] = []
+    untrained: list[str] = []
+    stops = _stop_ids(tokenizer)
+    for i, record in enumerate(records):
+        where = record_location(record, i)
+        try:
+            cut = apply_length_policy(encode_record(tokenizer, record), max_len, policy)
+        except TemplateError as e:
+            raise DataError(f"{where}: {e}") from None
+        except OverLengthError as e:
+            raise DataError(f"{where}: {e} (data.over_length: error)") from None
+        if cut is None:
+            report.dropped_over_length.append(where)
+            continue
+        if cut.truncated:
+            report.truncated.append(where)
+        if cut.n_trained == 0:
+            (report.dropped_no_trained_tokens if cut.truncated else untrained).append(where)
+            continue
+        report.eos_trained = report.eos_trained or not stops.isdisjoint(cut.labels)
+        report.trained_tokens += cut.n_trained
+        report.total_tokens += len(cut.input_ids)
+        out.append(cut)
+    if untrained:
+        more = f" and {len(untrained) - 10} more" if len(untrained) > 10 else ""
+        raise DataError(f"{len(untrained)} example(s) have no trained token: {', '.join(untrained[:10])}{more}. "
+                        "Each needs an assistant turn that the chat template renders.")
+    report.kept = len(out)
+    if not out:
+        raise DataError(
+            f"none of the {report.total} examples has a trained token left: {len(report.dropped_over_length)} dropped "
+            f"as over-length, {len(report.dropped_no_trained_tokens)} cut to no trained token (max_seq_len={max_len}, "
+            f"over_length={policy})"
+        )
+    return out, report
+
+
+@dataclass
+class EncodedPair:
+    """A preference pair as TRL's DPO collator takes it: the shared prompt, then each answer's tokens."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+    def as_row(self) -> dict[str, list[int]]:
+        return {"prompt_ids": self.prompt_ids, "chosen_ids": self.chosen_ids, "rejected_ids": self.rejected_ids}
+
+
+def _chat_ids(tokenizer, messages: list[dict[str, str]], generation_prompt: bool = False) -> list[int]:
+    return list(render_chat(tokenizer, messages, tokenize=True, return_dict=True,
+                            add_generation_prompt=generation_prompt)["input_ids"])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def encode_pair(tokenizer, record) -> EncodedPair:
+    """Prompt and answers split where TRL splits them: where the rendered prompt and prompt+answer diverge."""
+    prompt = [m.to_dict() for m in record.prompt]
+    prompt_ids = _chat_ids(tokenizer, prompt, generation_prompt=True)  # first: a refusal names the prompt's roles
+    sides = [_chat_ids(tokenizer, prompt + [{"role": "assistant", "content": answer}])
+             for answer in (record.chosen, record.rejected)]
+    n = min(_common_prefix(prompt_ids, s) for s in sides)
+    return EncodedPair(sides[0][:n], sides[0][n:], sides[1][n:])
+
+
+def encode_pairs(tokenizer, records, max_len: int, policy: str) -> tuple[list[EncodedPair], EncodeReport]:
+    """Every preference pair tokenized and cut to `max_len` here, so the trainer gets them as they train.
+
+    A pair is as long as its prompt and longer answer. `truncate` keeps the start of each side; a pair
+    whose prompt alone fills max_seq_len has no answer token left and is dropped and counted.
+    """
+    report = EncodeReport(total=len(records))
+    out: list[EncodedPair] = []
+    for i, record in enumerate(records):
+        where = record_location(record, i)
+        try:
+            pair = encode_pair(tokenizer, record)
+        except TemplateError as e:
+            raise DataError(f"{where}: {e}") from None
+        n = len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+        if n > max_len:
+            if policy == "error":
+                raise DataError(f"{where}: pair has {n} tokens, over max_seq_len={max_len} (data.over_length: error)")
+            if policy == "drop":
+                report.dropped_over_length.append(where)
+                continue
+            report.truncated.append(where)
+            if len(pair.prompt_ids) >= max_len:
+                report.dropped_no_trained_tokens.append(where)
+                continue
+            room = max_len - len(pair.prompt_ids)
+            pair = EncodedPair(pair.prompt_ids, pair.chosen_ids[:room], pair.rejected_ids[:room])
+        report.trained_tokens += len(pair.chosen_ids) + len(pair.rejected_ids)
+        report.total_tokens += 2 * len(pair.prompt_ids) + len(pair.chosen_ids) + len(pair.rejected_ids)
+        out.append(pair)
+    report.kept = len(out)
+    if not out:
+        raise DataError(
+            f"no preference pair is left of {report.total}: {len(report.dropped_over_length)} dropped as over-length, "
+            f"{len(report.dropped_no_trained_tokens)} with a prompt that fills max_seq_len={max_len}"
+        )
+    return out, report
+
+
+def report_cuts(report: EncodeReport, console, max_len: int, policy: str, split: str = "train") -> None:
+    """One line on the console when anything was cut or dropped; the lines themselves are in run.json."""
+    if report.truncated or report.dropped_over_length or report.dropped_no_trained_tokens:
+        console.print(
+            f"[yellow]data ({split}):[/] {len(report.truncated)} of {report.total} truncated, "
+            f"{len(report.dropped_over_length)} dropped as over-length, {len(report.dropped_no_trained_tokens)} "
+            f"dropped because truncation left no trained token (max_seq_len={max_len}, "
+            f"over_length={policy}); lines in run.json"
+        )
+
+
+def encode_splits(encode, tokenizer, splits, max_len: int, policy: str, console, check=None):
+    """Train and val encoded by `encode` (encode_dataset or encode_pairs): train under the run's policy,
+    val always truncated (its loss is still measured). `check(report)` vets train before anything is printed.
+    Returns (train, val or None, report), the val split's counts in report.val."""
+    train, report = encode(tokenizer, splits["train"], max_len, policy)
+    if check:
+        check(report)
+    report_cuts(report, console, max_len, policy)
+    if not splits.get("val"):
+        return train, None, report
+    try:
+        val, report.val = encode(tokenizer, splits["val"], max_len, "truncate")
+    except DataError as e:
+        raise DataError(f"data.val: {e}") from None
+    report_cuts(report.val, console, max_len, "truncate", "val")
+    return train, val, report

@@ -1,9 +1,10 @@
-"""GRPO with TRL's GRPOTrainer, rewarded by the rules contract.
+"""grpo: TRL's GRPOTrainer, rewarded by the rules contract.
 
 Prompts are the chat records without their final assistant turn (system prompt kept).
 For each prompt the model samples `grpo.num_generations` answers; an answer's reward is
 the fraction of the rules in data.rules it passes (`echo` rules see the last user message),
-the same check `tunesmith eval` reports as format compliance.
+the same check `tunesmith eval` reports as format compliance. There is no loss to evaluate,
+so data.val is not read.
 """
 
 from __future__ import annotations
@@ -13,23 +14,25 @@ from typing import Any
 from tunesmith.config import RunConfig
 from tunesmith.data.records import Conversation
 from tunesmith.rules import RuleSet, load_rules
+from tunesmith.train.objective import Built, Data, Objective, Setup
+from tunesmith.train.tokenize import DataError, TemplateError, record_location, render_chat
 
 
-def prompt_dataset(records: list[Conversation], tokenizer):
+def prompt_data(cfg: RunConfig, tokenizer, splits, console) -> Data:
     """The prompts, each rendered once here so that a template that refuses one names its line (rather than
     failing inside TRL's sampling)."""
     from datasets import Dataset
 
-    from tunesmith.train.sft import DataError, record_location
-    from tunesmith.train.tokenize import TemplateError, render_chat
-
+    if splits.get("val"):
+        console.print("[dim]grpo: data.val is not used (there is no loss to evaluate on it)[/]")
+    records: list[Conversation] = splits["train"]
     rows = [{"prompt": c.prompt_messages(), "question": c.last_user()} for c in records]
     for i, (c, row) in enumerate(zip(records, rows)):
         try:
             render_chat(tokenizer, row["prompt"], tokenize=False, add_generation_prompt=True)
         except TemplateError as e:
             raise DataError(f"{record_location(c, i)}: {e}") from None
-    return Dataset.from_list(rows)
+    return Data(Dataset.from_list(rows))
 
 
 def _text(completion: Any) -> str:
@@ -48,11 +51,15 @@ def rules_reward(rules: RuleSet):
     return rules_passed
 
 
-def grpo_trainer(cfg: RunConfig, model, tokenizer, common: dict[str, Any], train_ds, callbacks):
+def grpo_trainer(setup: Setup, data: Data) -> Built:
     from trl import GRPOConfig, GRPOTrainer
 
-    g = cfg.grpo
-    args = GRPOConfig(**common, num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                      temperature=g.temperature, beta=g.beta)
-    return GRPOTrainer(model=model, reward_funcs=rules_reward(load_rules(cfg.data.rules)), args=args,
-                       train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks)
+    g = setup.cfg.grpo
+    args = GRPOConfig(**setup.args(has_eval=False), num_generations=g.num_generations,
+                      max_completion_length=g.max_completion_length, temperature=g.temperature, beta=g.beta)
+    return Built(GRPOTrainer(model=setup.model, reward_funcs=rules_reward(load_rules(setup.cfg.data.rules)),
+                             args=args, train_dataset=data.train, processing_class=setup.tokenizer,
+                             callbacks=setup.callbacks))
+
+
+OBJECTIVE = Objective("grpo", Conversation, datasets=prompt_data, trainer=grpo_trainer, uses_val=False)
