@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from tunesmith.data.records import ROLES, Conversation, Message, Origin, Preference, Record, Text
+from tunesmith.errors import DataError  # the one DataError; importing it from here still works
 
 FORMATS = ("chat", "alpaca", "sharegpt", "classification", "preference", "text")
 REASONS = (
@@ -60,10 +61,6 @@ _TOOL_ROLES = ("tool", "function", "function_call", "observation", "tool_call", 
 _DETECT_SAMPLE = 200  # rows looked at to decide a file's shape; enough to outvote a few broken lines
 _BOM = b"\xef\xbb\xbf"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-class DataError(ValueError):
-    """A file that cannot be read at all (missing, unreadable container): the message names it."""
 
 
 @dataclass

@@ -23,12 +23,13 @@ from tunesmith import __version__
 from tunesmith.data import dedup
 from tunesmith.data.formats import sha256_file, write_jsonl
 from tunesmith.data.records import Record
+from tunesmith.errors import UserError
 
 SPLITS = ("train", "val", "test")
 _SHOWN = 10
 
 
-class LeakError(ValueError):
+class LeakError(UserError):
     """val/test would hold duplicates of train records; the message lists them."""
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.data.records import Conversation
 from tunesmith.plan.memory import Method, ModelShape, estimate_step_time
+from tunesmith.errors import UserError
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 # Throughput is estimated for micro-batches of about this many tokens (packed or padding-free), since
@@ -39,7 +40,7 @@ class PriceTable(BaseModel):
     self_hosted: SelfHosted
 
 
-class PriceError(ValueError):
+class PriceError(UserError):
     pass
 
 

@@ -13,10 +13,7 @@ from pathlib import Path
 
 from tunesmith.data import formats
 from tunesmith.data.records import Conversation
-
-
-class DataError(ValueError):
-    """A file the plan stage cannot use; the message names the file (and line) and the reason."""
+from tunesmith.errors import DataError
 
 
 @dataclass
@@ -32,10 +29,7 @@ class Loaded:
 
 
 def read_conversations(path: Path) -> Loaded:
-    try:
-        result = formats.read_file(path)
-    except formats.DataError as exc:
-        raise DataError(str(exc)) from None
+    result = formats.read_file(path)
     convs = [r for r in result.records if isinstance(r, Conversation)]
     if result.records and not convs:
         raise DataError(f"{path}: {result.format} records; planning needs conversations (chat, sharegpt, alpaca or text+label)")

@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from tunesmith.errors import UserError
+
 Method = Literal["full", "lora", "qlora"]
 GIB = 1024**3
 
@@ -139,7 +141,7 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
 _ALIASES = {"llama-3-8b": "llama-3.1-8b", "mistral-7b-v0.3": "mistral-7b", "mistral-7b-v0.2": "mistral-7b-v0.1"}
 
 
-class UnknownModel(ValueError):
+class UnknownModel(UserError):
     pass
 
 

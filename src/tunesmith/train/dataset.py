@@ -13,12 +13,13 @@ from typing import Any
 from tunesmith.config import RunConfig
 from tunesmith.data.formats import sha256_file
 from tunesmith.data.records import Conversation, Message, Preference, Record, Text
+from tunesmith.errors import UserError
 
 RECORD_TYPES: dict[str, type] = {"sft": Conversation, "grpo": Conversation, "dpo": Preference, "pretrain": Text}
 _NEEDS = {Conversation: "chat data", Preference: "preference pairs (prompt, chosen, rejected)", Text: "raw text"}
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(UserError):
     pass
 
 

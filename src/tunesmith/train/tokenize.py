@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunesmith.errors import UserError
+
 IGNORE = -100
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError):
     """The chat template does not render conversations as a growing prefix; masks cannot be derived."""
 
 
@@ -140,7 +142,7 @@ class EncodeReport:
         } | ({"val": self.val.to_dict()} if self.val else {})
 
 
-class OverLengthError(ValueError):
+class OverLengthError(UserError):
     pass
 
 
