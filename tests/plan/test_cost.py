@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from tunesmith.demo.tiny import build_tiny_model
 from tunesmith.plan.cli import app
-from tunesmith.plan.cost import DEFAULT_PRICES, count_tokens, estimate_cost, load_prices
+from tunesmith.data.check import token_lengths
+from tunesmith.plan.cost import DEFAULT_PRICES, estimate_cost, load_prices
 from tunesmith.plan.dataset import read_conversations
 from tunesmith.plan.memory import resolve_shape
 
@@ -40,7 +41,7 @@ def test_token_counts_equal_hand_rendered_chatml(tiny):
 
     model_dir, data = tiny
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    counts = count_tokens(tok, read_conversations(data).conversations)
+    counts = token_lengths(read_conversations(data).conversations, tok)
     assert counts == [_by_hand(tok, r["messages"]) for r in RECORDS]
     # each turn adds exactly its two special tokens around the rendered text
     specials = {tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")}
@@ -72,7 +73,7 @@ def test_cli_json_counts_and_custom_prices(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    expected = sum(count_tokens(tok, read_conversations(data).conversations))
+    expected = sum(token_lengths(read_conversations(data).conversations, tok))
     assert d["tokens_per_epoch"] == expected and d["training_tokens"] == 2 * expected
     assert d["managed"][0]["usd"] == pytest.approx(2 * expected)  # $1 per token
     assert d["prices_as_of"] == "2026-01-01"

@@ -358,6 +358,14 @@ GPUS: dict[str, GPU] = {
 }
 
 
+def fits(total_gib: float, gpu_memory_gib: float | None = None) -> dict[str, bool]:
+    """Whether `total_gib` fits on each listed GPU (not the CPU row) and, keyed "8GiB", on a card of that size."""
+    verdict = {k: total_gib <= g.memory_gib for k, g in GPUS.items() if g.memory_gib}
+    if gpu_memory_gib is not None:
+        verdict[f"{gpu_memory_gib:g}GiB"] = total_gib <= gpu_memory_gib
+    return verdict
+
+
 def default_mfu(shape: ModelShape) -> float:
     return 0.2 if param_count(shape) < _SMALL_MODEL_PARAMS else 0.4
 
