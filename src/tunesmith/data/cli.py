@@ -1,54 +1,41 @@
 """`tunesmith data` commands: parse arguments, call the data modules, print a table or one JSON object.
 
 Exit codes: 0 clean, 1 the data has errors (invalid records, rule violations, a refused
-split, failed synth prompts), 2 unusable arguments or unreadable files.
+split, failed synth prompts), 2 unusable arguments or unreadable files (an OSError from a file the
+data modules open is the user's to fix, like a UserError).
 """
 
 from __future__ import annotations
 
-import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunesmith.data.formats import FORMATS, DataError
+from tunesmith.clikit import emit, fail, user_errors
+from tunesmith.clikit import err as _err
+from tunesmith.clikit import out as _out
+from tunesmith.data.formats import FORMATS
+
+if TYPE_CHECKING:
+    from tunesmith.data.synth import SynthResult
 
 app = typer.Typer(help="Check, clean, split, convert, report on and synthesise training data.", no_args_is_help=True)
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
 _SHOWN = 30  # rows per table in the terminal; --json has everything
+
+# Beyond a UserError: the parsers a user's file goes through (csv, json, pyarrow, tokenizers) refuse bad input
+# with a ValueError or an OSError, and either is the user's to fix.
+_READ_ERRORS = (ValueError, OSError)
 
 FORMAT_HELP = f"Input format: auto or one of {', '.join(FORMATS)}."
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn expected problems into a one-line message and exit 2, never a traceback."""
-    from tunesmith.models import ModelError
-    from tunesmith.rules import RulesError
-
-    try:
-        yield
-    except (DataError, RulesError, ModelError, ValueError, OSError) as e:
-        # file names, roles and labels come from the user: "[/]" in one must print, not break the markup
-        _err.print(f"[red]Error:[/red] {escape(str(e))}", markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
 def _check_format(fmt: str) -> None:
     if fmt != "auto" and fmt not in FORMATS:
-        _err.print(f"[red]Error:[/red] unknown --format {escape(repr(fmt))}; use auto or one of {', '.join(FORMATS)}")
-        raise typer.Exit(2)
-
-
-def _emit(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, ensure_ascii=False, indent=2))
+        fail(f"unknown --format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
 
 
 def _count(n: int, noun: str) -> str:
@@ -125,7 +112,8 @@ def _print_check(rep: dict[str, Any]) -> None:
 
 @app.command()
 def check(
-    files: list[Path] = typer.Argument(..., help="JSONL, JSON, CSV, TSV, Parquet or TXT files."),
+    files: Optional[list[Path]] = typer.Argument(
+        None, help="JSONL, JSON, CSV, TSV, Parquet or TXT files  [default: data.train of --config]"),
     format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML checked on every assistant answer."),
     tokenizer: Optional[str] = typer.Option(
@@ -136,6 +124,9 @@ def check(
     ),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Flag records longer than this."),
     near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="Run config YAML: data.train, data.format, data.rules, the model's tokenizer, "
+        "data.chat_template and data.max_seq_len from it; flags given override it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Validate data files: invalid records, duplicates, rule violations, lengths, labels, warnings.
@@ -143,21 +134,31 @@ def check(
     Exit 0 when clean, 1 with invalid records or rule violations, 2 for unusable arguments.
 
     Example: tunesmith data check train.jsonl --rules rules.yaml --tokenizer smollm2-135m-instruct --max-seq-len 1024
+
+    Example: tunesmith data check --config examples/legal-bot.yaml
     """
     from tunesmith.data.check import check as run_check
     from tunesmith.data.check import load_tokenizer
 
+    if config is not None:
+        from tunesmith.config import load_config
+
+        with user_errors():
+            cfg = load_config(config)
+        d = cfg.data
+        files = files or ([Path(d.train)] if d.train else None)
+        format = d.format if format == "auto" else format
+        rules, tokenizer = rules or (Path(d.rules) if d.rules else None), tokenizer or cfg.model
+        chat_template, max_seq_len = chat_template or d.chat_template, max_seq_len or d.max_seq_len
+    if not files:
+        fail("give the data files to check, or --config run.yaml with data.train")
     _check_format(format)
     if chat_template is not None and tokenizer is None:
-        _err.print("[red]Error:[/red] --chat-template needs --tokenizer (lengths are counted in its tokens)")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail("--chat-template needs --tokenizer (lengths are counted in its tokens)")
+    with user_errors(*_READ_ERRORS):
         tok = load_tokenizer(tokenizer, chat_template) if chat_template is not None else tokenizer
         rep = run_check(files, format, rules, tok, max_seq_len, near_dup_threshold)
-    if as_json:
-        _emit(rep)
-    else:
-        _print_check(rep)
+    emit(rep, as_json, lambda: _print_check(rep))
     raise typer.Exit(0 if rep["ok"] else 1)
 
 
@@ -188,20 +189,19 @@ def clean(
     # without a rejected file a dropped record would leave no trace of where it was and why
     rejected = rejected or out.with_name(f"{out.stem}.rejected.jsonl")
     if rejected.resolve() == out.resolve():
-        _err.print(f"[red]Error:[/red] --rejected and -o are the same file ({escape(str(out))}); "
-                   "the rejected records would replace the kept ones")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail(f"--rejected and -o are the same file ({out}); the rejected records would replace the kept ones")
+    with user_errors(*_READ_ERRORS):
         result = run_clean(files, format, rules, drop_near_dups, drop_violations, near_dup_threshold)
         write_clean(result, out, rejected)
     s = result.summary() | {"out": str(out), "rejected_file": str(rejected)}
-    if as_json:
-        _emit(s)
-        return
+    emit(s, as_json, lambda: _print_clean(s))
+
+
+def _print_clean(s: dict[str, Any]) -> None:
     _out.print(f"read {s['read']} = kept {s['kept']} + rejected {s['rejected']}")
     for reason, n in s["rejected_by_reason"].items():
-        _out.print(f"  {reason}: {n}")
-    _out.print(escape(f"wrote {out} and {rejected}"))
+        _out.print(f"  {escape(reason)}: {n}")
+    _out.print(escape(f"wrote {s['out']} and {s['rejected_file']}"))
 
 
 @app.command()
@@ -222,38 +222,20 @@ def split(
 
     Example: tunesmith data split clean.jsonl --out data/ --ratios 0.8,0.1,0.1 --seed 0
     """
-    from tunesmith.data.formats import read_files, require_one_kind, require_records
-    from tunesmith.data.split import LeakError, parse_ratios, write_split
+    from tunesmith.data.split import LeakError, split_files
 
     _check_format(format)
-    if stratify not in ("auto", "label", "none"):
-        _err.print(f"[red]Error:[/red] --stratify must be auto, label or none, got {escape(repr(stratify))}")
-        raise typer.Exit(2)
-    written = {(out / f"{name}.jsonl").resolve() for name in ("train", "val", "test")} | {(out / "manifest.json").resolve()}
-    clobbered = [str(f) for f in files if f.resolve() in written]
-    if clobbered:
-        # "split data/train.jsonl -o data/" would replace the full input with its own train part
-        _err.print(f"[red]Error:[/red] {escape(', '.join(clobbered))} would be overwritten by the split; choose another --out",
-                   soft_wrap=True)
-        raise typer.Exit(2)
-    with _user_errors():
-        ratio_values = parse_ratios(ratios)
-        read = require_one_kind(require_records(read_files(files, format)), "a split")
-        labelled = bool(read.records) and all(getattr(r, "label", None) is not None for r in read.records)
-        key = "label" if stratify == "label" or (stratify == "auto" and labelled) else None
-        source = {"source": [str(f) for f in files], "format": read.format, "read": read.total, "invalid": len(read.invalid),
-                  "invalid_records": [x.to_dict() for x in read.invalid]}
+    with user_errors(*_READ_ERRORS):
         try:
-            manifest = write_split(read.records, out, ratio_values, seed, key, force, near_dup_threshold, source)
-        except LeakError as e:
-            if as_json:
-                _emit({"error": "leak", "message": str(e)})
-            else:
-                _err.print(f"[red]Refused:[/red] {escape(str(e))}", soft_wrap=True)
-            raise typer.Exit(1) from None
-    if as_json:
-        _emit(manifest)
-        return
+            manifest = split_files(files, out, ratios, stratify, seed, force, near_dup_threshold, format)
+        except LeakError as e:  # the data's fault, not the arguments': exit 1
+            if as_json:  # a script still gets its one JSON object, saying why nothing was written
+                emit({"error": "leak", "message": str(e)}, True, lambda: None)
+            fail(e, code=1)
+    emit(manifest, as_json, lambda: _print_split(manifest, out))
+
+
+def _print_split(manifest: dict[str, Any], out: Path) -> None:
     c = manifest["counts"]
     _out.print(f"read {manifest['read']}: invalid {manifest['invalid']}, train {c['train']}, val {c['val']}, test {c['test']}")
     for x in manifest["invalid_records"][:_SHOWN]:
@@ -283,37 +265,22 @@ def convert(
 
     Example: tunesmith data convert alpaca.json --to chat -o chat.jsonl
     """
-    from tunesmith.data.convert import TARGETS
-    from tunesmith.data.convert import convert as run_convert
-    from tunesmith.data.formats import read_file, require_records, write_jsonl
+    from tunesmith.data.convert import convert_file
 
     _check_format(format)
-    if to not in TARGETS:
-        _err.print(f"[red]Error:[/red] --to must be one of {', '.join(TARGETS)}, got {escape(repr(to))}")
-        raise typer.Exit(2)
-    with _user_errors():
-        read = require_records(read_file(file, format))
-        result = run_convert(read.records, to)
-        write_jsonl(result.rows, out)
-    s = {
-        "from": read.format,
-        "to": to,
-        "read": read.total,
-        "written": len(result.rows),
-        "invalid": [x.to_dict() for x in read.invalid],
-        "skipped": result.skipped,
-        "notes": dict(result.notes),
-        "out": str(out),
-    }
-    if as_json:
-        _emit(s)
-        return
-    _out.print(f"{read.format} → {to}: read {s['read']}, wrote {s['written']}, skipped {len(result.skipped)}, invalid {len(read.invalid)}")
-    for x in read.invalid[:_SHOWN]:
-        _out.print(f"  invalid line {x.line}: {x.reason} ({escape(x.message)})", soft_wrap=True)
-    for sk in result.skipped[:_SHOWN]:
+    with user_errors(*_READ_ERRORS):
+        s = convert_file(file, to, out, format)
+    emit(s, as_json, lambda: _print_convert(s))
+
+
+def _print_convert(s: dict[str, Any]) -> None:
+    _out.print(f"{s['from']} → {s['to']}: read {s['read']}, wrote {s['written']}, skipped {len(s['skipped'])}, "
+               f"invalid {len(s['invalid'])}")
+    for x in s["invalid"][:_SHOWN]:
+        _out.print(f"  invalid line {x['line']}: {x['reason']} ({escape(x['message'])})", soft_wrap=True)
+    for sk in s["skipped"][:_SHOWN]:
         _out.print(f"  skipped line {sk['line']}: {escape(sk['reason'])}")
-    for note, n in result.notes.items():
+    for note, n in s["notes"].items():
         _out.print(f"  note: {note} ({n} records)")
 
 
@@ -336,13 +303,11 @@ def report(
     from tunesmith.data.report import write_report
 
     _check_format(format)
-    with _user_errors():
+    with user_errors(*_READ_ERRORS):
         a = analyse(files, format, rules, tokenizer, max_seq_len, near_dup_threshold)
         write_report(a, out)
-    if as_json:
-        _emit({"out": str(out), "records": a.read.total, "ok": a.report()["ok"]})
-    else:
-        _out.print(escape(f"wrote {out}"))
+    emit({"out": str(out), "records": a.read.total, "ok": a.report()["ok"]}, as_json,
+         lambda: _out.print(escape(f"wrote {out}")))
 
 
 @app.command()
@@ -369,28 +334,28 @@ def synth(
     from tunesmith.data.synth import synth as run_synth
 
     if rps <= 0 or concurrency < 1 or (n is not None and n < 0):
-        _err.print("[red]Error:[/red] --rps must be > 0, --concurrency >= 1 and -n >= 0")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail("--rps must be > 0, --concurrency >= 1 and -n >= 0")
+    with user_errors(*_READ_ERRORS):
         with task("asking the teacher", n or 0) as advance:
             result = run_synth(
                 prompts, out, teacher_url, teacher_model, n, api_key_env, rps, concurrency, max_retries, timeout,
                 temperature, max_tokens, progress=advance,
             )
-    s = result.summary()
-    if as_json:
-        _emit(s)
-    else:
-        _out.print(
-            f"{s['prompts']} prompts: {s['already_answered']} already answered, {s['written']} written, {s['failed']} failed"
-            + (f"; {s['invalid_prompts']} invalid prompts left out" if s["invalid_prompts"] else "")
-        )
-        for f in result.failed[:_SHOWN]:
-            _out.print(f"  [red]line {f['line']}:[/red] {escape(f['error'])}")
-        for x in result.invalid[:_SHOWN]:
-            _out.print(f"  [red]invalid prompt, line {x['line']}:[/red] {x['reason']} ({escape(x['message'])})", soft_wrap=True)
-        _out.print(escape(f"review sample: {s['review_sample']} records in {s['review_file']}"))
+    emit(result.summary(), as_json, lambda: _print_synth(result))
     raise typer.Exit(1 if result.failed or result.invalid else 0)
+
+
+def _print_synth(result: SynthResult) -> None:
+    s = result.summary()
+    _out.print(
+        f"{s['prompts']} prompts: {s['already_answered']} already answered, {s['written']} written, {s['failed']} failed"
+        + (f"; {s['invalid_prompts']} invalid prompts left out" if s["invalid_prompts"] else "")
+    )
+    for f in result.failed[:_SHOWN]:
+        _out.print(f"  [red]line {f['line']}:[/red] {escape(f['error'])}")
+    for x in result.invalid[:_SHOWN]:
+        _out.print(f"  [red]invalid prompt, line {x['line']}:[/red] {x['reason']} ({escape(x['message'])})", soft_wrap=True)
+    _out.print(escape(f"review sample: {s['review_sample']} records in {s['review_file']}"))
 
 
 @app.command()
@@ -417,15 +382,12 @@ def replay(
     from tunesmith.data.formats import write_jsonl
 
     if (n is not None and n < 1) or max_new_tokens < 1:
-        _err.print("[red]Error:[/red] -n and --max-new-tokens must be >= 1")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail("-n and --max-new-tokens must be >= 1")
+    with user_errors(*_READ_ERRORS):
         chosen = (read_prompts(prompts) if prompts else general_prompts())[:n]
         result = self_distill(model, chosen, system_prompt=system_prompt, max_new_tokens=max_new_tokens,
                               console=_err)
         write_jsonl(result.records, out)
     s = result.summary(out)
-    if as_json:
-        _emit(s)
-    else:
-        _out.print(escape(f"{s['written']} answers written to {out}; {s['empty_answers']} empty answers left out"))
+    emit(s, as_json, lambda: _out.print(escape(f"{s['written']} answers written to {out}; {s['empty_answers']} "
+                                               "empty answers left out")))
