@@ -136,3 +136,39 @@ def test_cli_json_and_errors(tmp_path):
     (tmp_path / "config.json").write_text("{")
     res = runner.invoke(app, ["memory", "--model", str(tmp_path)])
     assert res.exit_code == 2 and "config.json" in res.output
+
+
+def test_fits_verdict_per_gpu_and_for_a_given_card():
+    from tunesmith.plan.memory import GPUS, fits
+
+    assert fits(20.0) == {"h100": True, "a100": True, "l4": True, "t4": False}  # the CPU row has no memory to fit
+    assert fits(24.0, 8) == {"h100": True, "a100": True, "l4": True, "t4": False, "8GiB": False}
+    assert fits(7.5, 7.5)["7.5GiB"] is True and set(fits(1.0)) == {k for k, g in GPUS.items() if g.memory_gib}
+
+
+def _run_config(tmp_path) -> str:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: llama-3.2-1b\nmethod: qlora\ndata:\n  max_seq_len: 2048\nlora:\n  r: 64\n")
+    return str(cfg)
+
+
+def test_memory_takes_model_method_seq_len_and_rank_from_a_run_config(tmp_path):
+    res = runner.invoke(app, ["memory", "--config", _run_config(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    expected = estimate_memory(LLAMA_1B, "qlora", 2048, 1, True, 64)
+    assert json.loads(res.stdout)["total_gib"] == expected.total_gib
+    assert json.loads(res.stdout)["trainable_params"] == lora_param_count(LLAMA_1B, 64)
+
+
+def test_memory_flags_override_the_run_config(tmp_path):
+    res = runner.invoke(app, ["memory", "--config", _run_config(tmp_path), "--seq-len", "512", "--method", "lora",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["total_gib"] == estimate_memory(LLAMA_1B, "lora", 512, 1, True, 64).total_gib
+    other = tmp_path / "pt.yaml"
+    other.write_text("model: llama-3.2-1b\nmethod: prompt_tuning\n")
+    res = runner.invoke(app, ["memory", "--config", str(other)])
+    assert res.exit_code == 2 and "method (from --config) must be full, lora or qlora, not 'prompt_tuning'" in res.stderr
+    assert runner.invoke(app, ["memory", "--config", str(other), "--method", "full"]).exit_code == 0
+    res = runner.invoke(app, ["memory"])
+    assert res.exit_code == 2 and "give --model" in res.stderr
