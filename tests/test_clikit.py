@@ -82,3 +82,18 @@ def test_deploy_errors_print_user_paths_literally(tmp_path):
     res = runner.invoke(registry_app, ["list", "--registry", str(missing)])
     assert res.exit_code == 2
     assert f"no registry at {missing}" in " ".join(res.stderr.split())
+
+
+def _commands(group, path=()):
+    for name, sub in getattr(group, "commands", {}).items():
+        yield from _commands(sub, (*path, name)) if getattr(sub, "commands", None) else [((*path, name), sub)]
+
+
+def test_every_command_has_an_example_in_its_help():
+    from tunesmith.cli import app
+
+    commands = dict(_commands(typer.main.get_command(app)))
+    assert ("plan", "cost") in commands and ("data", "render") in commands
+    missing = [" ".join(path) for path, cmd in commands.items() if "Example: tunesmith " + " ".join(path)
+               not in (cmd.help or "")]
+    assert missing == []

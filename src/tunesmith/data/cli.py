@@ -113,7 +113,7 @@ def _print_check(rep: dict[str, Any]) -> None:
 @app.command()
 def check(
     files: Optional[list[Path]] = typer.Argument(
-        None, help="JSONL, JSON, CSV, TSV, Parquet or TXT files  [default: data.train of --config]"),
+        None, help="JSONL, JSON, CSV, TSV, Parquet or TXT files (default: data.train of --config)."),
     format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML checked on every assistant answer."),
     tokenizer: Optional[str] = typer.Option(

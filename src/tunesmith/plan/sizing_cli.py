@@ -20,9 +20,10 @@ from tunesmith.plan import cost as co, memory as mem
 from tunesmith.plan.dataset import read_conversations
 
 _METHODS = ("full", "lora", "qlora")
-ConfigOpt = typer.Option(
-    None, "--config", help="Run config YAML: model, method, data.max_seq_len, lora.r and data.chat_template from it; "
-    "flags given override it.")
+
+
+def _config_option(fields: str):
+    return typer.Option(None, "--config", help=f"Run config YAML: {fields} from it; flags given override it.")
 
 
 def _run_config(path: Path | None) -> RunConfig | None:
@@ -42,16 +43,16 @@ def _method(flag: str | None, cfg: RunConfig | None) -> str:
 
 def memory(
     model: Optional[str] = typer.Option(None, help="Directory with config.json, or a known name: " + ", ".join(mem.KNOWN_SHAPES)),
-    method: Optional[str] = typer.Option(None, help="full | lora | qlora  [default: lora]"),
-    seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence (padded length, or mean length when padding-free/packed)  [default: 1024]"),
+    method: Optional[str] = typer.Option(None, help="full | lora | qlora (default: lora; method with --config)."),
+    seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence: the padded length, or the mean length when padding-free/packed (default: 1024; data.max_seq_len with --config)."),
     batch: int = typer.Option(1, min=1, help="Sequences per micro-batch."),
     grad_accum: int = typer.Option(1, min=1, help="Micro-batches per optimizer step (step time only)."),
     grad_checkpointing: bool = typer.Option(True, "--grad-checkpointing/--no-grad-checkpointing", help="Recompute activations in backward."),
-    lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank (adapters on all linear projections)  [default: 16]"),
+    lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank, adapters on all linear projections (default: 16; lora.r with --config)."),
     gpu: Optional[str] = typer.Option(None, help="Estimate step time on: " + " | ".join(mem.GPUS)),
     mfu: Optional[float] = typer.Option(None, min=0.001, max=1.0, help="MFU of the compute part (default: 0.2 under 3B params, else 0.4; a per-layer host cost is added)."),
     gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", min=0.001, help="Your card's memory in GiB (e.g. 8), checked besides the listed GPUs."),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = _config_option("model, method, data.max_seq_len and lora.r"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Estimate GPU memory (weights, gradients, optimizer, adapters, activations, overhead) from the model's shape alone.
@@ -127,18 +128,19 @@ def _tokenizer(model: str, chat_template: str | None):
 
 
 def cost(
-    data: Optional[Path] = typer.Argument(None, help="Training data ({messages}, {text,label} or Alpaca records)  [default: data.train of --config]"),
+    data: Optional[Path] = typer.Argument(None, help="Training data: {messages}, {text,label} or Alpaca records (default: data.train of --config)."),
     model: Optional[str] = typer.Option(None, help="Model directory or smollm2-135m-instruct: its tokenizer and chat template count the tokens; its config.json gives the shape."),
     epochs: int = typer.Option(1, min=1, help="Passes over the data (1, as train.epochs defaults to)."),
     prices: Path = typer.Option(co.DEFAULT_PRICES, help="Price table YAML (dated, illustrative; copy and edit it)."),
-    method: Optional[str] = typer.Option(None, help="full | lora | qlora (self-hosted throughput)  [default: lora]"),
+    method: Optional[str] = typer.Option(None, help="full | lora | qlora, for the self-hosted throughput (default: lora; method with --config)."),
     gpu: str = typer.Option("h100", help="Self-hosted GPU: " + " | ".join(mem.GPUS)),
     gpu_hour_usd: Optional[float] = typer.Option(None, min=0, help="Override the price table's USD per GPU hour."),
     tokens_per_second: Optional[float] = typer.Option(None, min=0.001, help="Override the estimated training throughput."),
     mfu: Optional[float] = typer.Option(None, min=0.001, max=1.0, help="MFU for the throughput estimate (see `plan memory`)."),
     chat_template: Optional[str] = typer.Option(None, "--chat-template", help="As data.chat_template: 'chatml' or a .jinja file, replacing the tokenizer's own."),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", min=1, help="Count at most this many tokens per record, as training truncates (default: none; data.max_seq_len with --config)."),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = _config_option(
+        "data.train, model, method, data.chat_template, data.system_prompt, data.max_seq_len and data.over_length"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Count training tokens with the model's real tokenizer and chat template, and price them.
