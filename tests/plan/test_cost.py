@@ -10,7 +10,7 @@ from tunesmith.plan.cli import app
 from tunesmith.data.check import token_lengths
 from tunesmith.plan.cost import DEFAULT_PRICES, estimate_cost, load_prices
 from tunesmith.plan.dataset import read_conversations
-from tunesmith.plan.memory import resolve_shape
+from tunesmith.plan.shapes import resolve_shape
 
 runner = CliRunner()
 

@@ -6,16 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesmith.plan.cli import app
-from tunesmith.plan.memory import (
-    _HOST_S_PER_LAYER,
-    KNOWN_SHAPES,
-    estimate_memory,
-    estimate_step_time,
-    lora_param_count,
-    param_count,
-    resolve_shape,
-    shape_from_config,
-)
+from tunesmith.plan.memory import _HOST_S_PER_LAYER, estimate_memory, estimate_step_time
+from tunesmith.plan.shapes import KNOWN_SHAPES, lora_param_count, param_count, resolve_shape, shape_from_config
 
 runner = CliRunner()
 LLAMA_1B, QWEN_05B = KNOWN_SHAPES["llama-3.2-1b"], KNOWN_SHAPES["qwen2.5-0.5b"]

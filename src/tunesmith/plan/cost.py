@@ -12,7 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.data.records import Conversation
-from tunesmith.plan.memory import Method, ModelShape, estimate_step_time
+from tunesmith.plan.memory import Method, estimate_step_time
+from tunesmith.plan.shapes import ModelShape
 from tunesmith.errors import UserError
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")

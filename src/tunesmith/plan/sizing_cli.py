@@ -16,7 +16,7 @@ from rich.table import Table
 from tunesmith.clikit import emit, err, fail, out, require_finite, user_errors
 from tunesmith.config import RunConfig, load_config
 from tunesmith.errors import UserError
-from tunesmith.plan import cost as co, memory as mem
+from tunesmith.plan import cost as co, memory as mem, shapes
 from tunesmith.plan.dataset import read_conversations
 
 _METHODS = ("full", "lora", "qlora")
@@ -42,7 +42,7 @@ def _method(flag: str | None, cfg: RunConfig | None) -> str:
 
 
 def memory(
-    model: Optional[str] = typer.Option(None, help="Directory with config.json, or a known name: " + ", ".join(mem.KNOWN_SHAPES)),
+    model: Optional[str] = typer.Option(None, help="Directory with config.json, or a known name: " + ", ".join(shapes.KNOWN_SHAPES)),
     method: Optional[str] = typer.Option(None, help="full | lora | qlora (default: lora; method with --config)."),
     seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence: the padded length, or the mean length when padding-free/packed (default: 1024; data.max_seq_len with --config)."),
     batch: int = typer.Option(1, min=1, help="Sequences per micro-batch."),
@@ -74,7 +74,7 @@ def memory(
         fail(f"--gpu must be one of {', '.join(mem.GPUS)}, not {gpu!r}")
     require_finite(gpu_memory=gpu_memory)
     with user_errors():
-        shape = mem.resolve_shape(model)
+        shape = shapes.resolve_shape(model)
     est = mem.estimate_memory(shape, method, seq_len, batch, grad_checkpointing, lora_r)  # type: ignore[arg-type]
     payload: dict[str, Any] = est.to_dict() | {"fits": mem.fits(est.total_gib, gpu_memory)}
     step = None
@@ -85,7 +85,7 @@ def memory(
     emit(payload, as_json, lambda: _print_memory(shape, est, step, payload, setup, gpu))
 
 
-def _print_memory(shape: mem.ModelShape, est: mem.MemoryEstimate, step: mem.StepTimeEstimate | None,
+def _print_memory(shape: shapes.ModelShape, est: mem.MemoryEstimate, step: mem.StepTimeEstimate | None,
                   payload: dict[str, Any], setup: str, gpu: str | None) -> None:
     table = Table(title=f"{escape(shape.name)}: {setup}")
     table.add_column("component")
@@ -115,7 +115,7 @@ def _tokenizer(model: str, chat_template: str | None):
         path = resolve_model(model)
     except ModelError as exc:
         hint = ""
-        if mem._normalise(model) in mem.KNOWN_SHAPES:  # a name `plan memory` accepts, so say why cost cannot
+        if shapes.normalise_name(model) in shapes.KNOWN_SHAPES:  # a name `plan memory` accepts, so say why cost cannot
             hint = (f" ('{model}' is a known shape for `plan memory`, but counting tokens needs the model's "
                     "tokenizer files: pass a local directory with them)")
         fail(f"{exc}{hint}")
@@ -172,8 +172,8 @@ def cost(
     shape = None
     if tokens_per_second is None:
         try:
-            shape = mem.resolve_shape(str(path))
-        except mem.UnknownModel as exc:
+            shape = shapes.resolve_shape(str(path))
+        except shapes.UnknownModel as exc:
             fail(f"{exc}; pass --tokens-per-second to skip the throughput estimate")
     from tunesmith.data.check import token_lengths
 
