@@ -11,7 +11,6 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tunesmith.data.records import Conversation
 from tunesmith.plan.memory import Method, estimate_step_time
 from tunesmith.plan.shapes import ModelShape
 from tunesmith.errors import UserError
