@@ -130,3 +130,12 @@ def test_bad_answers_and_bad_data_exit_2(tmp_path):
     broken.write_text("{not json\n")
     res = runner.invoke(app, ["advise", "--data", str(broken), "--task", "qa"])
     assert res.exit_code == 2 and "e.jsonl" in res.output and "line 1" in res.output.replace("\n", " ")
+
+
+def test_terminal_view_prints_the_users_labels_and_paths_verbatim(tmp_path):
+    data = tmp_path / "[red]d.jsonl"
+    data.write_text('{"text": "x", "label": "[bold]y"}\n{"text": "z", "label": "[bold]y"}\n{not json\n')
+    res = runner.invoke(app, ["advise", "--data", str(data), "--task", "classification"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "labels: {'[bold]y': 2}" in text and f"{data}:3" in text

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import typer
 import yaml
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.panel import Panel
 from rich.prompt import Confirm, IntPrompt, Prompt
 from rich.table import Table
@@ -95,7 +96,7 @@ def _print_advice(a: advisor.Advice) -> None:
         line = f"Data: {d['records']} records, system prompt on {d['system_prompt_share']:.0%} ({d['system_prompt_chars']} chars)"
         if d["labels"]:
             line += f", {len(d['labels'])} labels (imbalance {d['label_imbalance']}x)" if d["label_imbalance"] else f", labels: {d['labels']}"
-        out.print(line)
+        out.print(escape(line))  # the labels are the user's
     scores = Table(title="Scores (higher is better)")
     scores.add_column("option")
     scores.add_column("score", justify="right")
@@ -107,13 +108,13 @@ def _print_advice(a: advisor.Advice) -> None:
     reasons.add_column("reason", ratio=3)
     reasons.add_column("effect", ratio=1)
     for r in a.reasons:
-        reasons.add_row(r.rule, r.text, _effect(r.effect))
+        reasons.add_row(r.rule, escape(r.text), _effect(r.effect))
     out.print(reasons)
     for w in a.warnings:
-        out.print(f"[yellow]warning:[/] {w}")
+        out.print(f"[yellow]warning:[/] {escape(w)}")
     out.print("[bold]Next steps[/]")
     for step in a.next_steps:
-        out.print(f"  - {step}")
+        out.print(f"  - {escape(step)}")
 
 
 @app.command()
