@@ -105,7 +105,7 @@ def estimate_cost(
     gpu_hour_usd: float | None = None,
 ) -> CostEstimate:
     if epochs < 1:
-        raise ValueError("epochs must be at least 1")
+        raise UserError("epochs must be at least 1")
     per_epoch = sum(counts)
     total = per_epoch * epochs
     mean_len = per_epoch / len(counts)
@@ -125,7 +125,7 @@ def estimate_cost(
         batch = max(1, _TOKENS_PER_MICRO_BATCH // seq_len)
         tokens_per_second = estimate_step_time(shape, method, seq_len, batch, gpu=gpu, mfu=mfu).tokens_per_second
     if tokens_per_second <= 0:
-        raise ValueError("tokens per second must be positive")
+        raise UserError("tokens per second must be positive")
     if gpu_hour_usd is None:
         if gpu not in prices.self_hosted.gpu_hour_usd:
             raise PriceError(f"no GPU-hour price for {gpu!r} in the price table; pass --gpu-hour-usd")

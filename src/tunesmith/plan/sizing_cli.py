@@ -130,7 +130,7 @@ def _tokenizer(model: str, chat_template: str | None):
 def cost(
     data: Optional[Path] = typer.Argument(None, help="Training data: {messages}, {text,label} or Alpaca records (default: data.train of --config)."),
     model: Optional[str] = typer.Option(None, help="Model directory or smollm2-135m-instruct: its tokenizer and chat template count the tokens; its config.json gives the shape."),
-    epochs: int = typer.Option(1, min=1, help="Passes over the data (1, as train.epochs defaults to)."),
+    epochs: int = typer.Option(1, min=1, help="Passes over the data (1, as train.epochs defaults to; not read from --config, where train.max_steps may rule instead)."),
     prices: Path = typer.Option(co.DEFAULT_PRICES, help="Price table YAML (dated, illustrative; copy and edit it)."),
     method: Optional[str] = typer.Option(None, help="full | lora | qlora, for the self-hosted throughput (default: lora; method with --config)."),
     gpu: str = typer.Option("h100", help="Self-hosted GPU: " + " | ".join(mem.GPUS)),
@@ -152,6 +152,8 @@ def cost(
 
     Example: tunesmith plan cost --config examples/legal-bot.yaml --json
     """
+    from tunesmith.data.check import token_lengths
+
     cfg = _run_config(config)
     data = data or (Path(cfg.data.train) if cfg and cfg.data.train else None)
     model = model or (cfg.model if cfg else None)
@@ -167,7 +169,7 @@ def cost(
         table = co.load_prices(prices)
         loaded = read_conversations(data, cfg.data.system_prompt if cfg else None)
     if loaded.skipped:
-        err.print(f"[yellow]warning:[/] {loaded.warning()}")
+        err.print(f"[yellow]warning:[/] {escape(loaded.warning() or '')}", soft_wrap=True)
     path, tokenizer = _tokenizer(model, chat_template)
     shape = None
     if tokens_per_second is None:
@@ -175,8 +177,6 @@ def cost(
             shape = shapes.resolve_shape(str(path))
         except shapes.UnknownModel as exc:
             fail(f"{exc}; pass --tokens-per-second to skip the throughput estimate")
-    from tunesmith.data.check import token_lengths
-
     with user_errors():
         counts = token_lengths(loaded.conversations, tokenizer)
         if max_seq_len is not None:
