@@ -1,8 +1,7 @@
 """`tunesmith data` commands: parse arguments, call the data modules, print a table or one JSON object.
 
 Exit codes: 0 clean, 1 the data has errors (invalid records, rule violations, a refused
-split, failed synth prompts), 2 unusable arguments or unreadable files (an OSError from a file the
-data modules open is the user's to fix, like a UserError).
+split, failed synth prompts), 2 unusable arguments or unreadable files.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tunesmith.clikit import emit, fail, user_errors
-from tunesmith.clikit import err as _err
-from tunesmith.clikit import out as _out
+from tunesmith.clikit import emit, err as _err, fail, out as _out, user_errors
 from tunesmith.data.formats import FORMATS
 
 if TYPE_CHECKING:
