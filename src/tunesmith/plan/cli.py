@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.panel import Panel
 from rich.prompt import Confirm, IntPrompt, Prompt
@@ -18,6 +16,7 @@ from rich.table import Table
 
 from tunesmith.clikit import emit, err, fail, out, require_finite, user_errors
 from tunesmith.plan import advisor, breakeven as be
+from tunesmith.plan.answers import advisor_inputs, load_answers
 from tunesmith.plan.dataset import read_conversations, summarise
 from tunesmith.plan.sizing_cli import cost, memory
 
@@ -66,23 +65,6 @@ def _ask(skip: set[str]) -> dict[str, Any]:
             value = IntPrompt.ask(question, default=default or 0, console=err)
             answers[name] = None if name == "latency_ms" and value == 0 else value
     return answers
-
-
-def _load_answers(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        fail(f"{path}: no such file")
-    except IsADirectoryError:
-        fail(f"{path}: is a directory, not an answers file")
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{path}: cannot read ({exc})")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        fail(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML")
-    if not isinstance(raw, dict):
-        fail(f"{path}: expected a mapping of answers (task: ..., examples: ...)")
-    return {k.replace("-", "_"): v for k, v in raw.items()}
 
 
 def _effect(effect: dict[str, int]) -> str:
@@ -147,20 +129,16 @@ def advise(
         "latency_ms": latency_ms, "recurring": recurring,
     }
     given = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items() if v is not None}
-    merged: dict[str, Any] = _load_answers(answers) if answers else {}
     stats = None
-    if data:
-        with user_errors():
+    with user_errors():
+        merged: dict[str, Any] = load_answers(answers) if answers else {}
+        if data:
             stats = summarise(read_conversations(data))
     if not answers and not given and sys.stdin.isatty():
         merged.update(_ask(skip={"examples"} if stats else set()))
     merged.update(given)
-    try:
-        inputs = advisor.AdvisorInputs.model_validate(merged)
-    except ValidationError as exc:
-        where = f"{answers}: " if answers else ""
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'answers'}: {e['msg']}" for e in exc.errors())
-        fail(f"{where}{problems}")
+    with user_errors():
+        inputs = advisor_inputs(merged, answers)
     result = advisor.advise(inputs, stats)
     emit(result.to_dict(), as_json, lambda: _print_advice(result))
 
