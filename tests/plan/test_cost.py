@@ -171,3 +171,15 @@ def test_length_policy_cuts_drops_or_refuses_as_training_does():
     assert apply_length_policy([10, 20], 20, "error") == [10, 20]
     with pytest.raises(PriceError, match="1 record\\(s\\) over max_seq_len=20"):
         apply_length_policy([10, 30], 20, "error")
+
+
+def test_a_previous_run_as_model_counts_with_its_trained_tokenizer(tiny, tmp_path):
+    from tests.helpers import make_run
+
+    model_dir, data = tiny
+    run = make_run(tmp_path / "runs", model_dir, "stage1", seed=0)
+    args = [str(data), "--tokens-per-second", "100", "--json"]
+    res = runner.invoke(app, ["cost", "--model", str(run), *args])
+    assert res.exit_code == 0, res.output
+    base = runner.invoke(app, ["cost", "--model", str(model_dir), *args])
+    assert json.loads(res.stdout)["tokens_per_epoch"] == json.loads(base.stdout)["tokens_per_epoch"]

@@ -139,13 +139,16 @@ def check(
 
     if config is not None:
         from tunesmith.config import load_config
+        from tunesmith.train.base import tokenizer_dir
 
         with user_errors():
             cfg = load_config(config)
+            # the tokenizer training uses: a previous run as `model` has its own
+            tokenizer = tokenizer or str(tokenizer_dir(cfg.model))
         d = cfg.data
         files = files or ([Path(d.train)] if d.train else None)
         format = d.format if format == "auto" else format
-        rules, tokenizer = rules or (Path(d.rules) if d.rules else None), tokenizer or cfg.model
+        rules = rules or (Path(d.rules) if d.rules else None)
         chat_template, max_seq_len = chat_template or d.chat_template, max_seq_len or d.max_seq_len
     if not files:
         fail("give the data files to check, or --config run.yaml with data.train")

@@ -107,12 +107,14 @@ def _print_memory(shape: shapes.ModelShape, est: mem.MemoryEstimate, step: mem.S
 
 
 def _tokenizer(model: str, chat_template: str | None):
-    """The model's tokenizer as training loads it (models.load_tokenizer, data.chat_template applied)."""
+    """The model's tokenizer as training loads it (models.load_tokenizer, data.chat_template applied); a previous
+    run as `model` gives its trained tokenizer, as training's next stage uses."""
     from tunesmith.data.check import load_tokenizer
-    from tunesmith.models import ModelError, resolve_model
+    from tunesmith.models import ModelError
+    from tunesmith.train.base import tokenizer_dir
 
     try:
-        path = resolve_model(model)
+        path = tokenizer_dir(model)
     except ModelError as exc:
         hint = ""
         if shapes.normalise_name(model) in shapes.KNOWN_SHAPES:  # a name `plan memory` accepts, so say why cost cannot
