@@ -140,21 +140,23 @@ def test_fits_verdict_per_gpu_and_for_a_given_card():
 
 def _run_config(tmp_path) -> str:
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("model: llama-3.2-1b\nmethod: qlora\ndata:\n  max_seq_len: 2048\nlora:\n  r: 64\n")
+    cfg.write_text("model: llama-3.2-1b\nmethod: qlora\ndata:\n  max_seq_len: 2048\nlora:\n  r: 64\n"
+                   "train:\n  batch_size: 2\n  grad_accum: 8\n")
     return str(cfg)
 
 
 def test_memory_takes_model_method_seq_len_and_rank_from_a_run_config(tmp_path):
-    res = runner.invoke(app, ["memory", "--config", _run_config(tmp_path), "--json"])
+    res = runner.invoke(app, ["memory", "--config", _run_config(tmp_path), "--gpu", "l4", "--json"])
     assert res.exit_code == 0, res.output
-    expected = estimate_memory(LLAMA_1B, "qlora", 2048, 1, True, 64)
+    expected = estimate_memory(LLAMA_1B, "qlora", 2048, 2, True, 64)
     assert json.loads(res.stdout)["total_gib"] == expected.total_gib
+    assert json.loads(res.stdout)["step_time"]["tokens_per_step"] == 2048 * 2 * 8
     assert json.loads(res.stdout)["trainable_params"] == lora_param_count(LLAMA_1B, 64)
 
 
 def test_memory_flags_override_the_run_config(tmp_path):
     res = runner.invoke(app, ["memory", "--config", _run_config(tmp_path), "--seq-len", "512", "--method", "lora",
-                              "--json"])
+                              "--batch", "1", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["total_gib"] == estimate_memory(LLAMA_1B, "lora", 512, 1, True, 64).total_gib
     other = tmp_path / "pt.yaml"

@@ -1,7 +1,7 @@
 """`tunesmith plan memory` and `tunesmith plan cost`: will a run fit, and what will it cost.
 
-Both take `--config run.yaml`, so the model, method, max_seq_len, LoRA rank and chat template are the
-ones training will use (read by tunesmith.config's loader); a flag given on the command line wins.
+Both take `--config run.yaml`, so the model, method, max_seq_len, LoRA rank, batch size and chat template
+are the ones training will use (read by tunesmith.config's loader); a flag given on the command line wins.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ def memory(
     model: Optional[str] = typer.Option(None, help="Directory with config.json, or a known name: " + ", ".join(shapes.KNOWN_SHAPES)),
     method: Optional[str] = typer.Option(None, help="full | lora | qlora (default: lora; method with --config)."),
     seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence: the padded length, or the mean length when padding-free/packed (default: 1024; data.max_seq_len with --config)."),
-    batch: int = typer.Option(1, min=1, help="Sequences per micro-batch."),
-    grad_accum: int = typer.Option(1, min=1, help="Micro-batches per optimizer step (step time only)."),
+    batch: Optional[int] = typer.Option(None, min=1, help="Sequences per micro-batch (default: 1; train.batch_size with --config)."),
+    grad_accum: Optional[int] = typer.Option(None, min=1, help="Micro-batches per optimizer step, step time only (default: 1; train.grad_accum with --config)."),
     grad_checkpointing: bool = typer.Option(True, "--grad-checkpointing/--no-grad-checkpointing", help="Recompute activations in backward."),
     lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank, adapters on all linear projections (default: 16; lora.r with --config)."),
     gpu: Optional[str] = typer.Option(None, help="Estimate step time on: " + " | ".join(mem.GPUS)),
     mfu: Optional[float] = typer.Option(None, min=0.001, max=1.0, help="MFU of the compute part (default: 0.2 under 3B params, else 0.4; a per-layer host cost is added)."),
     gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", min=0.001, help="Your card's memory in GiB (e.g. 8), checked besides the listed GPUs."),
-    config: Optional[Path] = _config_option("model, method, data.max_seq_len and lora.r"),
+    config: Optional[Path] = _config_option("model, method, data.max_seq_len, lora.r, train.batch_size and train.grad_accum"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Estimate GPU memory (weights, gradients, optimizer, adapters, activations, overhead) from the model's shape alone.
@@ -70,6 +70,8 @@ def memory(
     method = _method(method, cfg)
     seq_len = seq_len or (cfg.data.max_seq_len if cfg else 1024)
     lora_r = lora_r or (cfg.lora.r if cfg else 16)
+    batch = batch or (cfg.train.batch_size if cfg else 1)
+    grad_accum = grad_accum or (cfg.train.grad_accum if cfg else 1)
     if gpu is not None and gpu not in mem.GPUS:
         fail(f"--gpu must be one of {', '.join(mem.GPUS)}, not {gpu!r}")
     require_finite(gpu_memory=gpu_memory)
