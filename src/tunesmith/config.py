@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tunesmith.errors import UserError
 from tunesmith.models import BUILTIN_TEMPLATES
 
 
@@ -248,7 +249,7 @@ class RunConfig(_Section):
         return Path(self.output_dir) / self.name
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot be used; the message names the file and the field."""
 
 

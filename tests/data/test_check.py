@@ -230,3 +230,34 @@ def _good_records(n: int) -> list[dict]:
     from tunesmith.demo import legal
 
     return legal.generate(n, seed=5)
+
+
+def _run_config(tmp_path: Path, model: Path) -> Path:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {model}\ndata:\n  train: {CHAT}\n  rules: {RULES}\n  max_seq_len: 40\n")
+    return cfg
+
+
+def test_check_takes_data_rules_tokenizer_and_max_seq_len_from_a_run_config(tmp_path, tiny_model_dir):
+    res = runner.invoke(app, ["check", "--config", str(_run_config(tmp_path, tiny_model_dir)), "--json"])
+    assert res.exit_code == 1, res.output
+    rep = json.loads(res.stdout)
+    expected = check([CHAT], rules=RULES, tokenizer=str(tiny_model_dir), max_seq_len=40)
+    assert rep["files"] == [str(CHAT)] and rep["length_unit"] == "tokens"
+    assert rep["over_length"] == expected["over_length"] and rep["over_length"]["max_seq_len"] == 40
+    assert rep["over_length"]["count"] > 0
+    assert rep["rule_violations"] == expected["rule_violations"] and rep["rule_violations"]["numbered"] == [16]
+
+
+def test_check_flags_override_the_run_config(tmp_path, tiny_model_dir):
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("\n".join(json.dumps(r) for r in _good_records(3)) + "\n")
+    res = runner.invoke(app, ["check", str(clean), "--config", str(_run_config(tmp_path, tiny_model_dir)),
+                              "--max-seq-len", "4000", "--json"])
+    rep = json.loads(res.stdout)
+    assert rep["files"] == [str(clean)] and rep["over_length"] == {**rep["over_length"], "max_seq_len": 4000, "count": 0}
+    assert res.exit_code == 0, res.output
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("name: x\n")
+    res = runner.invoke(app, ["check", "--config", str(empty)])
+    assert res.exit_code == 2 and "give the data files to check, or --config run.yaml with data.train" in res.stderr

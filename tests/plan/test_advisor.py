@@ -130,3 +130,30 @@ def test_bad_answers_and_bad_data_exit_2(tmp_path):
     broken.write_text("{not json\n")
     res = runner.invoke(app, ["advise", "--data", str(broken), "--task", "qa"])
     assert res.exit_code == 2 and "e.jsonl" in res.output and "line 1" in res.output.replace("\n", " ")
+
+
+def test_terminal_view_prints_the_users_labels_and_paths_verbatim(tmp_path):
+    data = tmp_path / "[red]d.jsonl"
+    data.write_text('{"text": "x", "label": "[bold]y"}\n{"text": "z", "label": "[bold]y"}\n{not json\n')
+    res = runner.invoke(app, ["advise", "--data", str(data), "--task", "classification"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "labels: {'[bold]y': 2}" in text and f"{data}:3" in text
+
+
+def test_answers_file_and_inputs_as_library_calls(tmp_path):
+    from tunesmith.errors import UserError
+    from tunesmith.plan.answers import advisor_inputs, load_answers
+
+    f = tmp_path / "a.yaml"
+    f.write_text("task: classification\ndaily-volume: 2000\n")
+    answers = load_answers(f)
+    assert answers == {"task": "classification", "daily_volume": 2000}
+    assert advisor_inputs(answers, f).daily_volume == 2000
+    with pytest.raises(UserError, match=r"a.yaml: examples: Input should be greater than or equal to 0"):
+        advisor_inputs({**answers, "examples": -1}, f)
+    f.write_text("task: [\n")
+    with pytest.raises(UserError, match=r"a.yaml:2: not valid YAML"):
+        load_answers(f)
+    with pytest.raises(UserError, match="is a directory, not an answers file"):
+        load_answers(tmp_path)

@@ -7,9 +7,10 @@ from typer.testing import CliRunner
 
 from tunesmith.demo.tiny import build_tiny_model
 from tunesmith.plan.cli import app
-from tunesmith.plan.cost import DEFAULT_PRICES, count_tokens, estimate_cost, load_prices
+from tunesmith.data.check import token_lengths
+from tunesmith.plan.cost import DEFAULT_PRICES, estimate_cost, load_prices
 from tunesmith.plan.dataset import read_conversations
-from tunesmith.plan.memory import resolve_shape
+from tunesmith.plan.shapes import resolve_shape
 
 runner = CliRunner()
 
@@ -40,7 +41,7 @@ def test_token_counts_equal_hand_rendered_chatml(tiny):
 
     model_dir, data = tiny
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    counts = count_tokens(tok, read_conversations(data).conversations)
+    counts = token_lengths(read_conversations(data).conversations, tok)
     assert counts == [_by_hand(tok, r["messages"]) for r in RECORDS]
     # each turn adds exactly its two special tokens around the rendered text
     specials = {tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")}
@@ -72,7 +73,7 @@ def test_cli_json_counts_and_custom_prices(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    expected = sum(count_tokens(tok, read_conversations(data).conversations))
+    expected = sum(token_lengths(read_conversations(data).conversations, tok))
     assert d["tokens_per_epoch"] == expected and d["training_tokens"] == 2 * expected
     assert d["managed"][0]["usd"] == pytest.approx(2 * expected)  # $1 per token
     assert d["prices_as_of"] == "2026-01-01"
@@ -111,3 +112,74 @@ def test_classification_rows_are_counted_and_broken_rows_reported(tiny, tmp_path
     by_hand = [_by_hand(tok, [{"role": "user", "content": t}, {"role": "assistant", "content": lab}]) for t, lab in (("refund please", "billing"), ("app crashes", "technical"))]
     assert d["records"] == 2 and d["skipped_rows"] == 1 and d["training_tokens"] == sum(by_hand)
     assert "cls.jsonl:2" in res.stderr.replace("\n", "")
+
+
+def _without_template(model_dir, root):
+    """A copy of the tiny model whose tokenizer has no chat template, as a base model's has none."""
+    import shutil
+
+    base = root / "base-model"
+    shutil.copytree(model_dir, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    return base
+
+
+def test_config_chat_template_counts_equal_trainings(tiny, tmp_path):
+    from tunesmith.config import load_config
+    from tunesmith.train.render import render_examples
+
+    model_dir, data = tiny
+    base = _without_template(model_dir, tmp_path)
+    assert runner.invoke(app, ["cost", str(data), "--model", str(base)]).exit_code == 2  # nothing to render with
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {base}\ndata:\n  train: {data}\n  chat_template: chatml\n  system_prompt: Be brief.\n"
+                   "  max_seq_len: 512\n")
+    res = runner.invoke(app, ["cost", "--config", str(cfg), "--tokens-per-second", "100", "--json"])
+    assert res.exit_code == 0, res.output
+    trained = render_examples(load_config(cfg), n=0)["report"]
+    assert json.loads(res.stdout)["tokens_per_epoch"] == trained["total_tokens"] > 0
+    assert json.loads(res.stdout)["records"] == trained["kept"] == len(RECORDS)
+
+
+def test_cost_flags_override_the_run_config(tiny, tmp_path):
+    from tunesmith.config import load_config
+    from tunesmith.train.render import render_examples
+
+    model_dir, data = tiny
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {model_dir}\ndata:\n  train: {data}\n  over_length: drop\n")
+    full = runner.invoke(app, ["cost", "--config", str(cfg), "--tokens-per-second", "100", "--json"])
+    assert full.exit_code == 0, full.output
+    counts = json.loads(full.stdout)
+    cut = counts["max_tokens_per_record"] - 1  # the longest record is over it, and dropped as training drops it
+    res = runner.invoke(app, ["cost", "--config", str(cfg), "--max-seq-len", str(cut), "--tokens-per-second", "100",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    trained = render_examples(load_config(cfg, [f"data.max_seq_len={cut}"]), n=0)["report"]
+    assert json.loads(res.stdout)["tokens_per_epoch"] == trained["total_tokens"] < counts["tokens_per_epoch"]
+    assert json.loads(res.stdout)["records"] == trained["kept"] == len(RECORDS) - 1
+
+
+def test_length_policy_cuts_drops_or_refuses_as_training_does():
+    from tunesmith.plan.cost import PriceError, apply_length_policy
+
+    assert apply_length_policy([10, 30, 20], 20) == [10, 20, 20]
+    assert apply_length_policy([10, 30, 20], 20, "drop") == [10, 20]
+    assert apply_length_policy([10, 20], 20, "error") == [10, 20]
+    with pytest.raises(PriceError, match="1 record\\(s\\) over max_seq_len=20"):
+        apply_length_policy([10, 30], 20, "error")
+
+
+def test_a_previous_run_as_model_counts_with_its_trained_tokenizer(tiny, tmp_path):
+    from tests.helpers import make_run
+
+    model_dir, data = tiny
+    run = make_run(tmp_path / "runs", model_dir, "stage1", seed=0)
+    args = [str(data), "--tokens-per-second", "100", "--json"]
+    res = runner.invoke(app, ["cost", "--model", str(run), *args])
+    assert res.exit_code == 0, res.output
+    base = runner.invoke(app, ["cost", "--model", str(model_dir), *args])
+    assert json.loads(res.stdout)["tokens_per_epoch"] == json.loads(base.stdout)["tokens_per_epoch"]

@@ -6,16 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesmith.plan.cli import app
-from tunesmith.plan.memory import (
-    _HOST_S_PER_LAYER,
-    KNOWN_SHAPES,
-    estimate_memory,
-    estimate_step_time,
-    lora_param_count,
-    param_count,
-    resolve_shape,
-    shape_from_config,
-)
+from tunesmith.plan.memory import _HOST_S_PER_LAYER, estimate_memory, estimate_step_time
+from tunesmith.plan.shapes import KNOWN_SHAPES, lora_param_count, param_count, resolve_shape, shape_from_config
 
 runner = CliRunner()
 LLAMA_1B, QWEN_05B = KNOWN_SHAPES["llama-3.2-1b"], KNOWN_SHAPES["qwen2.5-0.5b"]
@@ -136,3 +128,41 @@ def test_cli_json_and_errors(tmp_path):
     (tmp_path / "config.json").write_text("{")
     res = runner.invoke(app, ["memory", "--model", str(tmp_path)])
     assert res.exit_code == 2 and "config.json" in res.output
+
+
+def test_fits_verdict_per_gpu_and_for_a_given_card():
+    from tunesmith.plan.memory import GPUS, fits
+
+    assert fits(20.0) == {"h100": True, "a100": True, "l4": True, "t4": False}  # the CPU row has no memory to fit
+    assert fits(24.0, 8) == {"h100": True, "a100": True, "l4": True, "t4": False, "8GiB": False}
+    assert fits(7.5, 7.5)["7.5GiB"] is True and set(fits(1.0)) == {k for k, g in GPUS.items() if g.memory_gib}
+
+
+def _run_config(tmp_path) -> str:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: llama-3.2-1b\nmethod: qlora\ndata:\n  max_seq_len: 2048\nlora:\n  r: 64\n"
+                   "train:\n  batch_size: 2\n  grad_accum: 8\n")
+    return str(cfg)
+
+
+def test_memory_takes_model_method_seq_len_and_rank_from_a_run_config(tmp_path):
+    res = runner.invoke(app, ["memory", "--config", _run_config(tmp_path), "--gpu", "l4", "--json"])
+    assert res.exit_code == 0, res.output
+    expected = estimate_memory(LLAMA_1B, "qlora", 2048, 2, True, 64)
+    assert json.loads(res.stdout)["total_gib"] == expected.total_gib
+    assert json.loads(res.stdout)["step_time"]["tokens_per_step"] == 2048 * 2 * 8
+    assert json.loads(res.stdout)["trainable_params"] == lora_param_count(LLAMA_1B, 64)
+
+
+def test_memory_flags_override_the_run_config(tmp_path):
+    res = runner.invoke(app, ["memory", "--config", _run_config(tmp_path), "--seq-len", "512", "--method", "lora",
+                              "--batch", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["total_gib"] == estimate_memory(LLAMA_1B, "lora", 512, 1, True, 64).total_gib
+    other = tmp_path / "pt.yaml"
+    other.write_text("model: llama-3.2-1b\nmethod: prompt_tuning\n")
+    res = runner.invoke(app, ["memory", "--config", str(other)])
+    assert res.exit_code == 2 and "method (from --config) must be full, lora or qlora, not 'prompt_tuning'" in res.stderr
+    assert runner.invoke(app, ["memory", "--config", str(other), "--method", "full"]).exit_code == 0
+    res = runner.invoke(app, ["memory"])
+    assert res.exit_code == 2 and "give --model" in res.stderr

@@ -21,6 +21,7 @@ from tunesmith.data import dedup
 from tunesmith.data.formats import ReadResult, read_files, require_records
 from tunesmith.data.progress import task
 from tunesmith.data.records import Conversation, Preference, Record, Text
+from tunesmith.errors import UserError
 from tunesmith.rules import RuleSet, load_rules
 
 MIN_EXAMPLES = 100
@@ -324,9 +325,9 @@ def analyse(
 ) -> Analysis:
     """Run every check; raises DataError/RulesError/ModelError for unusable inputs (the CLI exits 2)."""
     if not 0.0 < near_dup_threshold <= 1.0:
-        raise ValueError(f"near-dup threshold must be in (0, 1], got {near_dup_threshold}")
+        raise UserError(f"near-dup threshold must be in (0, 1], got {near_dup_threshold}")
     if max_seq_len is not None and max_seq_len < 1:
-        raise ValueError(f"max-seq-len must be positive, got {max_seq_len}")
+        raise UserError(f"max-seq-len must be positive, got {max_seq_len}")
     ruleset = load_rules(rules) if isinstance(rules, (str, Path)) else rules
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
     clock = time.perf_counter()

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from tunesmith.data.check import analyse
 from tunesmith.data.formats import require_one_kind, write_jsonl
 from tunesmith.data.records import Record
+from tunesmith.errors import UserError
 from tunesmith.rules import RuleSet
 
 
@@ -41,7 +42,7 @@ def clean(
     near_dup_threshold: float = 0.8,
 ) -> CleanResult:
     if drop_violations and rules is None:
-        raise ValueError("--drop-violations needs --rules")
+        raise UserError("--drop-violations needs --rules")
     a = analyse(paths, format, rules, near_dup_threshold=near_dup_threshold)
     require_one_kind(a.read, "a cleaned file")
     out = CleanResult(read=a.read.total)

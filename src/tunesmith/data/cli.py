@@ -1,4 +1,4 @@
-"""`tunesmith data` commands: parse arguments, call the data modules, print a table or one JSON object.
+"""`tunesmith data` commands: parse arguments, call the data modules, print a table (views.py) or one JSON object.
 
 Exit codes: 0 clean, 1 the data has errors (invalid records, rule violations, a refused
 split, failed synth prompts), 2 unusable arguments or unreadable files.
@@ -6,126 +6,34 @@ split, failed synth prompts), 2 unusable arguments or unreadable files.
 
 from __future__ import annotations
 
-import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from tunesmith.data.formats import FORMATS, DataError
+from tunesmith.clikit import emit, err as _err, fail, out as _out, user_errors
+from tunesmith.data import views
+from tunesmith.data.formats import FORMATS
 
 app = typer.Typer(help="Check, clean, split, convert, report on and synthesise training data.", no_args_is_help=True)
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
-_SHOWN = 30  # rows per table in the terminal; --json has everything
+# Beyond a UserError: the parsers a user's file goes through (csv, json, pyarrow, tokenizers) refuse bad input
+# with a ValueError or an OSError, and either is the user's to fix.
+_READ_ERRORS = (ValueError, OSError)
 
 FORMAT_HELP = f"Input format: auto or one of {', '.join(FORMATS)}."
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn expected problems into a one-line message and exit 2, never a traceback."""
-    from tunesmith.models import ModelError
-    from tunesmith.rules import RulesError
-
-    try:
-        yield
-    except (DataError, RulesError, ModelError, ValueError, OSError) as e:
-        # file names, roles and labels come from the user: "[/]" in one must print, not break the markup
-        _err.print(f"[red]Error:[/red] {escape(str(e))}", markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
 def _check_format(fmt: str) -> None:
     if fmt != "auto" and fmt not in FORMATS:
-        _err.print(f"[red]Error:[/red] unknown --format {escape(repr(fmt))}; use auto or one of {', '.join(FORMATS)}")
-        raise typer.Exit(2)
-
-
-def _emit(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, ensure_ascii=False, indent=2))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _lines(values: list, limit: int = _SHOWN) -> str:
-    text = ", ".join(str(v) for v in values[:limit])
-    return text + (f", … (+{len(values) - limit})" if len(values) > limit else "")
-
-
-def _pair(p: dict[str, Any]) -> tuple[str, str]:
-    """(line, duplicate of) cells; with several files a bare line number would not say which file."""
-    if "file" in p:
-        return escape(f"{p['file']}:{p['line']}"), escape(f"{p['duplicate_of_file']}:{p['duplicate_of']}")
-    return str(p["line"]), str(p["duplicate_of"])
-
-
-def _print_check(rep: dict[str, Any]) -> None:
-    summary = Table(title="data check", show_header=False, title_justify="left")
-    summary.add_column("", style="bold")
-    summary.add_column("")
-    rows = [
-        ("files", ", ".join(rep["files"])),
-        ("format", rep["format"]),
-        ("records", rep["records"]),
-        ("valid", rep["valid"]),
-        ("invalid", len(rep["invalid"])),
-        ("exact duplicates", rep["exact_duplicates"]),
-        (f"near duplicates (≥{rep['near_dup_threshold']})", rep["near_duplicates"]),
-        (f"length ({rep['length_unit']})", " · ".join(f"{k} {v}" for k, v in rep["length_tokens"].items())),
-    ]
-    if rep["over_length"]["max_seq_len"] is not None:
-        rows.append((f"over {rep['over_length']['max_seq_len']} {rep['length_unit']}", rep["over_length"]["count"]))
-    for k, v in rows:
-        summary.add_row(k, escape(str(v)))
-    _out.print(summary)
-    if rep["invalid"]:
-        t = Table(title="invalid records", title_justify="left")
-        for c in ("file", "line", "reason", "message"):
-            t.add_column(c)
-        for x in rep["invalid"][:_SHOWN]:
-            t.add_row(escape(x["file"]), str(x["line"]), x["reason"], escape(x["message"]))
-        _out.print(t)
-        if len(rep["invalid"]) > _SHOWN:
-            _out.print(f"… and {len(rep['invalid']) - _SHOWN} more (use --json)")
-    if rep["rules"]:
-        t = Table(title="rules", title_justify="left")
-        for c in ("rule", "violations", "lines"):
-            t.add_column(c)
-        for name, lines in rep["rule_violations"].items():
-            t.add_row(escape(name), str(len(lines)), escape(_lines(lines)), style="red" if lines else "green")
-        _out.print(t)
-    if rep["exact_duplicate_pairs"] or rep["near_duplicate_pairs"]:
-        t = Table(title="duplicates (flagged → kept)", title_justify="left")
-        for c in ("line", "duplicate of", "kind"):
-            t.add_column(c)
-        for p in rep["exact_duplicate_pairs"][:_SHOWN]:
-            t.add_row(*_pair(p), "exact")
-        for p in rep["near_duplicate_pairs"][:_SHOWN]:
-            t.add_row(*_pair(p), f"near ({p['similarity']:.2f})")
-        _out.print(t)
-    if rep["label_counts"]:
-        t = Table(title="labels", title_justify="left")
-        t.add_column("label")
-        t.add_column("records", justify="right")
-        for k, v in rep["label_counts"].items():
-            t.add_row(escape(k), str(v))
-        _out.print(t)
-    for w in rep["warnings"]:
-        _out.print(f"[yellow]warning:[/yellow] {escape(w)}")
-    _out.print("[green]OK[/green]" if rep["ok"] else f"[red]{_count(rep['errors'], 'record')} with errors[/red]")
+        fail(f"unknown --format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
 
 
 @app.command()
 def check(
-    files: list[Path] = typer.Argument(..., help="JSONL, JSON, CSV, TSV, Parquet or TXT files."),
+    files: Optional[list[Path]] = typer.Argument(
+        None, help="JSONL, JSON, CSV, TSV, Parquet or TXT files (default: data.train of --config)."),
     format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML checked on every assistant answer."),
     tokenizer: Optional[str] = typer.Option(
@@ -136,6 +44,9 @@ def check(
     ),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Flag records longer than this."),
     near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="Run config YAML: data.train, data.format, data.rules, the model's tokenizer, "
+        "data.chat_template and data.max_seq_len from it; flags given override it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Validate data files: invalid records, duplicates, rule violations, lengths, labels, warnings.
@@ -143,21 +54,34 @@ def check(
     Exit 0 when clean, 1 with invalid records or rule violations, 2 for unusable arguments.
 
     Example: tunesmith data check train.jsonl --rules rules.yaml --tokenizer smollm2-135m-instruct --max-seq-len 1024
+
+    Example: tunesmith data check --config examples/legal-bot.yaml
     """
     from tunesmith.data.check import check as run_check
     from tunesmith.data.check import load_tokenizer
 
+    if config is not None:
+        from tunesmith.config import load_config
+        from tunesmith.train.base import tokenizer_dir
+
+        with user_errors():
+            cfg = load_config(config)
+            # the tokenizer training uses: a previous run as `model` has its own
+            tokenizer = tokenizer or str(tokenizer_dir(cfg.model))
+        d = cfg.data
+        files = files or ([Path(d.train)] if d.train else None)
+        format = d.format if format == "auto" else format
+        rules = rules or (Path(d.rules) if d.rules else None)
+        chat_template, max_seq_len = chat_template or d.chat_template, max_seq_len or d.max_seq_len
+    if not files:
+        fail("give the data files to check, or --config run.yaml with data.train")
     _check_format(format)
     if chat_template is not None and tokenizer is None:
-        _err.print("[red]Error:[/red] --chat-template needs --tokenizer (lengths are counted in its tokens)")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail("--chat-template needs --tokenizer (lengths are counted in its tokens)")
+    with user_errors(*_READ_ERRORS):
         tok = load_tokenizer(tokenizer, chat_template) if chat_template is not None else tokenizer
         rep = run_check(files, format, rules, tok, max_seq_len, near_dup_threshold)
-    if as_json:
-        _emit(rep)
-    else:
-        _print_check(rep)
+    emit(rep, as_json, lambda: views.print_check(rep))
     raise typer.Exit(0 if rep["ok"] else 1)
 
 
@@ -188,20 +112,12 @@ def clean(
     # without a rejected file a dropped record would leave no trace of where it was and why
     rejected = rejected or out.with_name(f"{out.stem}.rejected.jsonl")
     if rejected.resolve() == out.resolve():
-        _err.print(f"[red]Error:[/red] --rejected and -o are the same file ({escape(str(out))}); "
-                   "the rejected records would replace the kept ones")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail(f"--rejected and -o are the same file ({out}); the rejected records would replace the kept ones")
+    with user_errors(*_READ_ERRORS):
         result = run_clean(files, format, rules, drop_near_dups, drop_violations, near_dup_threshold)
         write_clean(result, out, rejected)
     s = result.summary() | {"out": str(out), "rejected_file": str(rejected)}
-    if as_json:
-        _emit(s)
-        return
-    _out.print(f"read {s['read']} = kept {s['kept']} + rejected {s['rejected']}")
-    for reason, n in s["rejected_by_reason"].items():
-        _out.print(f"  {reason}: {n}")
-    _out.print(escape(f"wrote {out} and {rejected}"))
+    emit(s, as_json, lambda: views.print_clean(s))
 
 
 @app.command()
@@ -222,53 +138,17 @@ def split(
 
     Example: tunesmith data split clean.jsonl --out data/ --ratios 0.8,0.1,0.1 --seed 0
     """
-    from tunesmith.data.formats import read_files, require_one_kind, require_records
-    from tunesmith.data.split import LeakError, parse_ratios, write_split
+    from tunesmith.data.split import LeakError, split_files
 
     _check_format(format)
-    if stratify not in ("auto", "label", "none"):
-        _err.print(f"[red]Error:[/red] --stratify must be auto, label or none, got {escape(repr(stratify))}")
-        raise typer.Exit(2)
-    written = {(out / f"{name}.jsonl").resolve() for name in ("train", "val", "test")} | {(out / "manifest.json").resolve()}
-    clobbered = [str(f) for f in files if f.resolve() in written]
-    if clobbered:
-        # "split data/train.jsonl -o data/" would replace the full input with its own train part
-        _err.print(f"[red]Error:[/red] {escape(', '.join(clobbered))} would be overwritten by the split; choose another --out",
-                   soft_wrap=True)
-        raise typer.Exit(2)
-    with _user_errors():
-        ratio_values = parse_ratios(ratios)
-        read = require_one_kind(require_records(read_files(files, format)), "a split")
-        labelled = bool(read.records) and all(getattr(r, "label", None) is not None for r in read.records)
-        key = "label" if stratify == "label" or (stratify == "auto" and labelled) else None
-        source = {"source": [str(f) for f in files], "format": read.format, "read": read.total, "invalid": len(read.invalid),
-                  "invalid_records": [x.to_dict() for x in read.invalid]}
+    with user_errors(*_READ_ERRORS):
         try:
-            manifest = write_split(read.records, out, ratio_values, seed, key, force, near_dup_threshold, source)
-        except LeakError as e:
-            if as_json:
-                _emit({"error": "leak", "message": str(e)})
-            else:
-                _err.print(f"[red]Refused:[/red] {escape(str(e))}", soft_wrap=True)
-            raise typer.Exit(1) from None
-    if as_json:
-        _emit(manifest)
-        return
-    c = manifest["counts"]
-    _out.print(f"read {manifest['read']}: invalid {manifest['invalid']}, train {c['train']}, val {c['val']}, test {c['test']}")
-    for x in manifest["invalid_records"][:_SHOWN]:
-        _out.print(f"  [red]left out[/red] {escape(x['file'])}:{x['line']}: {x['reason']} ({escape(x['message'])})", soft_wrap=True)
-    if manifest["invalid"] > _SHOWN:
-        _out.print(f"  … and {manifest['invalid'] - _SHOWN} more (see invalid_records in manifest.json)")
-    if manifest["label_counts"]:
-        for name, counts in manifest["label_counts"].items():
-            _out.print(f"  {name}: " + (escape(", ".join(f"{k} {v}" for k, v in counts.items())) or "(empty)"))
-    if manifest["duplicates_in_input"]:
-        _out.print(f"[yellow]{_count(manifest['duplicates_in_input'], 'duplicate')} kept inside their group's split "
-                   "(--force)[/yellow]")
-    for w in manifest["warnings"]:
-        _out.print(f"[yellow]warning:[/yellow] {escape(w)}")
-    _out.print(escape(f"wrote {out}/train.jsonl, val.jsonl, test.jsonl, manifest.json"))
+            manifest = split_files(files, out, ratios, stratify, seed, force, near_dup_threshold, format)
+        except LeakError as e:  # the data's fault, not the arguments': exit 1
+            if as_json:  # a script still gets its one JSON object, saying why nothing was written
+                emit({"error": "leak", "message": str(e)}, True, lambda: None)
+            fail(e, code=1)
+    emit(manifest, as_json, lambda: views.print_split(manifest, out))
 
 
 @app.command()
@@ -283,38 +163,12 @@ def convert(
 
     Example: tunesmith data convert alpaca.json --to chat -o chat.jsonl
     """
-    from tunesmith.data.convert import TARGETS
-    from tunesmith.data.convert import convert as run_convert
-    from tunesmith.data.formats import read_file, require_records, write_jsonl
+    from tunesmith.data.convert import convert_file
 
     _check_format(format)
-    if to not in TARGETS:
-        _err.print(f"[red]Error:[/red] --to must be one of {', '.join(TARGETS)}, got {escape(repr(to))}")
-        raise typer.Exit(2)
-    with _user_errors():
-        read = require_records(read_file(file, format))
-        result = run_convert(read.records, to)
-        write_jsonl(result.rows, out)
-    s = {
-        "from": read.format,
-        "to": to,
-        "read": read.total,
-        "written": len(result.rows),
-        "invalid": [x.to_dict() for x in read.invalid],
-        "skipped": result.skipped,
-        "notes": dict(result.notes),
-        "out": str(out),
-    }
-    if as_json:
-        _emit(s)
-        return
-    _out.print(f"{read.format} → {to}: read {s['read']}, wrote {s['written']}, skipped {len(result.skipped)}, invalid {len(read.invalid)}")
-    for x in read.invalid[:_SHOWN]:
-        _out.print(f"  invalid line {x.line}: {x.reason} ({escape(x.message)})", soft_wrap=True)
-    for sk in result.skipped[:_SHOWN]:
-        _out.print(f"  skipped line {sk['line']}: {escape(sk['reason'])}")
-    for note, n in result.notes.items():
-        _out.print(f"  note: {note} ({n} records)")
+    with user_errors(*_READ_ERRORS):
+        s = convert_file(file, to, out, format)
+    emit(s, as_json, lambda: views.print_convert(s))
 
 
 @app.command()
@@ -336,13 +190,11 @@ def report(
     from tunesmith.data.report import write_report
 
     _check_format(format)
-    with _user_errors():
+    with user_errors(*_READ_ERRORS):
         a = analyse(files, format, rules, tokenizer, max_seq_len, near_dup_threshold)
         write_report(a, out)
-    if as_json:
-        _emit({"out": str(out), "records": a.read.total, "ok": a.report()["ok"]})
-    else:
-        _out.print(escape(f"wrote {out}"))
+    emit({"out": str(out), "records": a.read.total, "ok": a.report()["ok"]}, as_json,
+         lambda: _out.print(escape(f"wrote {out}")))
 
 
 @app.command()
@@ -369,27 +221,14 @@ def synth(
     from tunesmith.data.synth import synth as run_synth
 
     if rps <= 0 or concurrency < 1 or (n is not None and n < 0):
-        _err.print("[red]Error:[/red] --rps must be > 0, --concurrency >= 1 and -n >= 0")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail("--rps must be > 0, --concurrency >= 1 and -n >= 0")
+    with user_errors(*_READ_ERRORS):
         with task("asking the teacher", n or 0) as advance:
             result = run_synth(
                 prompts, out, teacher_url, teacher_model, n, api_key_env, rps, concurrency, max_retries, timeout,
                 temperature, max_tokens, progress=advance,
             )
-    s = result.summary()
-    if as_json:
-        _emit(s)
-    else:
-        _out.print(
-            f"{s['prompts']} prompts: {s['already_answered']} already answered, {s['written']} written, {s['failed']} failed"
-            + (f"; {s['invalid_prompts']} invalid prompts left out" if s["invalid_prompts"] else "")
-        )
-        for f in result.failed[:_SHOWN]:
-            _out.print(f"  [red]line {f['line']}:[/red] {escape(f['error'])}")
-        for x in result.invalid[:_SHOWN]:
-            _out.print(f"  [red]invalid prompt, line {x['line']}:[/red] {x['reason']} ({escape(x['message'])})", soft_wrap=True)
-        _out.print(escape(f"review sample: {s['review_sample']} records in {s['review_file']}"))
+    emit(result.summary(), as_json, lambda: views.print_synth(result))
     raise typer.Exit(1 if result.failed or result.invalid else 0)
 
 
@@ -417,15 +256,12 @@ def replay(
     from tunesmith.data.formats import write_jsonl
 
     if (n is not None and n < 1) or max_new_tokens < 1:
-        _err.print("[red]Error:[/red] -n and --max-new-tokens must be >= 1")
-        raise typer.Exit(2)
-    with _user_errors():
+        fail("-n and --max-new-tokens must be >= 1")
+    with user_errors(*_READ_ERRORS):
         chosen = (read_prompts(prompts) if prompts else general_prompts())[:n]
         result = self_distill(model, chosen, system_prompt=system_prompt, max_new_tokens=max_new_tokens,
                               console=_err)
         write_jsonl(result.records, out)
     s = result.summary(out)
-    if as_json:
-        _emit(s)
-    else:
-        _out.print(escape(f"{s['written']} answers written to {out}; {s['empty_answers']} empty answers left out"))
+    emit(s, as_json, lambda: _out.print(escape(f"{s['written']} answers written to {out}; {s['empty_answers']} "
+                                               "empty answers left out")))

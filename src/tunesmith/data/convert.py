@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
+from tunesmith.data.formats import read_file, require_records, write_jsonl
 from tunesmith.data.records import Conversation, Record
+from tunesmith.errors import UserError
 
 TARGETS = ("chat", "alpaca", "sharegpt")
 _SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
@@ -54,7 +57,7 @@ def _sharegpt(r: Conversation, notes: Counter) -> dict[str, Any]:
 
 def convert(records: Sequence[Record], to: str) -> Converted:
     if to not in TARGETS:
-        raise ValueError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
+        raise UserError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
     out = Converted()
     for r in records:
         try:
@@ -69,3 +72,13 @@ def convert(records: Sequence[Record], to: str) -> Converted:
         except _Skip as e:
             out.skipped.append({"line": r.origin.line, "file": r.origin.file, "reason": str(e)})
     return out
+
+
+def convert_file(file: Path, to: str, out: Path, format: str = "auto") -> dict[str, Any]:
+    """Read `file`, write what `to` can hold to `out`; the summary lists the invalid and the skipped records."""
+    read = require_records(read_file(file, format))
+    result = convert(read.records, to)
+    write_jsonl(result.rows, out)
+    return {"from": read.format, "to": to, "read": read.total, "written": len(result.rows),
+            "invalid": [x.to_dict() for x in read.invalid], "skipped": result.skipped, "notes": dict(result.notes),
+            "out": str(out)}

@@ -21,14 +21,16 @@ from typing import Any, Callable, Sequence
 
 from tunesmith import __version__
 from tunesmith.data import dedup
-from tunesmith.data.formats import sha256_file, write_jsonl
+from tunesmith.data.formats import read_files, require_one_kind, require_records, sha256_file, write_jsonl
 from tunesmith.data.records import Record
+from tunesmith.errors import UserError
 
 SPLITS = ("train", "val", "test")
+STRATIFY = ("auto", "label", "none")
 _SHOWN = 10
 
 
-class LeakError(ValueError):
+class LeakError(UserError):
     """val/test would hold duplicates of train records; the message lists them."""
 
 
@@ -38,9 +40,9 @@ def parse_ratios(text: str | Sequence[float]) -> tuple[float, float, float]:
     except ValueError:
         values = []  # not numbers: the message below says what is expected
     if len(values) != 3 or any(v < 0 for v in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
-        raise ValueError(f"ratios must be three non-negative numbers summing to 1 (train,val,test), got {text!r}")
+        raise UserError(f"ratios must be three non-negative numbers summing to 1 (train,val,test), got {text!r}")
     if values[0] == 0:
-        raise ValueError("the train ratio must be above 0")
+        raise UserError("the train ratio must be above 0")
     return values[0], values[1], values[2]
 
 
@@ -51,7 +53,7 @@ def _key_fn(stratify: str | Callable[[Record], Any] | None) -> Callable[[Record]
     def key(r: Record) -> Any:
         value = getattr(r, stratify, None)
         if value is None:
-            raise ValueError(f"cannot stratify by {stratify!r}: record {r.origin} has no {stratify}")
+            raise UserError(f"cannot stratify by {stratify!r}: record {r.origin} has no {stratify}")
         return value
 
     return key
@@ -236,3 +238,37 @@ def write_split(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
+
+
+def stratify_key(records: Sequence[Record], mode: str) -> str | None:
+    """The attribute to stratify by for a STRATIFY mode: "auto" stratifies by label only when every record
+    has one (a partly labelled file would fail on the first record without)."""
+    labelled = bool(records) and all(getattr(r, "label", None) is not None for r in records)
+    return "label" if mode == "label" or (mode == "auto" and labelled) else None
+
+
+def split_files(
+    files: Sequence[Path],
+    out_dir: Path,
+    ratios: str | Sequence[float] = (0.8, 0.1, 0.1),
+    stratify: str = "auto",
+    seed: int = 0,
+    force: bool = False,
+    near_dup_threshold: float = 0.8,
+    format: str = "auto",
+) -> dict[str, Any]:
+    """Read `files`, split them as write_split does and return the manifest, which also names the inputs and
+    lists every invalid record left out (file, line, reason). Refuses to write over one of its own inputs."""
+    if stratify not in STRATIFY:
+        raise UserError(f"--stratify must be auto, label or none, got {stratify!r}")
+    written = {(out_dir / f"{name}.jsonl").resolve() for name in SPLITS} | {(out_dir / "manifest.json").resolve()}
+    clobbered = [str(f) for f in files if Path(f).resolve() in written]
+    if clobbered:
+        # "split data/train.jsonl -o data/" would replace the full input with its own train part
+        raise UserError(f"{', '.join(clobbered)} would be overwritten by the split; choose another --out")
+    ratio_values = parse_ratios(ratios)
+    read = require_one_kind(require_records(read_files(files, format)), "a split")
+    source = {"source": [str(f) for f in files], "format": read.format, "read": read.total,
+              "invalid": len(read.invalid), "invalid_records": [x.to_dict() for x in read.invalid]}
+    return write_split(read.records, out_dir, ratio_values, seed, stratify_key(read.records, stratify), force,
+                       near_dup_threshold, source)

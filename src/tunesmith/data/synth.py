@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tunesmith.data import formats
-from tunesmith.data.formats import Invalid, _Bad
-from tunesmith.data.records import Origin
+from tunesmith.data import formats, parsers
+from tunesmith.data.containers import Bad, read_rows
+from tunesmith.data.formats import Invalid
+from tunesmith.data.records import ROLES, Origin
 
 REVIEW_FRACTION = 0.10
 
@@ -44,24 +45,24 @@ def prompt_key(messages: list[dict[str, str]]) -> str:
 def _prompt_messages(value: Any, fmt: str, origin: Origin) -> list[dict[str, str]]:
     """The turns to send: a record of any format without its final answer (prompts need no answers)."""
     if fmt in ("chat", "sharegpt"):
-        obj = formats._require_dict(value)
+        obj = parsers._require_dict(value)
         key = "messages" if "messages" in obj else "conversations"
         if fmt == "chat":
-            msgs = formats._messages(obj.get(key), key, "role", "content", {r: r for r in formats.ROLES})
+            msgs = parsers._messages(obj.get(key), key, "role", "content", {r: r for r in ROLES})
         else:
-            msgs = formats._sharegpt_messages(obj.get(key), key)
+            msgs = parsers._sharegpt_messages(obj.get(key), key)
         while msgs and msgs[-1].role == "assistant":
             msgs.pop()
         if not msgs or msgs[-1].role != "user":
-            raise _Bad("no_user_turn", "the prompt does not end on a user turn")
+            raise Bad("no_user_turn", "the prompt does not end on a user turn")
         return [m.to_dict() for m in msgs]
     if fmt == "preference":
-        return [m.to_dict() for m in formats._parse_preference(value, origin).prompt]
+        return [m.to_dict() for m in parsers._parse_preference(value, origin).prompt]
     if fmt in ("text", "classification"):
-        return [{"role": "user", "content": formats._content(formats._require_dict(value).get("text"), "text")}]
-    obj = formats._require_dict(value)
-    instruction = formats._content(obj.get("instruction"), "instruction")
-    extra = formats._opt_str(obj, "input")
+        return [{"role": "user", "content": parsers._content(parsers._require_dict(value).get("text"), "text")}]
+    obj = parsers._require_dict(value)
+    instruction = parsers._content(obj.get("instruction"), "instruction")
+    extra = parsers._opt_str(obj, "input")
     return [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction}]
 
 
@@ -69,18 +70,18 @@ def read_prompts(path: str | Path, format: str = "auto") -> tuple[list[Prompt], 
     """Prompts from any supported file (a .txt file is one prompt per line)."""
     p = Path(path)
     formats.require_file(p)
-    rows_iter, plain = formats._rows(p)
+    rows_iter, plain = read_rows(p)
     rows = list(rows_iter)
-    fmt = format if format != "auto" else "text" if plain else formats._detect(v for _, v, _ in rows if not isinstance(v, _Bad)) or "text"
+    fmt = format if format != "auto" else "text" if plain else formats._detect(v for _, v, _ in rows if not isinstance(v, Bad)) or "text"
     prompts: list[Prompt] = []
     invalid: list[Invalid] = []
     for line, value, raw in rows:
         origin = Origin(str(p), line)
         try:
-            if isinstance(value, _Bad):
+            if isinstance(value, Bad):
                 raise value
             prompts.append(Prompt(origin, _prompt_messages(value, fmt, origin)))
-        except _Bad as bad:
+        except Bad as bad:
             invalid.append(Invalid(line, bad.reason, bad.message, str(p), raw))
     return prompts, invalid
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tunesmith.clikit import fail as _fail
 from tunesmith.deploy.registry import GUARD_MODES, Registry, RegistryError, Version
 
 out = Console()
@@ -30,11 +31,6 @@ RegistryOpt = Annotated[
                  help="Registry database (default: ~/.cache/tunesmith/registry.db).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object to stdout.")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _open(registry: Path | None, create: bool = False) -> Registry:

@@ -26,12 +26,13 @@ import numpy as np
 from tunesmith.deploy.merge import ParityReport, encode_chat, greedy, load_adapted, parity_prompts
 from tunesmith.deploy.registry import Version
 from tunesmith.models import DEFAULT_MODEL, embedded_gguf, turn_end_token_id
+from tunesmith.errors import UserError
 
 TOLERANCE = {"f16": 1e-2, "q8_0": 1e-1}
 QUANT_BLOCK = 32  # q8_0 quantises rows in blocks of 32 values; other rows stay f16
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A model this exporter cannot write; the message says which part and why."""
 
 

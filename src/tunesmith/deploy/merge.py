@@ -16,6 +16,7 @@ from typing import Any
 
 from tunesmith.deploy.registry import Version
 from tunesmith.models import load_model, load_tokenizer, stop_token_ids
+from tunesmith.errors import UserError
 
 # Used when the run left no readable test split to draw parity prompts from.
 FALLBACK_PROMPTS = [
@@ -30,7 +31,7 @@ FALLBACK_PROMPTS = [
 ]
 
 
-class OutputError(ValueError):
+class OutputError(UserError):
     """An output path that must not be written (it would overwrite something that is not an export)."""
 
 

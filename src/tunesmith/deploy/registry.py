@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 from tunesmith.models import cache_dir
 from tunesmith.rules import RulesError, load_rules
+from tunesmith.errors import UserError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}@[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -74,7 +75,7 @@ CREATE TABLE IF NOT EXISTS alias_history (
 """
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """A registry operation that cannot be done; the message says which name and why."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tunesmith.clikit import fail as _fail
 from tunesmith.evaluate.score import TASKS, ScoreError, join_ids, read_outputs, score_predictions
 from tunesmith.rules import RulesError, load_rules
 
@@ -34,11 +35,6 @@ app = typer.Typer(
 
 _out = Console()
 _err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tunesmith.rules import parse_json_answer
+from tunesmith.errors import UserError
 
 DEFAULT_RUBRIC = (
     "Score how well the answer serves the user: 5 = correct, complete and in the requested format; "
@@ -36,7 +37,7 @@ _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 _REASK = 'That was not the verdict format. Reply with one JSON object only: {"score": <integer 1-5>, "reason": "<one sentence>"}'
 
 
-class JudgeError(RuntimeError):
+class JudgeError(UserError, RuntimeError):
     """The judge endpoint could not be used (connection, authentication, unknown model)."""
 
 

@@ -13,12 +13,13 @@ from typing import Any, Literal
 
 from tunesmith.evaluate import metrics
 from tunesmith.rules import RuleSet
+from tunesmith.errors import UserError
 
 Task = Literal["classification", "extraction", "generation", "compliance"]
 TASKS: tuple[str, ...] = ("classification", "extraction", "generation", "compliance")
 
 
-class ScoreError(ValueError):
+class ScoreError(UserError):
     """Inputs that cannot be scored; the message names the file, line or id."""
 
 

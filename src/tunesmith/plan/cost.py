@@ -4,7 +4,6 @@ template, then priced for managed fine-tuning APIs (prices.yaml, editable) and f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -12,8 +11,9 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tunesmith.data.records import Conversation
-from tunesmith.plan.memory import Method, ModelShape, estimate_step_time
+from tunesmith.plan.memory import Method, estimate_step_time
+from tunesmith.plan.shapes import ModelShape
+from tunesmith.errors import UserError
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 # Throughput is estimated for micro-batches of about this many tokens (packed or padding-free), since
@@ -39,7 +39,7 @@ class PriceTable(BaseModel):
     self_hosted: SelfHosted
 
 
-class PriceError(ValueError):
+class PriceError(UserError):
     pass
 
 
@@ -64,23 +64,16 @@ def load_prices(path: Path = DEFAULT_PRICES) -> PriceTable:
         raise PriceError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-def _ids(encoded: object) -> list[int]:
-    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True); 4.x a plain list
-    if isinstance(encoded, Mapping):
-        return list(encoded["input_ids"])
-    return list(encoded)  # type: ignore[arg-type]
-
-
-def count_tokens(tokenizer, convs: list[Conversation], on_record: Callable[[], None] | None = None) -> list[int]:
-    """Tokens per record exactly as training will see them: the chat template over all messages."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise PriceError("the tokenizer has no chat_template, so the training text cannot be rendered")
-    counts = []
-    for conv in convs:
-        counts.append(len(_ids(tokenizer.apply_chat_template([m.to_dict() for m in conv.messages], tokenize=True))))
-        if on_record:
-            on_record()
-    return counts
+def apply_length_policy(counts: list[int], max_seq_len: int, policy: str = "truncate") -> list[int]:
+    """Token counts as training keeps them under data.over_length: cut to max_seq_len, the longer records left
+    out ("drop"), or a PriceError naming how many are over ("error", which would stop training)."""
+    over = sum(c > max_seq_len for c in counts)
+    if policy == "drop":
+        return [c for c in counts if c <= max_seq_len]
+    if policy == "error" and over:
+        raise PriceError(f"{over} record(s) over max_seq_len={max_seq_len} tokens; with data.over_length: error "
+                         "training would stop on the first")
+    return [min(c, max_seq_len) for c in counts]
 
 
 @dataclass
@@ -112,7 +105,7 @@ def estimate_cost(
     gpu_hour_usd: float | None = None,
 ) -> CostEstimate:
     if epochs < 1:
-        raise ValueError("epochs must be at least 1")
+        raise UserError("epochs must be at least 1")
     per_epoch = sum(counts)
     total = per_epoch * epochs
     mean_len = per_epoch / len(counts)
@@ -132,7 +125,7 @@ def estimate_cost(
         batch = max(1, _TOKENS_PER_MICRO_BATCH // seq_len)
         tokens_per_second = estimate_step_time(shape, method, seq_len, batch, gpu=gpu, mfu=mfu).tokens_per_second
     if tokens_per_second <= 0:
-        raise ValueError("tokens per second must be positive")
+        raise UserError("tokens per second must be positive")
     if gpu_hour_usd is None:
         if gpu not in prices.self_hosted.gpu_hour_usd:
             raise PriceError(f"no GPU-hour price for {gpu!r} in the price table; pass --gpu-hour-usd")

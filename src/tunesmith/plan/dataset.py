@@ -12,11 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunesmith.data import formats
-from tunesmith.data.records import Conversation
-
-
-class DataError(ValueError):
-    """A file the plan stage cannot use; the message names the file (and line) and the reason."""
+from tunesmith.data.records import Conversation, Message
+from tunesmith.errors import DataError
 
 
 @dataclass
@@ -31,11 +28,10 @@ class Loaded:
         return f"{self.skipped} unreadable row(s) left out (first: {self.first_skipped}); see `tunesmith data check`"
 
 
-def read_conversations(path: Path) -> Loaded:
-    try:
-        result = formats.read_file(path)
-    except formats.DataError as exc:
-        raise DataError(str(exc)) from None
+def read_conversations(path: Path, system_prompt: str | None = None) -> Loaded:
+    """The file's conversations; `system_prompt` (data.system_prompt) goes first where a record has none, as
+    training adds it."""
+    result = formats.read_file(path)
     convs = [r for r in result.records if isinstance(r, Conversation)]
     if result.records and not convs:
         raise DataError(f"{path}: {result.format} records; planning needs conversations (chat, sharegpt, alpaca or text+label)")
@@ -43,6 +39,10 @@ def read_conversations(path: Path) -> Loaded:
     if not convs:
         reason = f" (first problem: line {first.line}: {first.message})" if first else ""
         raise DataError(f"{path}: no usable records{reason}")
+    if system_prompt:
+        for c in convs:
+            if c.system is None:
+                c.messages.insert(0, Message("system", system_prompt))
     return Loaded(convs, len(result.invalid), f"{first.file}:{first.line}: {first.message}" if first else None)
 
 

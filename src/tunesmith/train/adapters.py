@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 
 from tunesmith.config import RunConfig
+from tunesmith.errors import UserError
 
 VIRTUAL_TOKEN_METHODS = ("prompt_tuning", "prefix_tuning")
 _LINEAR = re.compile(r"Linear|Conv1D")  # module classes LoRA adapts, quantized ones (Linear4bit) included
 
 
-class MethodError(RuntimeError):
+class MethodError(UserError, RuntimeError):
     """A method this machine cannot run; the message says what to install or change."""
 
 

@@ -8,18 +8,13 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from tunesmith.clikit import fail as _fail
 from tunesmith.config import ConfigError, RunConfig, dump_config, load_config
 from tunesmith.models import BUILTIN_TEMPLATES
 
 _err = Console(stderr=True)
 config_app = typer.Typer(help="Validate run configs and print complete examples.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2):
-    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunesmith.errors import DataError  # the recipes' data errors are the project's one DataError
+from tunesmith.errors import DataError, UserError  # the recipes' data errors are the project's one DataError
 
 IGNORE = -100
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError):
     """The chat template does not render conversations as a growing prefix; masks cannot be derived."""
 
 
@@ -147,7 +147,7 @@ class EncodeReport:
         } | ({"val": self.val.to_dict()} if self.val else {})
 
 
-class OverLengthError(ValueError):
+class OverLengthError(UserError):
     pass
 
 
