@@ -497,6 +497,8 @@ def serve(
     print_only: Annotated[bool, typer.Option("--print", help="With --engine vllm: print the command only.")] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Largest max_tokens a request may ask.")] = 1024,
     queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests in flight before 429.")] = 64,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a request waits for its next output "
+                                                                    "before it is answered 503.")] = 300,
     log: Annotated[Optional[Path], typer.Option("--log", help="Request log (default: requests.db beside the "
                                                                "registry).")] = None,
     registry: RegistryOpt = None,
@@ -545,7 +547,7 @@ def serve(
     try:
         base_dir = str(resolve_model(base)) if base else None
         settings = ServeSettings(registry=registry, log=log, base=base_dir, api_key=api_key,
-                                 max_tokens_cap=max_tokens, queue_size=queue_size)
+                                 max_tokens_cap=max_tokens, queue_size=queue_size, timeout_s=timeout)
         app = create_app(settings)
     except (ModelError, RegistryError, ValueError) as e:
         _fail(str(e))

@@ -68,11 +68,11 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.type, self.param = status, message, code, type_, param
         self.headers = headers
 
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
     def response(self) -> JSONResponse:
-        return JSONResponse(
-            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}},
-            status_code=self.status, headers=self.headers,
-        )
+        return JSONResponse({"error": self.body()}, status_code=self.status, headers=self.headers)
 
 
 class _Message(BaseModel):
@@ -185,10 +185,30 @@ class Job:
     streamer: TokenStream | None = None
     stop_ids: list[int] | None = None  # the answering version's end tokens; None: the base tokenizer's
     future: Future = field(default_factory=Future)  # -> (completion token ids, hit_eos)
+    # Set by the request side when nobody waits for the answer any more (timeout, client gone): the worker
+    # skips the job, or stops generating once every job of its batch is abandoned.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
     def group_key(self) -> tuple:
         seed = self.seed if self.temperature > 0 else None  # greedy requests batch whatever their seed
         return (self.adapter.id if self.adapter else None, self.temperature, self.top_p, seed, tuple(self.stops))
+
+
+class GenerationError(RuntimeError):
+    """Generation of one job failed; the worker goes on with the next."""
+
+
+class _UntilAbandoned:
+    """A generate() stopping criterion: stop decoding a batch nobody waits for."""
+
+    def __init__(self, jobs: list[Job]):
+        self.jobs = jobs
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = all(j.abandoned.is_set() for j in self.jobs)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 class Engine:
@@ -206,12 +226,15 @@ class Engine:
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
+        self.died: str | None = None  # why the worker thread ended, when it ended without stop()
         self._thread = threading.Thread(target=self._run, name="tunesmith-worker", daemon=True)
         self._thread.start()
 
     # ---- admission ------------------------------------------------------------------------
 
     def submit(self, job: Job) -> Future:
+        if not self.alive():
+            raise self.dead_error()
         with self._lock:
             if self._pending >= self.settings.queue_size:
                 raise ApiError(429, f"server busy: {self._pending} requests queued; retry shortly",
@@ -229,23 +252,34 @@ class Engine:
         self.jobs.put(None)
         self._thread.join(timeout=10)
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def dead_error(self) -> ApiError:
+        return ApiError(503, f"the generation worker is dead ({self.died or 'stopped'}); restart tunesmith serve",
+                        "worker_dead", "server_error")
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            depth = self._pending
+        return {"worker_alive": self.alive(), "queue_depth": depth, "loaded_adapters": list(self.loaded)}
+
     # ---- worker ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            first = self.jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < 4 * self.settings.batch_size:
-                try:
-                    nxt = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self.jobs.put(None)
-                    break
-                batch.append(nxt)
+        try:
+            while self._serve_one_batch():
+                pass
+        except BaseException as e:  # only a bug gets here; say so on /health instead of hanging every request
+            self.died = f"{type(e).__name__}: {e}"
+            raise
+
+    def _serve_one_batch(self) -> bool:
+        first = self.jobs.get()
+        if first is None:
+            return False
+        batch = self._gather(first)
+        try:
             groups: dict[tuple, list[Job]] = {}
             for job in batch:
                 groups.setdefault(job.group_key(), []).append(job)
@@ -256,19 +290,39 @@ class Engine:
                 for j in jobs:
                     if j.streamer is not None:
                         self._guarded([j])
+        except Exception as e:  # a fault outside generation: fail what is left of this batch, keep serving
+            for j in batch:
+                _settle(j, error=GenerationError(f"{type(e).__name__}: {e}"))
+        return True
+
+    def _gather(self, first: Job) -> list[Job]:
+        batch = [first]
+        while len(batch) < 4 * self.settings.batch_size:
+            try:
+                nxt = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self.jobs.put(None)
+                break
+            batch.append(nxt)
+        # Claiming a job's future makes it impossible to cancel from the request side, so the result set
+        # later always lands; a job already cancelled (its request timed out while queued) is dropped here.
+        return [j for j in batch if _claim(j)]
 
     def _guarded(self, jobs: list[Job]) -> None:
         try:
             self._activate(jobs[0].adapter)
             results = self._generate(jobs)
-        except Exception as e:  # one bad adapter must not kill the worker
-            for j in jobs:
-                if j.streamer is not None:
-                    j.streamer.end()
-                j.future.set_exception(e)
+        except Exception as e:
+            if len(jobs) > 1:  # find the job that fails: the others of its batch still get their answers
+                for j in jobs:
+                    self._guarded([j])
+                return
+            _settle(jobs[0], error=GenerationError(f"{type(e).__name__}: {e}"))
             return
         for j, r in zip(jobs, results):
-            j.future.set_result(r)
+            _settle(j, result=r)
 
     def _activate(self, version: Version | None) -> None:
         if version is None:
@@ -323,7 +377,8 @@ class Engine:
         with ctx, torch.no_grad():
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max(j.max_new_tokens for j in jobs),
-                eos_token_id=stops, pad_token_id=pad, streamer=j0.streamer, **kwargs,
+                eos_token_id=stops, pad_token_id=pad, streamer=j0.streamer,
+                stopping_criteria=[_UntilAbandoned(jobs)], **kwargs,
             )
         results = []
         for row, j in zip(out[:, width:].tolist(), jobs):
@@ -331,6 +386,23 @@ class Engine:
             end = next((k for k, t in enumerate(row) if t in stops), None)
             results.append((row if end is None else row[:end], end is not None))
         return results
+
+
+def _claim(job: Job) -> bool:
+    if job.abandoned.is_set():
+        job.future.cancel()
+    return job.future.set_running_or_notify_cancel()
+
+
+def _settle(job: Job, result: Any = None, error: BaseException | None = None) -> None:
+    if job.streamer is not None:
+        job.streamer.end()
+    if job.future.done():  # already failed by a fault earlier in the same batch
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)
 
 
 @dataclass
@@ -424,6 +496,10 @@ class Server:
         return ids + [a.alias for a in self.registry.aliases() if all(v in ids for v, _ in a.targets)]
 
 
+def _failed(e: GenerationError) -> ApiError:
+    return ApiError(500, f"generation failed: {e}", "generation_failed", "server_error")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")  # Python's json accepts NaN/Infinity; JSON does not
 
@@ -507,13 +583,17 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         temperature, seed = req.temperature, req.seed
         attempt = 0
         while True:
-            fut = srv.engine.submit(
-                Job(target.version, prompt_ids, new_tokens(req, len(prompt_ids)), temperature, req.top_p, seed,
-                    req.stops(), stop_ids=target.stop_ids))
+            job = Job(target.version, prompt_ids, new_tokens(req, len(prompt_ids)), temperature, req.top_p, seed,
+                      req.stops(), stop_ids=target.stop_ids)
+            fut = srv.engine.submit(job)
             try:
                 ids, hit_eos = await asyncio.wait_for(asyncio.wrap_future(fut), settings.timeout_s)
             except asyncio.TimeoutError:
                 raise ApiError(503, "generation timed out; retry later", "timeout", "server_error") from None
+            except GenerationError as e:
+                raise _failed(e) from None
+            finally:
+                job.abandoned.set()  # also when the client went away while waiting
             text, stopped = _cut_at_stop(srv.engine.tok.decode(ids, skip_special_tokens=True), req.stops())
             finish = "stop" if hit_eos or stopped else "length"
             results = target.rules.check_answer(text, last_user) if target.rules else None
@@ -604,6 +684,17 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         tok = srv.engine.tok
 
         def events() -> Iterator[str]:
+            try:
+                yield from tokens()
+            except GenerationError as e:  # the status line is sent: the error goes in the stream, as OpenAI's does
+                yield _sse({"error": _failed(e).body()})
+            except queue.Empty:
+                yield _sse({"error": ApiError(503, "generation timed out; retry later", "timeout",
+                                              "server_error").body()})
+            finally:
+                job.abandoned.set()  # the client may have gone: stop decoding for nobody
+
+        def tokens() -> Iterator[str]:
             ids: list[int] = []
             text, sent, stopped = "", 0, False
             for token in streamer:
@@ -634,12 +725,21 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health(request: Request) -> JSONResponse:
+        state = srv.engine.health()
+        try:
+            check_key(request)
+        except ApiError:  # probes need no key; which versions are loaded is for key holders
+            del state["loaded_adapters"]
+        if not state["worker_alive"]:
+            return JSONResponse({"status": "dead", "error": srv.engine.dead_error().message, **state}, 503)
+        return JSONResponse({"status": "ok", **state})
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         check_key(request)
+        if not srv.engine.alive():  # listing models a dead worker cannot answer would hide the outage
+            raise srv.engine.dead_error()
         return {"object": "list",
                 "data": [{"id": m, "object": "model", "created": 0, "owned_by": "tunesmith"} for m in srv.model_ids()]}
 

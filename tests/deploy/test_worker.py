@@ -1,0 +1,182 @@
+"""The generation worker outlives whatever one request does: time out, hang up mid-stream, fail."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.deploy.live import Running
+from tunesmith.deploy.registry import Registry
+from tunesmith.deploy.server import GenerationError, Job, Server, ServeSettings, create_app
+
+KEY = "k"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHAT = [{"role": "user", "content": "What is a lease?"}]
+
+
+@pytest.fixture(scope="module")
+def served(deploy_env, tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("worker") / "registry.db")
+    vid = reg.add(deploy_env.runs[0], "legal").id
+    settings = ServeSettings(registry=reg.path, api_key=KEY, timeout_s=1, max_tokens_cap=64, queue_size=32, seed=0)
+    srv = Server(settings)
+    running = Running(create_app(settings, srv))
+    yield srv, running.url, vid
+    running.stop()
+    srv.engine.stop()
+
+
+def _ask(url: str, model: str, **extra) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", headers=AUTH, timeout=30,
+                      json={"model": model, "messages": CHAT, "max_tokens": 1, **extra})
+
+
+def _idle(url: str) -> dict:
+    """/health once the worker has nothing queued or running (it may still be finishing an abandoned job)."""
+    deadline = time.time() + 20
+    while (h := httpx.get(url + "/health", headers=AUTH).json())["queue_depth"]:
+        assert time.time() < deadline, h
+        time.sleep(0.05)
+    return h
+
+
+def _hold_generation(monkeypatch, engine) -> threading.Event:
+    """The next generate call waits (bounded) until the returned event is set, then generates as usual."""
+    release, real = threading.Event(), engine._generate
+    calls = []
+
+    def slow(jobs):
+        if not calls:
+            calls.append(1)
+            release.wait(timeout=20)
+        return real(jobs)
+
+    monkeypatch.setattr(engine, "_generate", slow)
+    return release
+
+
+def test_a_request_that_outlives_the_timeout_leaves_the_worker_alive(served, monkeypatch):
+    srv, url, vid = served
+    release = _hold_generation(monkeypatch, srv.engine)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(_ask, url, vid, max_tokens=64)  # held inside generate past the 1 s timeout
+        time.sleep(0.3)
+        queued = pool.submit(_ask, url, vid)  # times out while still queued behind it
+        assert running.result().status_code == 503 and running.result().json()["error"]["code"] == "timeout"
+        assert queued.result().status_code == 503
+    release.set()  # the held generation now finishes for a request that is gone
+    health = _idle(url)
+    assert health["status"] == "ok" and health["worker_alive"] and health["loaded_adapters"] == [vid]
+    r = _ask(url, vid)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 1
+
+
+def test_a_client_that_hangs_up_mid_stream_leaves_the_worker_alive(served):
+    _, url, vid = served
+    with httpx.stream("POST", url + "/v1/chat/completions", headers=AUTH, timeout=30,
+                      json={"model": vid, "messages": CHAT, "max_tokens": 64, "stream": True}) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the first chunk arrived; closing the stream now drops the connection
+    _idle(url)
+    r = _ask(url, vid)
+    assert r.status_code == 200, r.text
+
+
+def test_a_failing_generation_fails_only_its_request(served, monkeypatch):
+    srv, url, vid = served
+    real, calls = srv.engine._generate, []
+
+    def fails_once(jobs):
+        if not calls:
+            calls.append(1)
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return real(jobs)
+
+    monkeypatch.setattr(srv.engine, "_generate", fails_once)
+    r = _ask(url, vid)
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["code"] == "generation_failed" and "RuntimeError: CUDA error: device-side assert" in err["message"]
+    assert _ask(url, vid).status_code == 200
+
+
+def test_one_bad_job_in_a_batch_fails_alone(served, monkeypatch):
+    """Batched requests fail together in generate(); each is then tried alone so only the bad one fails."""
+    srv, _, _ = served
+    engine = srv.engine
+    real, sizes = engine._generate, []
+    entered, release = threading.Event(), threading.Event()
+
+    def poisoned(jobs):
+        entered.set()
+        release.wait(timeout=20)  # the first call holds the worker while the rest queue up as one batch
+        sizes.append(len(jobs))
+        if any(j.max_new_tokens == 3 for j in jobs):
+            raise ValueError("poisoned")
+        return real(jobs)
+
+    monkeypatch.setattr(engine, "_generate", poisoned)
+    prompt = engine.tok("What is a lease?")["input_ids"]
+    plug = engine.submit(Job(None, prompt, 2, 0.0, 1.0, None, []))
+    assert entered.wait(timeout=20)
+    burst = [engine.submit(Job(None, prompt, 3 if i == 0 else 2, 0.0, 1.0, None, [])) for i in range(6)]
+    release.set()
+    assert len(plug.result(timeout=20)[0]) == 2
+    with pytest.raises(GenerationError, match="ValueError: poisoned"):
+        burst[0].result(timeout=20)
+    assert all(len(f.result(timeout=20)[0]) == 2 for f in burst[1:])
+    assert sizes[:2] == [1, 6]  # the six were batched, then retried one by one
+
+
+def test_a_dead_worker_is_not_hidden(deploy_env, tmp_path):
+    reg = Registry(tmp_path / "registry.db")
+    vid = reg.add(deploy_env.runs[0], "legal").id
+    settings = ServeSettings(registry=reg.path)
+    srv = Server(settings)
+    app = create_app(settings, srv)
+    from fastapi.testclient import TestClient
+
+    srv.engine.jobs.put("not a job")  # a bug in the loop itself, outside any one job's try block
+    srv.engine._thread.join(timeout=10)
+    with TestClient(app) as client:
+        h = client.get("/health")
+        assert h.status_code == 503 and h.json()["status"] == "dead" and not h.json()["worker_alive"]
+        assert "AttributeError" in h.json()["error"]
+        r = client.get("/v1/models")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "worker_dead"
+        r = client.post("/v1/chat/completions", json={"model": vid, "messages": CHAT, "max_tokens": 1})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "worker_dead"  # at once, not after a timeout
+
+
+def test_health_names_loaded_adapters_only_to_key_holders(served):
+    _, url, _ = served
+    assert "loaded_adapters" in httpx.get(url + "/health", headers=AUTH).json()
+    anonymous = httpx.get(url + "/health")
+    assert anonymous.status_code == 200 and anonymous.json()["worker_alive"]
+    assert "loaded_adapters" not in anonymous.json()
+
+
+def test_64_clients_get_answers_or_429_and_the_worker_lives(served, monkeypatch):
+    srv, _, vid = served
+    settings = srv.settings.model_copy(update={"timeout_s": 120})  # a loaded CI box must not turn into 503s
+    running = Running(create_app(settings, srv))
+    release = _hold_generation(monkeypatch, srv.engine)  # the worker holds its first batch while all 64 arrive
+    try:
+        with ThreadPoolExecutor(64) as pool:
+            futures = [pool.submit(_ask, running.url, (vid, "base")[i % 2], max_tokens=4) for i in range(64)]
+            deadline = time.time() + 60
+            while sum(f.done() for f in futures) < 64 - settings.queue_size:  # the ones beyond the queue
+                assert time.time() < deadline
+                time.sleep(0.05)
+            release.set()
+            statuses = [f.result().status_code for f in futures]
+        assert statuses.count(429) == 64 - settings.queue_size and statuses.count(200) == settings.queue_size
+        assert _idle(running.url)["worker_alive"]
+    finally:
+        release.set()
+        running.stop()
