@@ -18,7 +18,9 @@ from tunesmith.deploy.cli import flywheel_app
 from tunesmith.deploy.flywheel import export_records
 from tunesmith.deploy.merge import encode_chat, greedy, load_adapted
 from tunesmith.deploy.registry import Registry
-from tunesmith.deploy.server import Server, ServeSettings, create_app
+from tunesmith.deploy.serve.app import create_app
+from tunesmith.deploy.serve.settings import ServeSettings
+from tunesmith.deploy.serve.state import Server
 
 KEY = "test-key"
 CHAT = [{"role": "user", "content": "What is a lease?"}]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +13,10 @@ import pytest
 
 from tests.deploy.live import Running
 from tunesmith.deploy.registry import Registry
-from tunesmith.deploy.server import GenerationError, Job, Server, ServeSettings, create_app
+from tunesmith.deploy.serve.app import create_app
+from tunesmith.deploy.serve.engine import Generation, GenerationError, Job, Outcome
+from tunesmith.deploy.serve.settings import ServeSettings
+from tunesmith.deploy.serve.state import Server
 
 KEY = "k"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -49,11 +54,11 @@ def _hold_generation(monkeypatch, engine) -> threading.Event:
     release, real = threading.Event(), engine._generate
     calls = []
 
-    def slow(jobs):
+    def slow(*args):
         if not calls:
             calls.append(1)
             release.wait(timeout=20)
-        return real(jobs)
+        return real(*args)
 
     monkeypatch.setattr(engine, "_generate", slow)
     return release
@@ -91,11 +96,11 @@ def test_a_failing_generation_fails_only_its_request(served, monkeypatch):
     srv, url, vid = served
     real, calls = srv.engine._generate, []
 
-    def fails_once(jobs):
+    def fails_once(*args):
         if not calls:
             calls.append(1)
             raise RuntimeError("CUDA error: device-side assert triggered")
-        return real(jobs)
+        return real(*args)
 
     monkeypatch.setattr(srv.engine, "_generate", fails_once)
     r = _ask(url, vid)
@@ -105,31 +110,61 @@ def test_a_failing_generation_fails_only_its_request(served, monkeypatch):
     assert _ask(url, vid).status_code == 200
 
 
+def test_a_stream_that_fails_before_its_first_token_is_a_5xx_and_after_it_an_error_event(served, monkeypatch):
+    srv, url, vid = served
+    real, calls = srv.engine._generate, []
+
+    def fails(jobs, gens=()):
+        calls.append(1)
+        if len(calls) == 2:  # the second stream gets one token out before it breaks
+            gens[0].tokens(srv.engine.tok("lease")["input_ids"])
+        if len(calls) <= 2:
+            raise RuntimeError("out of memory")
+        return real(jobs, gens)
+
+    monkeypatch.setattr(srv.engine, "_generate", fails)
+    ask = {"model": vid, "messages": CHAT, "max_tokens": 8, "stream": True}
+    r = httpx.post(url + "/v1/chat/completions", headers=AUTH, json=ask, timeout=30)
+    assert r.status_code == 500 and r.json()["error"]["code"] == "generation_failed"
+    with httpx.stream("POST", url + "/v1/chat/completions", headers=AUTH, json=ask, timeout=30) as r:
+        assert r.status_code == 200
+        events = [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith("data: ")]
+    assert events[0]["choices"][0]["delta"]["content"] == "lease"
+    assert events[-1]["error"]["code"] == "generation_failed" and "out of memory" in events[-1]["error"]["message"]
+    assert _ask(url, vid).status_code == 200
+
+
 def test_one_bad_job_in_a_batch_fails_alone(served, monkeypatch):
     """Batched requests fail together in generate(); each is then tried alone so only the bad one fails."""
-    srv, _, _ = served
-    engine = srv.engine
+    engine = served[0].engine
     real, sizes = engine._generate, []
     entered, release = threading.Event(), threading.Event()
 
-    def poisoned(jobs):
+    def poisoned(jobs, *rest):
         entered.set()
         release.wait(timeout=20)  # the first call holds the worker while the rest queue up as one batch
         sizes.append(len(jobs))
         if any(j.max_new_tokens == 3 for j in jobs):
             raise ValueError("poisoned")
-        return real(jobs)
+        return real(jobs, *rest)
+
+    async def answer(gen: Generation) -> Outcome | str:
+        try:
+            return [e async for e in gen.events(20)][-1]
+        except GenerationError as e:
+            return str(e)
+
+    async def scenario() -> list:
+        prompt = engine.tok("What is a lease?")["input_ids"]
+        plug = engine.submit(Job(None, prompt, 2, 0.0, 1.0, None, []))
+        assert await asyncio.to_thread(entered.wait, 20)
+        burst = [engine.submit(Job(None, prompt, 3 if i == 0 else 2, 0.0, 1.0, None, [])) for i in range(6)]
+        release.set()
+        return await asyncio.gather(*map(answer, [plug, *burst]))
 
     monkeypatch.setattr(engine, "_generate", poisoned)
-    prompt = engine.tok("What is a lease?")["input_ids"]
-    plug = engine.submit(Job(None, prompt, 2, 0.0, 1.0, None, []))
-    assert entered.wait(timeout=20)
-    burst = [engine.submit(Job(None, prompt, 3 if i == 0 else 2, 0.0, 1.0, None, [])) for i in range(6)]
-    release.set()
-    assert len(plug.result(timeout=20)[0]) == 2
-    with pytest.raises(GenerationError, match="ValueError: poisoned"):
-        burst[0].result(timeout=20)
-    assert all(len(f.result(timeout=20)[0]) == 2 for f in burst[1:])
+    plug, bad, *good = asyncio.run(scenario())
+    assert len(plug.ids) == 2 and bad == "ValueError: poisoned" and all(len(o.ids) == 2 for o in good)
     assert sizes[:2] == [1, 6]  # the six were batched, then retried one by one
 
 
@@ -141,12 +176,16 @@ def test_a_dead_worker_is_not_hidden(deploy_env, tmp_path):
     app = create_app(settings, srv)
     from fastapi.testclient import TestClient
 
-    srv.engine.jobs.put("not a job")  # a bug in the loop itself, outside any one job's try block
+    def broken(first):
+        raise SystemExit("a bug in the worker loop")  # outside any one job's try block
+
+    srv.engine._gather = broken
+    srv.engine.jobs.put(("wake", "up"))
     srv.engine._thread.join(timeout=10)
     with TestClient(app) as client:
         h = client.get("/health")
         assert h.status_code == 503 and h.json()["status"] == "dead" and not h.json()["worker_alive"]
-        assert "AttributeError" in h.json()["error"]
+        assert h.json()["error"] == "SystemExit: a bug in the worker loop"
         r = client.get("/v1/models")
         assert r.status_code == 503 and r.json()["error"]["code"] == "worker_dead"
         r = client.post("/v1/chat/completions", json={"model": vid, "messages": CHAT, "max_tokens": 1})

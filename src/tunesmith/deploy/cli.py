@@ -531,7 +531,8 @@ def serve(
         _fail(f"--engine {engine!r}: expected embedded or vllm")
     import uvicorn
 
-    from tunesmith.deploy.server import ServeSettings, create_app
+    from tunesmith.deploy.serve.app import create_app
+    from tunesmith.deploy.serve.settings import ServeSettings
     from tunesmith.models import ModelError, resolve_model
 
     run_json = Path(base).expanduser() / "run.json" if base else None
