@@ -535,15 +535,17 @@ def serve(
     from tunesmith.deploy.serve.settings import ServeSettings
     from tunesmith.models import ModelError, resolve_model
 
-    run_json = Path(base).expanduser() / "run.json" if base else None
-    if run_json is not None and run_json.is_file() and (run_json.parent / "model" / "config.json").is_file():
-        base = str(run_json.parent / "model")  # a full fine-tune's run directory: its model
+    from tunesmith.rundir import RunDir, RunDirError
+
+    run = RunDir(Path(base).expanduser()) if base else None
+    if run is not None and run.info_path.is_file() and (run.path / "model" / "config.json").is_file():
+        base = str(run.path / "model")  # a full fine-tune's run directory: its model
         try:
-            system_prompt = json.loads(run_json.read_text(encoding="utf-8")).get("system_prompt")
-        except json.JSONDecodeError:
+            system_prompt = run.info().system_prompt
+        except RunDirError:  # the note is advice; an unreadable run.json does not stop its model being served
             system_prompt = None
         if system_prompt:
-            err.print(f"note: {run_json.parent} trained with a system prompt that `base` does not add; send it in "
+            err.print(f"note: {run.path} trained with a system prompt that `base` does not add; send it in "
                       f"each request: {system_prompt!r}", highlight=False, soft_wrap=True)
     try:
         base_dir = str(resolve_model(base)) if base else None

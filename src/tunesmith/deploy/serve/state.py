@@ -11,6 +11,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tunesmith.deploy.flywheel import RequestLog
 from tunesmith.deploy.merge import tokenizer_dir
@@ -43,7 +44,10 @@ class Target:
 
 
 class Server:
-    def __init__(self, settings: ServeSettings):
+    def __init__(self, settings: ServeSettings,
+                 make_engine: Callable[[str, str, ServeSettings], Engine] = EmbeddedEngine):
+        """`make_engine(base dir, tokenizer dir, settings)` builds what runs the model (the seam for engines
+        outside this process)."""
         self.settings = settings
         self.registry = Registry(settings.registry)
         self.log = RequestLog(settings.log or self.registry.path.with_name("requests.db"))
@@ -61,7 +65,7 @@ class Server:
         same_base = [v for v in versions if self._same_base(v)]
         if same_base and not (Path(self.base) / "tokenizer_config.json").is_file():
             tokenizer_from = str(same_base[0].adapter_dir)
-        self.engine: Engine = EmbeddedEngine(self.base, tokenizer_from, settings)
+        self.engine = make_engine(self.base, tokenizer_from, settings)
         self._chat_formats: dict[str, tuple[str | None, list[int]]] = {}
 
     def chat_format(self, version: Version | None) -> tuple[str | None, list[int]]:
