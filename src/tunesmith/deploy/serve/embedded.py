@@ -14,6 +14,7 @@ import queue
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.deploy.registry import Version
@@ -21,7 +22,11 @@ from tunesmith.deploy.serve.engine import EngineDead, Generation, GenerationErro
 from tunesmith.deploy.serve.settings import ServeSettings
 from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 
-_Work = tuple[Job, Generation]
+@dataclass
+class _Work:
+    job: Job
+    gen: Generation
+    settled: bool = False  # answered, failed or skipped; no longer counted against the queue
 
 
 class EmbeddedEngine:
@@ -55,7 +60,7 @@ class EmbeddedEngine:
                 raise QueueFull(f"server busy: {self._pending} requests queued; retry shortly")
             self._pending += 1
         gen = Generation()
-        self.jobs.put((job, gen))
+        self.jobs.put(_Work(job, gen))
         return gen
 
     def loaded_adapters(self) -> list[str]:
@@ -90,20 +95,17 @@ class EmbeddedEngine:
         try:
             groups: dict[tuple, list[_Work]] = {}
             for work in batch:
-                groups.setdefault(work[0].group_key(), []).append(work)
+                groups.setdefault(work.job.group_key(), []).append(work)
             for group in groups.values():
-                plain = [w for w in group if not w[0].stream]
+                plain = [w for w in group if not w.job.stream]
                 for i in range(0, len(plain), self.settings.batch_size):
                     self._guarded(plain[i:i + self.settings.batch_size])
                 for w in group:
-                    if w[0].stream:
+                    if w.job.stream:
                         self._guarded([w])
-        except Exception as e:  # a fault outside generation: fail this batch, keep serving
-            for _, gen in batch:
-                gen.fail(GenerationError(f"{type(e).__name__}: {e}"))
-        finally:
-            with self._lock:
-                self._pending -= len(batch)
+        except Exception as e:  # a fault outside generation: fail what is left of this batch, keep serving
+            for w in batch:
+                self._settle(w, GenerationError(f"{type(e).__name__}: {e}"))
         return True
 
     def _gather(self, first: _Work) -> list[_Work]:
@@ -120,22 +122,35 @@ class EmbeddedEngine:
         return batch
 
     def _guarded(self, work: list[_Work]) -> None:
-        work = [w for w in work if not w[1].abandoned]  # their requests timed out while queued, or hung up
+        for w in work:
+            if w.gen.abandoned:  # its request timed out while queued, or hung up
+                self._settle(w, None)
+        work = [w for w in work if not w.settled]
         if not work:
             return
-        jobs, gens = [j for j, _ in work], [g for _, g in work]
         try:
-            self._activate(jobs[0].adapter)
-            results = self._generate(jobs, gens)
+            self._activate(work[0].job.adapter)
+            results = self._generate([w.job for w in work], [w.gen for w in work])
         except Exception as e:
             if len(work) > 1:  # find the job that fails: the others of its batch still get their answers
                 for w in work:
                     self._guarded([w])
                 return
-            gens[0].fail(GenerationError(f"{type(e).__name__}: {e}"))
+            self._settle(work[0], GenerationError(f"{type(e).__name__}: {e}"))
             return
-        for gen, outcome in zip(gens, results):
-            gen.finish(outcome)
+        for w, outcome in zip(work, results):
+            self._settle(w, outcome)
+
+    def _settle(self, w: _Work, result: Outcome | GenerationError | None) -> None:
+        if w.settled:
+            return
+        w.settled = True
+        with self._lock:  # first: the slot is free by the time the client, answered, asks again
+            self._pending -= 1
+        if isinstance(result, Outcome):
+            w.gen.finish(result)
+        elif result is not None:
+            w.gen.fail(result)
 
     def _activate(self, version: Version | None) -> None:
         if version is None:
