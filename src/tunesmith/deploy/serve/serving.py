@@ -126,8 +126,8 @@ class Serving:
     # ---- the completion path ---------------------------------------------------------------
 
     async def run(self, p: Prepared, stream: bool, record: bool = True) -> AsyncIterator[str | Completion]:
-        """Text pieces, then the Completion. Raises ApiError before the first piece when the answer cannot
-        be given (busy, timed out, failed, rejected by the rules guard)."""
+        """Text pieces, then the Completion; ApiError when there is no answer to give (busy, timed out,
+        failed, refused by the rules guard). A guard that may refuse decides before the first piece."""
         live = stream and p.target.guard in ("off", "report")
         temperature, seed = p.req.temperature, p.req.seed
         attempt = 0
