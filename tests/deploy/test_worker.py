@@ -92,6 +92,27 @@ def test_a_client_that_hangs_up_mid_stream_leaves_the_worker_alive(served):
     assert r.status_code == 200, r.text
 
 
+def test_a_stream_nobody_reads_stops_decoding(served, monkeypatch):
+    engine = served[0].engine
+    real, lengths = engine._generate, []
+
+    def measured(*args):
+        out = real(*args)
+        lengths.append(len(out[0].ids))
+        return out
+
+    async def read_one_then_leave() -> None:
+        prompt = engine.tok("What is a lease?")["input_ids"]
+        events = engine.submit(Job(None, prompt, 400, 0.0, 1.0, None, [], stream=True)).events(20)
+        assert isinstance(await anext(events), list)
+        await events.aclose()  # what a hung-up client's response does
+
+    monkeypatch.setattr(engine, "_generate", measured)
+    asyncio.run(read_one_then_leave())
+    _idle(served[1])
+    assert len(lengths) == 1 and lengths[0] < 400  # the stopping criterion ended it early
+
+
 def test_a_failing_generation_fails_only_its_request(served, monkeypatch):
     srv, url, vid = served
     real, calls = srv.engine._generate, []
