@@ -72,14 +72,12 @@ def create_app(settings: ServeSettings, server: Server | None = None) -> FastAPI
         req = parse(model_cls, await read_json(request))
         p = serving.prepare(req)
         headers = {"X-Tunesmith-Version": p.target.answered_by}
-        pieces = serving.run(p, stream=req.stream)
         if req.stream:
+            pieces = serving.run(p, stream=True)
             first = await anext(pieces)
             return StreamingResponse(_sse_stream(serving, p, first, pieces), media_type="text/event-stream",
                                      headers=headers)
-        async with aclosing(pieces):
-            async for done in pieces:
-                pass
+        done = await serving.complete(p)
         return JSONResponse(completion_body(p.rid, p.endpoint, p.target.answered_by, done.text, done.finish,
                                             done.prompt_tokens, done.completion_tokens, serving.extra(p, done)),
                             headers=headers)

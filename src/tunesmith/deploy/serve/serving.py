@@ -161,6 +161,11 @@ class Serving:
             yield done.text
         yield done
 
+    async def complete(self, p: Prepared) -> Completion:
+        """The plain (not streamed) answer."""
+        async with aclosing(self.run(p, stream=False)) as items:
+            return await anext(items)  # a plain run yields its Completion alone
+
     async def _decode(self, job: Job, decoder: _StopDecoder) -> AsyncIterator[str | Outcome]:
         try:
             gen = self.engine.submit(job)
