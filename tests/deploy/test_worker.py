@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,22 @@ def test_a_stream_that_fails_before_its_first_token_is_a_5xx_and_after_it_an_err
     assert events[0]["choices"][0]["delta"]["content"] == "lease"
     assert events[-1]["error"]["code"] == "generation_failed" and "out of memory" in events[-1]["error"]["message"]
     assert _ask(url, vid).status_code == 200
+
+
+def test_an_adapter_that_fails_to_load_is_named_without_server_paths(served, deploy_env, tmp_path):
+    srv, url, vid = served
+    before = _ask(url, vid, max_tokens=8).json()["choices"][0]["message"]["content"]
+    run = shutil.copytree(deploy_env.runs[1], tmp_path / "broken-run")
+    broken = srv.registry.add(run, "broken").id
+    (srv.registry.version(broken).adapter_dir / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    r = _ask(url, broken)
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["code"] == "generation_failed" and f"loading the adapter of {broken} failed" in err["message"]
+    assert str(tmp_path) not in err["message"]
+    assert broken not in srv.engine.loaded_adapters()
+    after = _ask(url, vid, max_tokens=8)  # the half-loaded adapter left nothing behind that changes answers
+    assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"] == before
 
 
 def test_one_bad_job_in_a_batch_fails_alone(served, monkeypatch):

@@ -10,6 +10,7 @@ stopped, a job whose generation raises fails alone, and a fault in the loop itse
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import uuid
@@ -21,6 +22,9 @@ from tunesmith.deploy.registry import Version
 from tunesmith.deploy.serve.engine import EngineDead, Generation, GenerationError, Job, Outcome, QueueFull
 from tunesmith.deploy.serve.settings import ServeSettings
 from tunesmith.models import load_model, load_tokenizer, stop_token_ids
+
+_log = logging.getLogger(__name__)
+
 
 @dataclass
 class _Work:
@@ -128,14 +132,24 @@ class EmbeddedEngine:
         work = [w for w in work if not w.settled]
         if not work:
             return
+        adapter = work[0].job.adapter
         try:
-            self._activate(work[0].job.adapter)
+            self._activate(adapter)
+        except Exception as e:  # the group shares the adapter, so all of it fails
+            assert adapter is not None  # the base needs no loading
+            _log.exception("loading the adapter of %s failed", adapter.id)
+            for w in work:  # the message names the version; the path and traceback stay in the server's log
+                self._settle(w, GenerationError(f"loading the adapter of {adapter.id} failed ({type(e).__name__}); "
+                                                "the server log has the details"))
+            return
+        try:
             results = self._generate([w.job for w in work], [w.gen for w in work])
         except Exception as e:
             if len(work) > 1:  # find the job that fails: the others of its batch still get their answers
                 for w in work:
                     self._guarded([w])
                 return
+            _log.exception("generation failed")
             self._settle(work[0], GenerationError(f"{type(e).__name__}: {e}"))
             return
         for w, outcome in zip(work, results):
