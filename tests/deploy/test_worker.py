@@ -257,3 +257,20 @@ def test_64_clients_get_answers_or_429_and_the_worker_lives(served, monkeypatch)
     finally:
         release.set()
         running.stop()
+
+
+def test_serve_timeout_option_reaches_the_serving_layer(deploy_env, tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import app
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda a, **kw: served.append(a))
+    res = CliRunner().invoke(app, ["serve", "--base", str(deploy_env.base), "--registry", str(tmp_path / "r.db"),
+                                   "--timeout", "7.5"])
+    assert res.exit_code == 0, res.output
+    try:
+        assert served[0].state.serving.settings.timeout_s == 7.5
+    finally:
+        served[0].state.server.engine.stop()
