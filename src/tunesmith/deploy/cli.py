@@ -534,7 +534,6 @@ def serve(
     from tunesmith.deploy.serve.app import create_app
     from tunesmith.deploy.serve.settings import ServeSettings
     from tunesmith.models import ModelError, resolve_model
-
     from tunesmith.rundir import RunDir, RunDirError
 
     run = RunDir(Path(base).expanduser()) if base else None
