@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,42 +11,19 @@ import httpx
 import openai
 import pytest
 import typer
-import uvicorn
 from typer.testing import CliRunner
 
+from tests.deploy.live import Running
 from tunesmith.deploy.cli import flywheel_app
 from tunesmith.deploy.flywheel import export_records
 from tunesmith.deploy.merge import encode_chat, greedy, load_adapted
 from tunesmith.deploy.registry import Registry
-from tunesmith.deploy.server import Server, ServeSettings, create_app
+from tunesmith.deploy.serve.app import create_app
+from tunesmith.deploy.serve.settings import ServeSettings
+from tunesmith.deploy.serve.state import Server
 
 KEY = "test-key"
 CHAT = [{"role": "user", "content": "What is a lease?"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    """uvicorn in a thread on 127.0.0.1 with a free port."""
-
-    def __init__(self, app):
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -494,6 +494,8 @@ def serve(
     print_only: Annotated[bool, typer.Option("--print", help="With --engine vllm: print the command only.")] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Largest max_tokens a request may ask.")] = 1024,
     queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests in flight before 429.")] = 64,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a request waits for its next output "
+                                                                    "before it is answered 503.")] = 300,
     log: Annotated[Optional[Path], typer.Option("--log", help="Request log (default: requests.db beside the "
                                                                "registry).")] = None,
     registry: RegistryOpt = None,
@@ -526,23 +528,25 @@ def serve(
         _fail(f"--engine {engine!r}: expected embedded or vllm")
     import uvicorn
 
-    from tunesmith.deploy.server import ServeSettings, create_app
+    from tunesmith.deploy.serve.app import create_app
+    from tunesmith.deploy.serve.settings import ServeSettings
     from tunesmith.models import ModelError, resolve_model
+    from tunesmith.rundir import RunDir, RunDirError
 
-    run_json = Path(base).expanduser() / "run.json" if base else None
-    if run_json is not None and run_json.is_file() and (run_json.parent / "model" / "config.json").is_file():
-        base = str(run_json.parent / "model")  # a full fine-tune's run directory: its model
+    run = RunDir(Path(base).expanduser()) if base else None
+    if run is not None and run.info_path.is_file() and (run.path / "model" / "config.json").is_file():
+        base = str(run.path / "model")  # a full fine-tune's run directory: its model
         try:
-            system_prompt = json.loads(run_json.read_text(encoding="utf-8")).get("system_prompt")
-        except json.JSONDecodeError:
+            system_prompt = run.info().system_prompt
+        except RunDirError:  # the note is advice; an unreadable run.json does not stop its model being served
             system_prompt = None
         if system_prompt:
-            err.print(f"note: {run_json.parent} trained with a system prompt that `base` does not add; send it in "
+            err.print(f"note: {run.path} trained with a system prompt that `base` does not add; send it in "
                       f"each request: {system_prompt!r}", highlight=False, soft_wrap=True)
     try:
         base_dir = str(resolve_model(base)) if base else None
         settings = ServeSettings(registry=registry, log=log, base=base_dir, api_key=api_key,
-                                 max_tokens_cap=max_tokens, queue_size=queue_size)
+                                 max_tokens_cap=max_tokens, queue_size=queue_size, timeout_s=timeout)
         app = create_app(settings)
     except (ModelError, RegistryError, ValueError) as e:
         _fail(str(e))
