@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -67,6 +68,10 @@ def test_store_survives_deleting_the_run(env, reg, tmp_path):
         (lambda r: (r / "adapter" / "adapter_model.safetensors").unlink(), "safetensors only"),
         (lambda r: (r / "run.json").write_text("{not json"), r"not valid JSON \(line 1"),
         (lambda r: (r / "run.json").unlink(), "not a run directory"),
+        (lambda r: (r / "run.json").write_text(json.dumps({**json.loads((r / "run.json").read_text()),
+                                                           "train_seconds": "fast"})), r"run.json: train_seconds: "),
+        (lambda r: (r / "run.json").write_text(json.dumps({**json.loads((r / "run.json").read_text()),
+                                                           "schema_version": 2})), "schema_version 2 is newer"),
     ],
 )
 def test_add_refuses_unusable_runs(env, reg, tmp_path, mutate, message):
@@ -76,6 +81,16 @@ def test_add_refuses_unusable_runs(env, reg, tmp_path, mutate, message):
     with pytest.raises(RegistryError, match=message):
         reg.add(run, "legal")
     assert reg.versions() == []
+
+
+@pytest.mark.parametrize("text, message", [("{not json", r"results.json: not valid JSON \(line 1"),
+                                           ('{"task": "chat", "systems": {"tuned": 0.9}}', "results.json: systems.tuned: ")])
+def test_an_unreadable_evaluation_is_recorded_naming_the_file(env, reg, tmp_path, text, message):
+    run = tmp_path / "run"
+    shutil.copytree(env.runs[0], run)
+    (run / "eval" / "results.json").write_text(text)
+    lineage = reg.add(run, "legal").lineage
+    assert re.search(message, lineage["eval"]["error"]) and lineage["gate"] is None
 
 
 def test_alias_split_rollback_and_remove(env, reg):
