@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.deploy.registry import Version
-from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 from tunesmith.rundir import RunDir, RunDirError
+from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 
 # Used when the run left no readable test split to draw parity prompts from.
 FALLBACK_PROMPTS = [

@@ -31,9 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from tunesmith.rundir import RunDir, RunDirError
 from tunesmith.models import cache_dir
 from tunesmith.rules import RulesError, load_rules
-from tunesmith.rundir import RunDir, RunDirError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}@[a-z0-9][a-z0-9_.-]{0,63}$")
