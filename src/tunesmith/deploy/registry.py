@@ -408,7 +408,9 @@ def read_lineage(run: Path) -> dict[str, Any]:
     else:
         if results is not None:
             tuned = results.systems.get("tuned")
-            evaluation = {"metrics": tuned.metrics if tuned else None, "gate": results.gate}
+            # as written, however the eval stage types it
+            gate = results.model_dump(mode="json", include={"gate"}, exclude_unset=True).get("gate")
+            evaluation = {"metrics": tuned.metrics if tuned else None, "gate": gate}
     rules_yaml = None
     if info.rules:
         rules_path = Path(info.rules)
