@@ -139,7 +139,8 @@ def _validate(model: type[A], raw: Any, path: Path, newest: int) -> A:
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
-        raise RunDirError(f"{err['msg']} (got {err['input']!r:.80})", file=str(path), field=field) from None
+        got = "" if err["type"] == "missing" else f" (got {err['input']!r:.80})"  # a missing field's input is its parent
+        raise RunDirError(err["msg"] + got, file=str(path), field=field) from None
 
 
 def _load(model: type[A], path: Path, newest: int) -> A:
