@@ -188,6 +188,26 @@ def test_cli_round_trip_json(env, tmp_path):
     assert code == 2 and "no run.json" in msg and "Traceback" not in msg
 
 
+def test_removed_version_numbers_are_never_reused(deploy_env, tmp_path):
+    """Reusing legal-v3's id for a new adapter would make a rollback silently serve the wrong model."""
+    from datetime import datetime
+
+    from tunesmith.deploy.registry import RegistryError
+
+    env = deploy_env
+    r = Registry(tmp_path / "r.db")
+    day = datetime(2026, 11, 22)
+    v1, v2, v3 = (r.add(run, "legal", today=day).id for run in env.runs)
+    r.set_alias("legal@prod", v3)
+    r.set_alias("legal@prod", v2)
+    r.remove(v3)
+    again = r.add(env.runs[0], "legal", today=day)
+    assert again.id == "legal-v4-20261122" and again.number == 4
+    with pytest.raises(RegistryError, match="version legal-v3-20261122 was removed"):
+        r.rollback("legal@prod")
+    assert r.alias("legal@prod").targets == [(v2, 1.0)]
+
+
 def test_vllm_command_parses_with_shlex(env, tmp_path):
     reg = Registry(tmp_path / "r.db")
     v1, v2 = (reg.add(r, "legal", today=DAY).id for r in env.runs[:2])
