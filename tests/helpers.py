@@ -1,5 +1,7 @@
-"""Helpers shared by test subjects: repository paths and fake finished training runs (a tiny llama
-+ a LoRA adapter with non-zero B) for the deploy and end-to-end tests."""
+"""Helpers shared by test subjects: repository paths, fake finished training runs (a tiny llama
++ a LoRA adapter with non-zero B) for the deploy and end-to-end tests, records and files written inside a
+test, and the CLI run as a user runs it. Test files import the short helpers under the local names their
+tests use (`from tests.helpers import chat as _chat`)."""
 
 from __future__ import annotations
 
@@ -118,3 +120,89 @@ PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '
 GEMMA = ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
          "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
          "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
+
+
+# --- records and files written inside a test --------------------------------------------------------------
+
+
+def chat(user: str, answer: str, system: str | None = None) -> dict:
+    """One chat record: a user turn and its answer, after a system turn when one is given."""
+    msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return {"messages": ([{"role": "system", "content": system}] if system else []) + msgs}
+
+
+def write_rows(path: Path, rows: list) -> Path:
+    """One JSON value per line (a string row is written as a JSON string, not as raw text)."""
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_pairs(path: Path, pairs) -> Path:
+    """Chat records from (question, answer) pairs, one a line."""
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": u},
+                                                     {"role": "assistant", "content": a}]}) + "\n"
+                            for u, a in pairs))
+    return path
+
+
+def random_words(rng: random.Random, n: int = 15) -> str:
+    """n words from a 5000-word vocabulary: texts that are neither exact nor near duplicates of each other."""
+    return " ".join(f"w{rng.randrange(5000)}" for _ in range(n))
+
+
+def train_config(tmp_path: Path, tiny, **over) -> Path:
+    """run.yaml for one step on six chat pairs (tmp_path/train.jsonl); `over` replaces or updates sections."""
+    write_pairs(tmp_path / "train.jsonl", [(f"question {i}", f"answer {i}") for i in range(6)])
+    raw = {"name": "qa", "model": str(tiny), "output_dir": "runs",
+           "data": {"train": "train.jsonl", "max_seq_len": 40},
+           "train": {"max_steps": 1, "batch_size": 2, "logging_steps": 1}}
+    for key, value in over.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    f = tmp_path / "run.yaml"
+    f.write_text(json.dumps(raw))
+    return f
+
+
+# --- driving the CLI ----------------------------------------------------------------------------------------
+
+
+def one_line(res) -> str:
+    """A CLI result's output as one line: rich wraps long messages at the terminal width."""
+    return " ".join(res.output.split())
+
+
+def cli_error(res) -> str:
+    """The message of a CLI run that must have been refused as a user error (exit 2, no traceback)."""
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    return one_line(res)
+
+
+def data_check(*args: str) -> tuple[int, dict]:
+    """`tunesmith data check ARGS --json`: the exit code and the report."""
+    from typer.testing import CliRunner
+
+    from tunesmith.data.cli import app
+
+    res = CliRunner().invoke(app, ["check", *args, "--json"])
+    assert "Traceback" not in res.output
+    return res.exit_code, json.loads(res.stdout)
+
+
+def deploy_cli(*args: str):
+    """The registry, export and serve commands, run as `tunesmith ARGS` would run them."""
+    import typer
+    from typer.testing import CliRunner
+
+    from tunesmith.deploy.cli import export_app, registry_app, serve
+
+    app = typer.Typer()
+    app.add_typer(registry_app, name="registry")
+    app.add_typer(export_app, name="export")
+    app.command("serve")(serve)
+    return CliRunner().invoke(app, list(args))
+
+
+def version_id(reg, name: str, n: int = 1) -> str:
+    """The id of the n-th version registered under `name`."""
+    return reg.versions(name)[n - 1].id

@@ -1,11 +1,14 @@
 """Run config: complete commented examples per method, validation errors that name the field, --set overrides."""
 
+from typing import get_args
+
 import yaml
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.config import RunConfig, load_config
 from tests.helpers import EXAMPLES
+from tests.helpers import cli_error as _error
 
 runner = CliRunner()
 
@@ -80,6 +83,108 @@ def test_missing_integrations_fail_before_loading_with_what_to_install(tmp_path,
     absent.clear()  # with the packages present the same config passes
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     check_method(load_config(path, ["train.liger=true"]))
+
+
+def test_validate_checks_every_file_and_value(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("data:\n  train: t.jsonl\n  mix:\n    - {path: general.jsonl, weight: 0.2}\n"
+                 "  chat_template: mine.jinja\n")
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    msg = _error(runner.invoke(app, ["config", "validate", str(f)]))
+    assert msg.endswith(f"data.mix[0].path: {tmp_path / 'general.jsonl'}; "
+                        f"data.chat_template: {tmp_path / 'mine.jinja'}")
+    mix = "data.mix=[{path: t.jsonl, weight: 0.6}, {path: t.jsonl, weight: 0.4}]"
+    msg = _error(runner.invoke(app, ["config", "validate", str(f), "--set", mix]))
+    assert msg == f"error: {f}: data.mix weights must add up to less than 1 (the rest is the main training set)"
+    msg = _error(runner.invoke(app, ["config", "validate", str(f), "--set", "train.scheduler=cosin",
+                                     "--set", "train.dtype=fp16", "--set", "dpo.loss_type=dpo"]))
+    assert "dpo.loss_type: Input should be 'sigmoid'" in msg and "train.scheduler: Input should be 'linear'" in msg
+    assert "train.dtype: Input should be 'auto', 'float32', 'bfloat16' or 'float16'" in msg
+    msg = _error(runner.invoke(app, ["config", "validate", str(f), "--set", "objective=grpo",
+                                     "--set", "train.keep_best=true"]))
+    assert msg.endswith("train.keep_best need a val loss, which objective grpo does not compute")
+    msg = _error(runner.invoke(app, ["config", "validate", str(f), "--set", "data..train=x.jsonl"]))
+    assert msg == "error: --set data..train=…: expected a dotted field name such as train.lr"
+
+
+def test_every_scheduler_offered_runs_without_extra_arguments():
+    import torch
+    from transformers import get_scheduler
+
+    names = get_args(RunConfig.model_fields["train"].annotation.model_fields["scheduler"].annotation)
+    for name in names:
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+        get_scheduler(name, opt, num_warmup_steps=1, num_training_steps=4)
+    assert len(names) == 8
+
+
+def test_config_example_names_the_methods():
+    msg = _error(runner.invoke(app, ["config", "example", "--method", "dora"]))
+    assert msg == "error: --method 'dora': choose one of lora, qlora, full, prompt_tuning, prefix_tuning"
+
+
+def test_run_name_and_output_dir_must_make_a_run_directory(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("name: ../elsewhere\n")
+    assert _error(runner.invoke(app, ["config", "validate", str(f)])) == (
+        f"error: {f}: name: '../elsewhere' must be one directory name (no '/', not '.' or '..')")
+    (tmp_path / "runs").write_text("a file where the runs should go")
+    f.write_text("name: legal\noutput_dir: runs\n")
+    assert _error(runner.invoke(app, ["config", "validate", str(f)])) == (
+        f"error: {f}: output_dir: {tmp_path / 'runs'} is a file, so the run directory {tmp_path / 'runs' / 'legal'} "
+        "cannot be made")
+
+
+def test_set_keeps_text_that_yaml_block_syntax_would_change(tmp_path):
+    import yaml
+
+    f = tmp_path / "run.yaml"
+    f.write_text("name: legal\n")
+    for text in ("Answer: yes", "- cite the statute", "#1 rule: be brief"):
+        res = runner.invoke(app, ["config", "validate", str(f), "--set", f"data.system_prompt={text}"])
+        assert res.exit_code == 0, res.output
+        assert yaml.safe_load(res.stdout)["data"]["system_prompt"] == text
+    res = runner.invoke(app, ["config", "validate", str(f), "--set", "name=2026", "--set", "lora.layers=[0, 1]",
+                              "--set", "data.val=null", "--set", "train.lr=1e-4"])
+    cfg = yaml.safe_load(res.stdout)
+    assert (cfg["name"], cfg["lora"]["layers"], cfg["data"]["val"], cfg["train"]["lr"]) == ("2026", [0, 1], None, 1e-4)
+
+
+def test_set_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    import yaml
+
+    (tmp_path / "configs").mkdir()
+    f = tmp_path / "configs" / "run.yaml"
+    f.write_text("data:\n  train: train.jsonl\n")
+    (tmp_path / "configs" / "train.jsonl").write_text("{}\n")
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "mine.jsonl").write_text("{}\n")
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, ["config", "validate", str(f), "--set", "data.train=data/mine.jsonl",
+                              "--set", "output_dir=out", "--set", "data.mix=[{path: data/mine.jsonl}]",
+                              "--set", "data.chat_template=chatml", "--set", "model=org/name"])
+    assert res.exit_code == 0, res.output
+    cfg = yaml.safe_load(res.stdout)
+    assert cfg["data"]["train"] == cfg["data"]["mix"][0]["path"] == str(work / "data" / "mine.jsonl")
+    assert (cfg["output_dir"], cfg["data"]["chat_template"], cfg["model"]) == (str(work / "out"), "chatml", "org/name")
+    # a path written in the file stays relative to the file
+    assert yaml.safe_load(runner.invoke(app, ["config", "validate", str(f), "--set", "train.lr=0.1"]).stdout
+                          )["data"]["train"] == str(tmp_path / "configs" / "train.jsonl")
+
+
+def test_config_file_with_a_key_twice_or_not_utf8_is_refused(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("train:\n  lr: 0.1\ndata:\n  train: t.jsonl\ntrain:\n  epochs: 2\n")
+    msg = _error(runner.invoke(app, ["config", "validate", str(f)]))
+    assert msg.startswith(f"error: {f}: not valid YAML: 'train' is given twice (the first would be silently ignored)")
+    assert "line 5, column 1" in msg
+    f.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    assert _error(runner.invoke(app, ["config", "validate", str(f)])) == (
+        f"error: {f}: not UTF-8 text (byte 9); save the file as UTF-8")
+    f.write_text("train:\n  <<: {lr: 1, epochs: 3}\n  lr: 0.5\n")  # a merge key's value may be overridden
+    res = runner.invoke(app, ["config", "validate", str(f)])
+    assert res.exit_code == 0 and "  lr: 0.5\n" in res.stdout and "  epochs: 3.0\n" in res.stdout
 
 
 def test_model_paths_are_stored_absolute(tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """The rules contract: planted good and bad answers, exact outcomes."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -85,6 +87,31 @@ def test_bad_rules_are_named(tmp_path, body, fragment):
     with pytest.raises(RulesError) as e:
         load_rules(p)
     assert str(p) in str(e.value) and fragment in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"name": "w", "forbidden": ["however", ""]}, "rule 'w': forbidden needs one or more non-empty words"),
+        ({"name": "w", "forbidden": []}, "rule 'w': forbidden needs one or more non-empty words"),
+        ({"name": "n", "ends_with": "  "}, "rule 'n': ends_with is empty"),
+        ({"name": "m", "max_words": -1}, "rule 'm': max_words must be 0 or more, got -1"),
+    ],
+)
+def test_rules_that_would_match_everything_are_refused(rule: dict, message: str) -> None:
+    with pytest.raises(RulesError) as e:
+        parse_rules({"rules": [rule]}, "r.yaml")
+    assert str(e.value) == f"r.yaml: rule #1 ({rule['name']}): {message}"
+
+
+def test_yaml_booleans_in_a_rule_are_explained(tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load("rules:\n  - name: neg\n    forbidden: [no, never]\n")
+    with pytest.raises(RulesError) as e:
+        parse_rules(data, "r.yaml")
+    assert str(e.value) == ("r.yaml: rule #1 (neg): forbidden.0: Input should be a valid string "
+                            "(YAML read it as False: put the text in quotes)")
 
 
 def test_rule_named_all_and_absurdly_nested_json_answers():

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.errors import UserError
 
@@ -27,19 +28,43 @@ class _Artefact(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
 
+class DataFile(_Artefact):
+    """One data split as training read it. The sealed test split has no `count` (it is never read
+    during training); pre-tokenized examples passed in memory have only `in_memory`."""
+
+    path: str | None = None
+    sha256: str | None = None
+    count: int | None = None
+    in_memory: int | None = None
+
+
+class DataManifest(_Artefact):
+    """run.json `data`: the files a run trained on, pinned by hash; `mix` lists the mixed-in files."""
+
+    train: DataFile | None = None
+    val: DataFile | None = None
+    test: DataFile | None = None
+    mix: list[dict[str, Any]] | None = None
+
+    def splits(self) -> dict[str, DataFile]:
+        """The splits recorded, by name, in train/val/test order."""
+        return {name: f for name in ("train", "val", "test") if (f := getattr(self, name)) is not None}
+
+
 class RunInfo(_Artefact):
     """run.json: what a training run is and how it ended. Files from before `schema_version`
-    existed load as version 1 (their keys are the same)."""
+    existed load as version 1 (their keys are the same). A missing `status` stays None rather than
+    being guessed."""
 
     schema_version: int = RUN_SCHEMA
     name: str | None = None
-    status: Literal["running", "finished", "failed"] = "running"
+    status: Literal["running", "finished", "failed"] | None = None
     created: str | None = None
     method: str | None = None
     objective: str | None = None
     base_model: str | None = None
     model_spec: str | None = None
-    data: dict[str, Any] = {}
+    data: DataManifest = Field(default_factory=DataManifest)
     rules: str | None = None
     system_prompt: str | None = None
     packing: bool | None = None
@@ -55,47 +80,95 @@ class RunInfo(_Artefact):
     final_reward: float | None = None
 
 
+class TestSplit(_Artefact):
+    """results.json `test`: the file the systems were scored on and how many examples it gave."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+    path: str | None = None
+    sha256: str | None = None
+    n: int | None = None
+
+
+class SystemResult(_Artefact):
+    """results.json `systems[name]`: the scores of one system (base, prompted, tuned)."""
+
+    metrics: dict[str, Any] = {}
+
+
+class Example(_Artefact):
+    """results.json `examples[i]`: one test example, each system's answer and its per-rule checks."""
+
+    id: int | None = None
+    line: int | None = None
+    prompt: str | None = None
+    reference: str | None = None
+    outputs: dict[str, str] = {}
+    passes: dict[str, dict[str, bool]] = {}
+
+
 class EvalResults(_Artefact):
     """eval/results.json: every number the CLI, the report, the registry and the UI show."""
 
     schema_version: int = RESULTS_SCHEMA
     task: str
     title: str | None = None
-    test: dict[str, Any] = {}
+    test: TestSplit | None = None
     rules: str | None = None
     few_shot: int | None = None
-    systems: dict[str, dict[str, Any]] = {}
-    examples: list[dict[str, Any]] = []
+    systems: dict[str, SystemResult] = {}
+    examples: list[Example] = []
     regression: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
     loss_curve: list[dict[str, Any]] = []
 
 
-def _load(model: type[BaseModel], path: Path, newest: int):
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunDirError(f"cannot read it: {e}", file=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"not valid JSON: {e.msg}", file=str(path), line=e.lineno) from None
+A = TypeVar("A", bound=_Artefact)
+
+
+def _validate(model: type[A], raw: Any, path: Path, newest: int) -> A:
     if not isinstance(raw, dict):
         raise RunDirError("not a JSON object", file=str(path))
     version = raw.get("schema_version", 1)
-    if not isinstance(version, int) or version > newest:
-        raise RunDirError(f"schema_version {version!r} is newer than this tunesmith reads ({newest})",
+    if type(version) is not int:
+        raise RunDirError(f"expected an integer, got {version!r}", file=str(path), field="schema_version")
+    if version > newest:
+        raise RunDirError(f"schema_version {version} is newer than this tunesmith reads ({newest})",
                           file=str(path), field="schema_version", hint="upgrade tunesmith")
     try:
         return model.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
-        raise RunDirError(err["msg"], file=str(path), field=field) from None
+        got = "" if err["type"] == "missing" else f" (got {err['input']!r:.80})"  # a missing field's input is its parent
+        raise RunDirError(err["msg"] + got, file=str(path), field=field) from None
 
 
-def _dump(path: Path, model: BaseModel) -> None:
+def _load(model: type[A], path: Path, newest: int) -> A:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"cannot read it: {e}", file=str(path)) from None
+    except json.JSONDecodeError as e:
+        # the registry has always said it this way, and its callers match on it
+        raise RunDirError(f"not valid JSON (line {e.lineno}: {e.msg})", file=str(path)) from None
+    return _validate(model, raw, path, newest)
+
+
+def _whole_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _dump(path: Path, model: _Artefact) -> None:
+    # Only the keys that were set (or loaded): a file keeps the shape its writer gave it, plus the
+    # schema version, instead of growing a null for every field this module knows.
+    data = {"schema_version": model.schema_version, **model.model_dump(mode="json", exclude_unset=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(model.model_dump(mode="json"), indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)  # a reader never sees half a file
 
 
@@ -127,34 +200,47 @@ class RunDir:
     def results_path(self) -> Path:
         return self.eval_dir / "results.json"
 
+    def is_run(self) -> bool:
+        """Whether this is a run directory at all (it has a run.json)."""
+        return self.info_path.is_file()
+
     def info(self) -> RunInfo:
         """run.json, typed. A directory without one is refused by name."""
-        if not self.info_path.is_file():
+        if not self.is_run():
             raise RunDirError("no run.json: not a tunesmith run directory", file=str(self.path))
         return _load(RunInfo, self.info_path, RUN_SCHEMA)
+
+    def finished(self) -> bool:
+        return self.is_run() and self.info().status == "finished"
+
+    def write_info(self, info: RunInfo | dict[str, Any]) -> RunInfo:
+        """Validate and write run.json; `created` is stamped on first write. Returns what was written."""
+        if isinstance(info, dict):
+            info = _validate(RunInfo, info, self.info_path, RUN_SCHEMA)
+        if info.created is None:
+            info = info.model_copy(update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        _dump(self.info_path, info)
+        return info
+
+    def update_info(self, changes: dict[str, Any]) -> RunInfo:
+        """Change some run.json keys, keeping the others (unknown ones included)."""
+        current = self.info().model_dump(mode="json", exclude_unset=True) if self.is_run() else {}
+        return self.write_info({**current, **changes})
+
+    def read_info(self) -> dict[str, Any]:
+        """Deprecated: run.json as a plain dict ({} when absent); use `info()`."""
+        warnings.warn("RunDir.read_info() is deprecated; use RunDir.info()", DeprecationWarning, stacklevel=2)
+        return self.info().model_dump(mode="json", exclude_unset=True) if self.is_run() else {}
 
     def results(self) -> EvalResults | None:
         """eval/results.json, typed; None before the run was evaluated."""
         return _load(EvalResults, self.results_path, RESULTS_SCHEMA) if self.results_path.is_file() else None
 
-    def write_results(self, results: EvalResults) -> Path:
+    def write_results(self, results: EvalResults | dict[str, Any]) -> Path:
+        if isinstance(results, dict):
+            results = _validate(EvalResults, results, self.results_path, RESULTS_SCHEMA)
         _dump(self.results_path, results)
         return self.results_path
-
-    def finished(self) -> bool:
-        return self.info_path.is_file() and self.read_info().get("status") == "finished"
-
-    def read_info(self) -> dict[str, Any]:
-        return json.loads(self.info_path.read_text(encoding="utf-8")) if self.info_path.is_file() else {}
-
-    def write_info(self, info: dict[str, Any]) -> None:
-        info.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        tmp = self.info_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(self.info_path)
-
-    def update_info(self, changes: dict[str, Any]) -> None:
-        self.write_info({**self.read_info(), **changes})
 
     def write_text(self, name: str, text: str) -> Path:
         p = self.path / name
@@ -165,16 +251,16 @@ class RunDir:
     def reset(self) -> None:
         for name in ("adapter", "model", "merged", "checkpoints", "eval"):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for name in ("run.json", "metrics.jsonl", "loss.png", "report.html"):
-            (self.path / name).unlink(missing_ok=True)
+        for path in (self.info_path, self.metrics, self.path / "loss.png", self.path / "report.html"):
+            path.unlink(missing_ok=True)
 
     def last_checkpoint(self) -> Path | None:
         """The newest complete checkpoint. The trainer writes trainer_state.json last, so a checkpoint
-        without it was being written when the process died and is skipped."""
+        without it, or with one cut short, was being written when the process died and is skipped."""
         if not self.checkpoints.is_dir():
             return None
         ckpts = [p for p in self.checkpoints.glob("checkpoint-*")
-                 if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+                 if p.name.split("-")[-1].isdigit() and _whole_json(p / "trainer_state.json")]
         return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
     def truncate_metrics(self, step: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from tunesmith.data.check import check
 from tunesmith.data.cli import app
 from tunesmith.data.formats import read_file, read_files, write_jsonl
 from tunesmith.data.records import Conversation, Preference, Text
+from tunesmith.rules import parse_json_answer
 from tests.helpers import FIXTURES
+from tests.helpers import chat as _chat, data_check as _check, random_words as _words, write_rows as _write
 
 FIX = FIXTURES / "data"
 CHAT = FIX / "chat_defects.jsonl"
@@ -224,6 +227,138 @@ def test_cli_unusable_arguments_exit_2(tmp_path):
     assert runner.invoke(app, ["check", str(CHAT), "--near-dup-threshold", "1.5"]).exit_code == 2
     res = runner.invoke(app, ["check", str(CHAT), "--tokenizer", str(tmp_path)])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_one_class_only_is_warned(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    code, rep = _check(str(_write(tmp_path / "one.jsonl", [{"text": _words(rng), "label": "spam"} for _ in range(5)])))
+    assert code == 0
+    assert "every labelled record has the label 'spam': a classifier needs at least two classes" in rep["warnings"]
+
+
+def _tokenizer(path: Path, template: bool) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["alpha beta gamma delta"], trainers.WordLevelTrainer(special_tokens=["<unk>", "</s>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
+    if template:
+        fast.chat_template = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
+    fast.save_pretrained(path)
+    return path
+
+
+def test_raw_text_lengths_with_a_tokenizer_that_has_no_chat_template(tmp_path: Path) -> None:
+    tok = _tokenizer(tmp_path / "tok", template=False)
+    raw = tmp_path / "raw.txt"
+    raw.write_text("alpha beta gamma\nalpha delta unknownword beta gamma\n", encoding="utf-8")
+    code, rep = _check(str(raw), "--tokenizer", str(tok), "--max-seq-len", "4")
+    assert code == 0, rep
+    assert rep["length_unit"] == "tokens"
+    assert rep["length_tokens"] == {"min": 3, "p50": 3, "p95": 5, "max": 5}
+    assert rep["over_length"] == {"count": 1, "lines": [2], "max_seq_len": 4}
+    chat = _write(tmp_path / "chat.jsonl", [_chat("alpha", "beta")])
+    res = runner.invoke(app, ["check", str(chat), "--tokenizer", str(tok)])
+    assert res.exit_code == 2
+    assert "no chat template; conversations and preference pairs need one" in res.stderr
+
+
+def test_chat_token_lengths_apply_the_local_template(tmp_path: Path) -> None:
+    tok = _tokenizer(tmp_path / "tok", template=True)
+    # "user alpha beta</s>assistant gamma</s>": user alpha beta </s> assistant gamma </s> → 'user'/'assistant' are <unk>
+    code, rep = _check(str(_write(tmp_path / "c.jsonl", [_chat("alpha beta", "gamma")])), "--tokenizer", str(tok))
+    assert code == 0, rep
+    assert rep["length_tokens"]["max"] == 7
+
+
+def test_nan_and_infinity_are_not_valid_json_answers(tmp_path: Path) -> None:
+    assert parse_json_answer("NaN") == (False, None)
+    assert parse_json_answer('{"a": Infinity}') == (False, None)
+    assert parse_json_answer('```json\n{"a": 1}\n```') == (True, {"a": 1})
+    rules = tmp_path / "r.yaml"
+    rules.write_text("rules:\n  - name: json\n    valid_json: true\n", encoding="utf-8")
+    data = _write(tmp_path / "d.jsonl", [_chat("q1", "NaN"), _chat("q2", '{"a": 1}'), _chat("q3", "[1, -Infinity]")])
+    code, rep = _check(str(data), "--rules", str(rules))
+    assert (code, rep["rule_violations"]) == (1, {"json": [1, 3]})
+
+
+def test_records_the_chat_template_refuses_are_errors_not_a_traceback(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    path = _tokenizer(tmp_path / "tok", template=True)
+    tok = AutoTokenizer.from_pretrained(path)
+    # like Mistral's and Gemma's templates: roles must alternate, starting with the user
+    tok.chat_template = (
+        "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}{{ m['content'] }}</s>{% endfor %}"
+    )
+    tok.save_pretrained(path)
+    rows = [_chat("alpha", "beta"), {"messages": [{"role": "user", "content": "alpha"}, {"role": "user", "content": "gamma"},
+                                                  {"role": "assistant", "content": "delta"}]}, _chat("gamma", "delta", "beta")]
+    res = runner.invoke(app, ["check", str(_write(tmp_path / "d.jsonl", rows)), "--tokenizer", str(path), "--json"])
+    assert res.exit_code == 1, res.output
+    rep = json.loads(res.stdout)
+    assert rep["template_refused"] == [{"line": 2, "message": "roles must alternate"},
+                                       {"line": 3, "message": "roles must alternate"}]
+    assert (rep["errors"], rep["length_tokens"]) == (2, {"min": 4, "p50": 4, "p95": 4, "max": 4})
+
+
+def test_near_duplicates_in_a_script_without_spaces_are_found(tmp_path: Path) -> None:
+    a = "今天天气很好，我们去公园散步吧。然后我们去吃午饭，下午再回家休息一下。晚上一起看电影怎么样？"
+    rows = [_chat(a, "好的"), _chat(a.replace("怎么样", "好吗"), "好的"), _chat("明天我要去北京出差，大概一周后回来。", "好的")]
+    code, rep = _check(str(_write(tmp_path / "zh.jsonl", rows)))
+    assert code == 0, rep
+    assert [(p["line"], p["duplicate_of"]) for p in rep["near_duplicate_pairs"]] == [(2, 1)]
+    assert rep["near_duplicate_pairs"][0]["similarity"] > 0.8
+
+
+def test_labels_differing_only_in_case_or_spaces_are_warned_about(tmp_path: Path) -> None:
+    rows = [{"text": "a b", "label": "pos"}, {"text": "c d", "label": "Pos"}, {"text": "e f", "label": "pos "},
+            {"text": "g h", "label": "neg"}]
+    code, rep = _check(str(_write(tmp_path / "l.jsonl", rows)))
+    assert code == 0, rep
+    assert rep["label_counts"] == {"Pos": 1, "neg": 1, "pos": 1, "pos ": 1}
+    assert "labels 'Pos', 'pos', 'pos ' differ only in case or spaces; they are counted as different classes" \
+        in rep["warnings"]
+
+
+def test_duplicate_table_names_the_files_when_there_are_several(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # short names: the table has room for them
+    rng = random.Random(4)
+    texts = [_words(rng, 20) for _ in range(3)]
+    _write(tmp_path / "a.jsonl", [_chat(t, "ok") for t in texts])
+    _write(tmp_path / "b.jsonl", [_chat(texts[1], "ok")])
+    res = runner.invoke(app, ["check", "a.jsonl", "b.jsonl"])
+    rows = [line for line in res.stdout.splitlines() if "b.jsonl:1" in line]  # old table: "1 │ 2", no file
+    assert len(rows) == 1
+    row = rows[0]
+    assert [cell.strip() for cell in row.split("│")[1:4]] == ["b.jsonl:1", "a.jsonl:2", "exact"]
+
+
+def test_rules_on_raw_text_say_they_checked_nothing(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text("rules:\n  - name: notice\n    ends_with: Not legal advice.\n", encoding="utf-8")
+    raw = tmp_path / "raw.txt"
+    raw.write_text("one document\nanother document\n", encoding="utf-8")
+    code, rep = _check(str(raw), "--rules", str(rules))
+    assert (code, rep["rule_violations"]) == (0, {"notice": []})
+    assert "2 text records have no answer: the rules were not checked on them" in rep["warnings"]
+
+
+def test_checking_train_and_test_together_names_the_leak(tmp_path: Path) -> None:
+    rng = random.Random(6)
+    texts = [_words(rng, 30) for _ in range(8)]
+    train = _write(tmp_path / "train.jsonl", [_chat(t, "ok") for t in texts])
+    test = _write(tmp_path / "test.jsonl", [_chat(texts[2] + " please", "ok"), _chat(texts[4], "ok"),
+                                            _chat(_words(rng, 30), "ok")])
+    code, rep = _check(str(train), str(test))
+    assert code == 0, rep
+    assert f"2 records of {test} repeat records of {train}: if these are train and test data, the test set leaks" \
+        in rep["warnings"]
+    assert [(p["file"], p["line"], p["duplicate_of"]) for p in rep["exact_duplicate_pairs"]] == [(str(test), 2, 5)]
+    assert [(p["file"], p["line"], p["duplicate_of"]) for p in rep["near_duplicate_pairs"]] == [(str(test), 1, 3)]
 
 
 def _good_records(n: int) -> list[dict]:

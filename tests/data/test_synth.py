@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from tunesmith.data.cli import app
 from tunesmith.data.synth import read_prompts, review_path, synth
+from tests.helpers import write_rows as _write
 
 runner = CliRunner()
 
@@ -121,6 +122,24 @@ def test_synth_rate_limit_and_failures_via_cli(tmp_path, teacher):
     assert [json.loads(x)["messages"][0]["content"] for x in out.read_text().splitlines()][:4] == [
         f"question number {i}" for i in range(1, 5)
     ]
+
+
+def test_synth_lists_the_prompts_it_could_not_read_and_refuses_an_empty_file(tmp_path: Path) -> None:
+    prompts = _write(tmp_path / "p.jsonl", [{"messages": [{"role": "assistant", "content": "no question"}]},
+                                            {"messages": []}])
+    args = ["synth", "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "t", "-o", str(tmp_path / "o.jsonl")]
+    res = runner.invoke(app, [*args, "--prompts", str(prompts), "--json"])
+    assert res.exit_code == 1, res.output
+    s = json.loads(res.stdout)
+    assert (s["prompts"], s["written"], s["invalid_prompts"]) == (0, 0, 2)
+    assert [(x["file"], x["line"], x["reason"]) for x in s["invalid_prompt_records"]] == [
+        (str(prompts), 1, "no_user_turn"), (str(prompts), 2, "empty_content")]
+    res = runner.invoke(app, [*args, "--prompts", str(prompts)])
+    assert "invalid prompt, line 1: no_user_turn (the prompt does not end on a user turn)" in res.stdout
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    res = runner.invoke(app, [*args, "--prompts", str(empty)])
+    assert res.exit_code == 2 and f"{empty}: no prompts" in res.stderr
 
 
 def test_prompts_from_chat_records(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -67,6 +68,10 @@ def test_store_survives_deleting_the_run(env, reg, tmp_path):
         (lambda r: (r / "adapter" / "adapter_model.safetensors").unlink(), "safetensors only"),
         (lambda r: (r / "run.json").write_text("{not json"), r"not valid JSON \(line 1"),
         (lambda r: (r / "run.json").unlink(), "not a run directory"),
+        (lambda r: (r / "run.json").write_text(json.dumps({**json.loads((r / "run.json").read_text()),
+                                                           "train_seconds": "fast"})), r"run.json: train_seconds: "),
+        (lambda r: (r / "run.json").write_text(json.dumps({**json.loads((r / "run.json").read_text()),
+                                                           "schema_version": 2})), "schema_version 2 is newer"),
     ],
 )
 def test_add_refuses_unusable_runs(env, reg, tmp_path, mutate, message):
@@ -76,6 +81,16 @@ def test_add_refuses_unusable_runs(env, reg, tmp_path, mutate, message):
     with pytest.raises(RegistryError, match=message):
         reg.add(run, "legal")
     assert reg.versions() == []
+
+
+@pytest.mark.parametrize("text, message", [("{not json", r"results.json: not valid JSON \(line 1"),
+                                           ('{"task": "chat", "systems": {"tuned": 0.9}}', "results.json: systems.tuned: ")])
+def test_an_unreadable_evaluation_is_recorded_naming_the_file(env, reg, tmp_path, text, message):
+    run = tmp_path / "run"
+    shutil.copytree(env.runs[0], run)
+    (run / "eval" / "results.json").write_text(text)
+    lineage = reg.add(run, "legal").lineage
+    assert re.search(message, lineage["eval"]["error"]) and lineage["gate"] is None
 
 
 def test_alias_split_rollback_and_remove(env, reg):
@@ -171,6 +186,26 @@ def test_cli_round_trip_json(env, tmp_path):
     assert code == 2 and "VERSION=FRACTION" in msg
     code, msg = run("registry", "add", str(tmp_path), "--name", "legal")
     assert code == 2 and "no run.json" in msg and "Traceback" not in msg
+
+
+def test_removed_version_numbers_are_never_reused(deploy_env, tmp_path):
+    """Reusing legal-v3's id for a new adapter would make a rollback silently serve the wrong model."""
+    from datetime import datetime
+
+    from tunesmith.deploy.registry import RegistryError
+
+    env = deploy_env
+    r = Registry(tmp_path / "r.db")
+    day = datetime(2026, 11, 22)
+    v1, v2, v3 = (r.add(run, "legal", today=day).id for run in env.runs)
+    r.set_alias("legal@prod", v3)
+    r.set_alias("legal@prod", v2)
+    r.remove(v3)
+    again = r.add(env.runs[0], "legal", today=day)
+    assert again.id == "legal-v4-20261122" and again.number == 4
+    with pytest.raises(RegistryError, match="version legal-v3-20261122 was removed"):
+        r.rollback("legal@prod")
+    assert r.alias("legal@prod").targets == [(v2, 1.0)]
 
 
 def test_vllm_command_parses_with_shlex(env, tmp_path):

@@ -14,6 +14,10 @@ from typer.testing import CliRunner
 
 from tunesmith.evaluate.cli import app
 from tunesmith.evaluate.judge import JudgeConfig, JudgeError, judge, parse_verdict
+from tests.evaluate.judge_endpoint import REASKS
+from tests.helpers import write_rows as _write
+
+runner = CliRunner()
 
 # What the fake judge says for each answer; a list is replayed call by call (last one repeats).
 CANNED = {
@@ -147,6 +151,73 @@ def test_judge_cli(server, tmp_path: Path) -> None:
     no_prompt.write_text(json.dumps({"id": 1, "output": "GOOD-1"}) + "\n")
     result = runner.invoke(app, ["judge", "-p", str(no_prompt), "--base-url", url, "--model", "judge-1"])
     assert result.exit_code == 2 and "no 'prompt'" in result.stderr
+
+
+def _judge(tmp_path: Path, url: str, answers: list[str], *extra: str):
+    preds = _write(tmp_path / "p.jsonl", [{"id": f"x{i}", "output": a, "prompt": "q"} for i, a in enumerate(answers)])
+    return runner.invoke(app, ["judge", "-p", str(preds), "--base-url", url, "--model", "j", *extra])
+
+
+@pytest.mark.parametrize("answer", ["HTML", "NOCHOICES"])
+def test_judge_reply_that_is_no_chat_completion_is_an_error(endpoint, tmp_path, answer):
+    res = _judge(tmp_path, endpoint, ["GOOD", answer], "--json")
+    assert res.exit_code == 1, res.output
+    assert res.stdout == ""
+    assert "the reply is not an OpenAI chat completion" in res.stderr
+    assert "Traceback" not in res.output
+    if answer == "HTML":
+        assert "Sign in to the proxy" in res.stderr
+
+
+def test_judge_reply_without_text_is_unparseable_with_the_finish_reason(endpoint, tmp_path):
+    res = _judge(tmp_path, endpoint, ["GOOD", "NOTEXT"], "--json", "--retries", "1")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert (got["scored"], got["unparseable"], got["mean_score"]) == (1, 1, 4.0)
+    assert got["items"][1] == {"id": "x1", "score": None, "reason": "(no text; finish_reason 'content_filter')",
+                               "attempts": 2}
+
+
+def test_judge_timeout_option_names_the_limit(endpoint, tmp_path):
+    res = _judge(tmp_path, endpoint, ["SLOW"], "--timeout", "0.2")
+    assert res.exit_code == 1, res.output
+    assert "no reply within 0.2 s" in res.stderr
+
+
+def test_judge_retry_shows_the_judge_its_unusable_reply(endpoint, tmp_path):
+    REASKS.clear()
+    res = _judge(tmp_path, endpoint, ["BAD"], "--retries", "1", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["items"][0]["attempts"] == 2
+    assert len(REASKS) == 1
+    told = REASKS[0]
+    assert told[0] == {"role": "assistant", "content": "I'd give it a 3/5"}
+    assert told[1]["role"] == "user" and '{"score": <integer 1-5>' in told[1]["content"]
+
+
+def test_judge_table_names_the_unparseable_items(endpoint, tmp_path):
+    res = _judge(tmp_path, endpoint, ["GOOD", "BAD", "GOOD"], "--retries", "0")
+    assert res.exit_code == 0, res.output
+    assert "unparseable verdicts" in res.stdout
+    row = next(line for line in res.stdout.splitlines() if "x1" in line)
+    assert "I'd give it a 3/5" in row
+    assert not any("x0" in line or "x2" in line for line in res.stdout.splitlines())
+
+
+def test_judge_reference_without_a_prediction_is_an_error(endpoint, tmp_path):
+    preds = _write(tmp_path / "p.jsonl", [{"id": 1, "output": "GOOD"}])
+    refs = _write(tmp_path / "r.jsonl", [{"id": 1, "output": "a", "prompt": "q"}, {"id": 2, "output": "b", "prompt": "q"}])
+    res = runner.invoke(app, ["judge", "-p", str(preds), "-r", str(refs), "--base-url", endpoint, "--model", "j"])
+    assert res.exit_code == 2
+    assert "p.jsonl: no prediction for id '2' found in" in res.stderr
+
+
+def test_judge_null_prompt_on_the_reference_falls_back_to_the_prediction_s(endpoint, tmp_path):
+    preds = _write(tmp_path / "p.jsonl", [{"id": 1, "output": "GOOD", "prompt": "q"}])
+    refs = _write(tmp_path / "r.jsonl", [{"id": 1, "output": "a", "prompt": None}])
+    res = runner.invoke(app, ["judge", "-p", str(preds), "-r", str(refs), "--base-url", endpoint, "--model", "j", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["mean_score"] == 4.0
 
 
 def test_parse_verdict() -> None:

@@ -14,6 +14,7 @@ from tunesmith.evaluate.cli import app
 from tunesmith.rules import parse_rules
 
 from tests.helpers import FIXTURES as _FIXTURES
+from tests.helpers import write_rows as _write
 
 FIXTURES = _FIXTURES / "eval"
 runner = CliRunner()
@@ -28,6 +29,9 @@ def score_json(*args: str) -> dict:
     result = runner.invoke(app, ["score", *args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+_score = score_json  # the name the tests folded in from tests/evaluate/test_qa3.py call it by
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -122,6 +126,63 @@ def test_compliance_without_references_uses_prompts(tmp_path: Path) -> None:
     )
     got = score_json("-p", str(tmp_path / "p.jsonl"), "--task", "compliance", "--rules", str(rules))
     assert got == {"n": 4, "compliance": {"ref": 0.5, "short": 0.75, "all": 0.5}}
+
+
+def test_rouge_l_counts_words_of_every_script(tmp_path):
+    refs = ["今天天气很好", "Привет мир", "Καλημέρα κόσμε", "The cats are running."]
+    preds = ["今天天气不好", "Привет мир", "Καλημέρα", "the cat ran"]
+    r = _write(tmp_path / "r.jsonl", [{"id": i, "output": x} for i, x in enumerate(refs)])
+    p = _write(tmp_path / "p.jsonl", [{"id": i, "output": x} for i, x in enumerate(preds)])
+    out = _score("-p", str(p), "-r", str(r), "-t", "generation")
+    # Chinese by character: LCS 5 of 6 -> F 5/6; Russian identical -> 1; Greek 1 of 2 words ->
+    # P 1, R 1/2, F 2/3; English as rouge-score stems it: the|cat|are|run vs the|cat|ran -> LCS 2, F 4/7
+    assert out["rouge_l"] == pytest.approx((5 / 6 + 1.0 + 2 / 3 + 4 / 7) / 4, abs=1e-12)
+    assert out["exact_match"] == 0.25
+
+
+def test_rouge_l_on_ascii_is_rouge_scores_own():
+    import random
+    import string
+
+    from rouge_score import rouge_scorer
+
+    from tunesmith.evaluate.metrics import generation
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rng = random.Random(0)
+    for _ in range(300):
+        a = "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 30)))
+        b = "".join(rng.choice(string.ascii_letters + "  _-.") for _ in range(rng.randint(0, 30)))
+        assert generation([a], [b])["rouge_l"] == pytest.approx(scorer.score(b, a)["rougeL"].fmeasure, abs=1e-12)
+
+
+def test_null_prediction_is_an_empty_answer_not_the_label_none(tmp_path):
+    r = _write(tmp_path / "r.jsonl", [{"id": 1, "output": "None"}, {"id": 2, "output": "spam"}])
+    p = _write(tmp_path / "p.jsonl", [{"id": 1, "output": None}, {"id": 2, "output": "spam"}])
+    out = _score("-p", str(p), "-r", str(r), "-t", "classification")
+    assert out["accuracy"] == 0.5
+    assert out["per_class"]["None"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert out["confusion"] == {"labels": ["", "None", "spam"], "matrix": [[0, 0, 0], [1, 0, 0], [0, 0, 1]]}
+    table = runner.invoke(app, ["score", "-p", str(p), "-r", str(r), "-t", "classification"])
+    assert "(empty answer)" in table.stdout
+
+
+def test_line_separators_inside_json_strings_do_not_split_records(tmp_path):
+    # U+2028, U+0085 and U+001C are legal raw inside JSON strings; str.splitlines() breaks lines at them
+    outputs = ["one\u2028two", "nel\x85here", "fs\x1cx"]
+    p = _write(tmp_path / "p.jsonl", [{"id": i, "output": o} for i, o in enumerate(outputs)])
+    r = tmp_path / "r.jsonl"
+    r.write_bytes(b"".join(json.dumps({"id": i, "output": o}).encode() + b"\r\n" for i, o in enumerate(outputs)))
+    out = _score("-p", str(p), "-r", str(r), "-t", "generation")
+    assert (out["n"], out["exact_match"], out["rouge_l"]) == (3, 1.0, 1.0)
+
+
+def test_labels_in_composed_and_decomposed_unicode_are_one_class(tmp_path):
+    r = _write(tmp_path / "r.jsonl", [{"id": 1, "output": "caf\u00e9"}, {"id": 2, "output": "th\u00e9"}])
+    p = _write(tmp_path / "p.jsonl", [{"id": 1, "output": "cafe\u0301"}, {"id": 2, "output": "the"}])
+    out = _score("-p", str(p), "-r", str(r), "-t", "classification")
+    assert out["accuracy"] == 0.5
+    assert out["confusion"]["labels"] == ["caf\u00e9", "the", "th\u00e9"]
 
 
 def test_compliance_function_matches_rules_contract() -> None:

@@ -12,6 +12,7 @@ from tunesmith.plan.cli import app
 from tunesmith.plan.dataset import read_conversations, summarise
 
 from tests.helpers import EXAMPLES as _EXAMPLES
+from tests.helpers import one_line as _text
 
 runner = CliRunner()
 EXAMPLES = _EXAMPLES / "plan"
@@ -108,6 +109,24 @@ def test_shared_long_system_prompt_counts_for_fine_tuning(tmp_path):
     a = advise(AdvisorInputs(task="extraction"), summarise(read_conversations(data)))
     rule = [r for r in a.reasons if r.rule == "data.system_prompt"]
     assert rule and rule[0].effect == {"fine-tune": 1}
+
+
+def test_infinite_price_in_answers_file_and_price_table(tmp_path):
+    answers = tmp_path / "a.yaml"
+    answers.write_text("task: chat\nprice_in: 1e400\n")  # YAML 1.1 reads it as a string, pydantic as inf
+    res = runner.invoke(app, ["advise", "--answers", str(answers), "--json"])
+    assert res.exit_code == 2 and "price_in: Input should be a finite number" in _text(res)
+    prices = tmp_path / "p.yaml"
+    prices.write_text("as_of: 2025-06\nmanaged: []\nself_hosted:\n  gpu_hour_usd:\n    h100: -3\n")
+    from tunesmith.plan import cost as co
+
+    with pytest.raises(co.PriceError, match="h100: Input should be greater than or equal to 0"):
+        co.load_prices(prices)
+
+
+def test_answers_given_as_a_directory_is_a_clear_error(tmp_path):
+    res = runner.invoke(app, ["advise", "--answers", str(tmp_path)])
+    assert res.exit_code == 2 and "is a directory, not an answers file" in _text(res)
 
 
 def test_bad_answers_and_bad_data_exit_2(tmp_path):

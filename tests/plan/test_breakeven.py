@@ -5,8 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from tunesmith.plan import breakeven as be
 from tunesmith.plan.breakeven import breakeven, per_request_cost
 from tunesmith.plan.cli import app
+from tests.helpers import one_line as _text
 
 runner = CliRunner()
 WORKED = ["breakeven", "--overhead-tokens", "2300", "--price-in", "5", "--training-cost", "50", "--requests-per-day", "1000"]
@@ -63,6 +65,67 @@ def test_plot_is_written(tmp_path):
     assert res.exit_code == 0
     assert json.loads(res.stdout)["plot"] == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_free_training_breaks_even_at_zero_and_plot_does_not_say_never(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    titles: list[str] = []
+    real = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, t, *a, **k: (titles.append(t), real(self, t, *a, **k))[1])
+    result = be.breakeven(0.01, 0.0, 0.0, requests_per_day=10)
+    assert result.breakeven_requests == 0.0 and not result.never_breaks_even
+    be.plot_cumulative(result, tmp_path / "free.png")
+    assert (tmp_path / "free.png").stat().st_size > 0
+    assert not any("never" in t for t in titles)
+
+
+def test_breakeven_with_no_or_negative_saving_never_pays_back():
+    for ft in ("0.01", "0.02"):  # 2000 tokens x $5/M = $0.01 per request
+        res = runner.invoke(app, ["breakeven", "--overhead-tokens", "2000", "--price-in", "5",
+                                  "--ft-cost-per-request", ft, "--training-cost", "50", "--json"])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.stdout)
+        assert out["never_breaks_even"] is True and out["breakeven_requests"] is None
+
+
+@pytest.mark.parametrize("args", [
+    ["breakeven", "--overhead-tokens", "100", "--price-in", "inf", "--ft-prompt-tokens", "0", "--training-cost", "5"],
+    ["breakeven", "--overhead-tokens", "100", "--price-in", "5", "--ft-prompt-tokens", "0", "--training-cost", "inf"],
+    ["advise", "--price-in", "inf", "--task", "chat"],
+])
+def test_infinite_prices_are_refused_not_printed_as_invalid_json(args):
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 2
+    assert res.stdout == "" and "finite number" in _text(res)
+
+
+def test_fractional_requests_per_day_are_shown_as_given():
+    # 100 tokens x $5/M = $0.0005 saved per request; $50 / $0.0005 = 100,000 requests = 200,000 days at 0.5/day
+    res = runner.invoke(app, ["breakeven", "--overhead-tokens", "100", "--price-in", "5", "--ft-prompt-tokens", "0",
+                              "--training-cost", "50", "--requests-per-day", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "100,000" in res.output and "200,000.0 days at 0.5 requests/day" in _text(res)
+
+
+_BE = ["breakeven", "--overhead-tokens", "2300", "--price-in", "5", "--ft-cost-per-request", "0.00015",
+       "--training-cost", "50"]
+
+
+def test_plot_path_reported_is_the_file_written(tmp_path):
+    res = runner.invoke(app, [*_BE, "--plot", str(tmp_path / "chart"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["plot"] == str(tmp_path / "chart.png") and (tmp_path / "chart.png").stat().st_size > 0
+    # 2300 x $5/M = $0.0115; saving $0.01135; $50 / $0.01135 = 4405.3 requests
+    assert round(out["breakeven_requests"], 1) == 4405.3
+
+
+@pytest.mark.parametrize("name, message", [("", "is a directory"), ("chart.txt", "use one of .png")])
+def test_unusable_plot_paths_exit_2(tmp_path, name, message):
+    res = runner.invoke(app, [*_BE, "--plot", str(tmp_path / name) if name else str(tmp_path)])
+    assert res.exit_code == 2 and message in _text(res)
+    assert not list(tmp_path.iterdir()) and not tmp_path.with_suffix(".png").exists()
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import one_line as _text
 from tunesmith.demo.tiny import build_tiny_model
 from tunesmith.plan.cli import app
 from tunesmith.data.check import token_lengths
@@ -97,6 +98,21 @@ def test_cli_errors_exit_2(tiny, tmp_path):
     broken.write_text("as_of: x\nmanaged: 3\n")
     res = runner.invoke(app, ["cost", str(data), "--model", str(model_dir), "--prices", str(broken)])
     assert res.exit_code == 2 and "p.yaml" in res.output
+
+
+def test_cost_with_a_known_shape_name_says_it_needs_the_tokenizer(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    res = runner.invoke(app, ["cost", str(data), "--model", "meta-llama/Llama-3.1-8B-Instruct"])
+    assert res.exit_code == 2
+    assert "is a known shape for `plan memory`, but counting tokens needs the model's tokenizer files" in _text(res)
+
+
+def test_price_table_given_as_a_directory(tmp_path):
+    from tunesmith.plan import cost as co
+
+    with pytest.raises(co.PriceError, match="cannot read a price table"):
+        co.load_prices(tmp_path)
 
 
 def test_classification_rows_are_counted_and_broken_rows_reported(tiny, tmp_path):

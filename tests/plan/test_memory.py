@@ -5,6 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import one_line as _text
+from tunesmith.plan import memory as mem
 from tunesmith.plan.cli import app
 from tunesmith.plan.memory import _HOST_S_PER_LAYER, estimate_memory, estimate_step_time
 from tunesmith.plan.shapes import KNOWN_SHAPES, lora_param_count, param_count, resolve_shape, shape_from_config
@@ -111,6 +113,116 @@ def test_slower_gpu_only_slows_the_compute_part():
     slow = estimate_step_time(LLAMA_1B, "lora", 445, 8, 2, "t4", mfu=0.2)
     host = 2 * LLAMA_1B.layers * _HOST_S_PER_LAYER
     assert slow.seconds_per_step - host == pytest.approx((fast.seconds_per_step - host) * 989 / 65, rel=1e-3)
+
+
+def test_memory_qlora_from_local_qwen2_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True}))
+    res = runner.invoke(app, ["memory", "--model", str(tmp_path), "--method", "qlora", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["params"] == 494_032_768  # Qwen2.5-0.5B's published count, q/k/v biases included
+    # LoRA r=16 on the 7 projections: 16 * sum(in + out) per layer, 24 layers
+    assert out["trainable_params"] == 16 * (2 * (896 + 896) + 2 * (896 + 128) + 3 * (896 + 4864)) * 24
+
+
+@pytest.mark.parametrize("hub_id, key", [
+    ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b"),
+    ("mistralai/Mistral-7B-v0.1", "mistral-7b-v0.1"),
+    ("mistralai/Mistral-7B-Instruct-v0.2", "mistral-7b-v0.1"),
+    ("meta-llama/Meta-Llama-3.1-8B-Instruct", "llama-3.1-8b"),
+    ("meta-llama/Llama-2-7b-chat-hf", "llama-2-7b"),
+    ("meta-llama/Llama-2-13b-hf", "llama-2-13b"),
+    ("Qwen/Qwen2.5-0.5B-Instruct", "qwen2.5-0.5b"),
+])
+def test_official_hub_ids_resolve_to_known_shapes(hub_id, key):
+    res = runner.invoke(app, ["memory", "--model", hub_id, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["model"] == key
+
+
+def test_mistral_v01_has_the_smaller_vocabulary():
+    # 32000 vs 32768 embedding rows, untied: (32768 - 32000) * 4096 * 2 parameters apart
+    assert mem.param_count(mem.KNOWN_SHAPES["mistral-7b"]) - mem.param_count(mem.KNOWN_SHAPES["mistral-7b-v0.1"]) \
+        == 768 * 4096 * 2
+    assert mem.param_count(mem.KNOWN_SHAPES["mistral-7b-v0.1"]) == 7_241_732_096  # Mistral-7B-v0.1's published count
+
+
+def test_gemma_config_without_tie_flag_counts_the_embedding_once(tmp_path):
+    # gemma-2b's config.json as published: no tie_word_embeddings key, and Gemma ties them
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "gemma", "hidden_size": 2048, "intermediate_size": 16384, "num_hidden_layers": 18,
+        "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 256000}))
+    res = runner.invoke(app, ["memory", "--model", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["params"] == 2_506_172_416
+
+
+def _tiny(model_type: str, **kw):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kw))
+
+
+@pytest.mark.parametrize("model_type, kw", [
+    ("phi3", dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1)),
+    ("gpt2", dict(vocab_size=300, n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=0, eos_token_id=0)),
+])
+def test_lora_count_of_fused_projections_matches_peft(tmp_path, model_type, kw):
+    """Phi-3 (qkv_proj, gate_up_proj) and GPT-2 (c_attn) get one adapter per fused layer, not one per part."""
+    from peft import LoraConfig, get_peft_model
+
+    model = _tiny(model_type, **kw)
+    model.config.save_pretrained(tmp_path)
+    shape = mem.resolve_shape(str(tmp_path))
+    real_params = sum(p.numel() for p in model.parameters())
+    peft_model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear"))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert mem.param_count(shape) == real_params
+    assert mem.lora_param_count(shape, 8) == trainable
+    # by hand for phi3: per layer qkv 8*(64+128) + o 8*(64+64) + gate_up 8*(64+192) + down 8*(96+64), 2 layers
+    if model_type == "phi3":
+        assert trainable == 2 * 8 * ((64 + 128) + (64 + 64) + (64 + 192) + (96 + 64)) == 11_776
+
+
+def test_step_time_on_a_card_too_small_says_it_does_not_fit():
+    res = runner.invoke(app, ["memory", "--model", "llama-3.1-70b", "--method", "full", "--gpu", "t4"])
+    assert res.exit_code == 0, res.output
+    assert "does not fit in its 16 GiB" in _text(res)
+
+
+def test_empty_model_name_is_named_as_such():
+    res = runner.invoke(app, ["memory", "--model", " "])
+    assert res.exit_code == 2 and "no model given" in _text(res)
+
+
+def test_70b_on_an_8_gib_card_does_not_fit():
+    res = runner.invoke(app, ["memory", "--model", "llama-3.1-70b", "--method", "lora", "--gpu-memory", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["fits"]["8GiB"] is False and out["total_gib"] > 130
+    # LoRA r=16 on all 7 projections of 80 layers, by hand: 16 * (in + out) summed per layer
+    per_layer = 16 * (2 * (8192 + 8192) + 2 * (8192 + 1024) + 3 * (8192 + 28672))
+    assert out["trainable_params"] == 80 * per_layer == 207_093_760
+    res = runner.invoke(app, ["memory", "--model", "smollm2-135m", "--gpu-memory", "8", "--json"])
+    assert json.loads(res.stdout)["fits"]["8GiB"] is True
+    res = runner.invoke(app, ["memory", "--model", "smollm2-135m", "--gpu-memory", "inf"])
+    assert res.exit_code == 2 and "finite number" in _text(res)
+
+
+@pytest.mark.parametrize("model_type, extra", [
+    ("qwen3", {}), ("gemma2", {}), ("gemma3_text", {}), ("llama", {"attention_bias": True, "mlp_bias": True}),
+])
+def test_exact_count_with_extra_norms_and_biases(tmp_path, model_type, extra):
+    """Qwen3's q/k norms, Gemma 2/3's sandwich norms, Llama's o/MLP biases: param_count equals transformers'."""
+    model = _tiny(model_type, vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, **extra)
+    model.config.save_pretrained(tmp_path)
+    assert mem.param_count(mem.resolve_shape(str(tmp_path))) == sum(p.numel() for p in model.parameters())
 
 
 def test_cli_json_and_errors(tmp_path):

@@ -96,6 +96,51 @@ def test_classification_report_renders_only_present_parts(tmp_path: Path) -> Non
     assert "other" in html  # the invented label appears as a class
 
 
+def test_report_shows_judge_scores_and_names_the_empty_answer_class(tmp_path):
+    from tunesmith.evaluate.metrics import classification
+
+    scores = {s: {"metrics": classification(p, ["a", "b", "a"])} for s, p in
+              {"base": ["", "b", "<i>x</i>"], "tuned": ["a", "b", "a"]}.items()}
+    results = {"task": "classification", "systems": scores,
+               "judge": {"base": {"n": 3, "scored": 2, "unparseable": 1, "mean_score": 3.5},
+                         "tuned": {"n": 3, "scored": 0, "unparseable": 3, "mean_score": None}}}
+    html = render_eval_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
+    judge = html[html.index('id="judge"'):]
+    judge = judge[: judge.index("</section>")]
+    cells = [c for c in judge.split("<td") if c.startswith(' class="num">')]
+    assert [c.split(">")[1].split("<")[0] for c in cells] == ["3.50", "2", "1", "3", "–", "0", "3", "3"]
+    per_class = html[html.index('id="per-class"'):]
+    assert "<td>(empty answer)</td>" in per_class and "<td></td>" not in per_class
+    assert "&lt;i&gt;x&lt;/i&gt;" in per_class and "<i>x</i>" not in html
+
+
+def test_prose_answers_are_summed_up_not_one_class_each_in_the_report(tmp_path):
+    from tunesmith.evaluate.metrics import classification
+    from tunesmith.report.eval_report import _collapsed_confusion
+
+    refs = ["billing", "tech", "other"] * 4
+    base = [f"I believe this ticket is about topic number {i}, probably" for i in range(12)]
+    base[0], base[1] = "billing", ""
+    tuned = refs[:2] + ["billing"] + refs[3:]
+    metrics = {"base": classification(base, refs), "tuned": classification(tuned, refs)}
+    rows, cols, matrix = _collapsed_confusion(metrics["base"]["confusion"])
+    assert rows == ["billing", "other", "tech"]
+    assert cols == ["billing", "other", "tech", "other answers (11)"]
+    assert matrix == [[1, 0, 0, 3], [0, 0, 0, 4], [0, 0, 0, 4]]
+    assert _collapsed_confusion(metrics["tuned"]["confusion"])[2] == [[4, 0, 0], [1, 3, 0], [0, 0, 4]]
+
+    results = {"task": "classification", "systems": {s: {"metrics": m} for s, m in metrics.items()}}
+    html = render_eval_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
+    per_class = html[html.index('id="per-class"'):]
+    per_class = per_class[: per_class.index("</section>")]
+    body = per_class[per_class.index("<tbody>"):]
+    row_labels = [cell.split("</td>")[0] for cell in body.split("<tr><td>")[1:]]
+    assert row_labels == ["billing", "other", "tech", "other answers (11 labels no reference has)"]
+    assert "distinct ones per system: base 11, tuned 0." in per_class
+    # billing: base 1 right of 1 predicted, 4 true -> F1 2*(1*0.25)/1.25 = 0.4; tuned 4 of 5 predicted -> 8/9
+    assert '<td>billing</td><td class="num">4</td><td class="num">0.400</td><td class="num">0.889</td>' in body
+
+
 def test_html_helpers_escape() -> None:
     assert esc('<a href="x">') == "&lt;a href=&quot;x&quot;&gt;"
     doc = page("T & Co", table(["h"], [[esc("<x>")], [("1", "best")]], numeric=[True]))

@@ -12,12 +12,16 @@ import torch
 import yaml
 from rich.console import Console
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.train.recipe import train
 from tests.helpers import write_chat
+from tests.helpers import cli_error as _error, train_config as _config
 
 STEPS = 30
+runner = CliRunner()
 
 
 def write_config(path, tiny, data, name, performance="off"):
@@ -30,6 +34,36 @@ def write_config(path, tiny, data, name, performance="off"):
                   "save_total_limit": 2, "seed": 3, "performance": performance, "row_tokens": 128},
     }))
     return path
+
+
+def test_rerun_of_an_interrupted_run_keeps_its_checkpoints(tiny_model_dir, tmp_path):
+    f = _config(tmp_path, tiny_model_dir)
+    ckpt = tmp_path / "runs" / "qa" / "checkpoints" / "checkpoint-7"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    (tmp_path / "runs" / "qa" / "run.json").write_text('{"status": "running"}')
+    msg = _error(runner.invoke(app, ["train", str(f)]))
+    assert "interrupted run with a checkpoint at step 7: --resume continues it, --force starts it over" in msg
+    assert (ckpt / "trainer_state.json").is_file()
+
+
+def test_resume_on_edited_training_data_warns(tiny_model_dir, tmp_path):
+    import shutil
+
+    f = _config(tmp_path, tiny_model_dir, train={"max_steps": 2, "save_every": 1})
+    assert runner.invoke(app, ["train", str(f)]).exit_code == 0
+    run = tmp_path / "runs" / "qa"
+    shutil.rmtree(run / "checkpoints" / "checkpoint-2")  # as if killed between step 1 and 2
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    with (tmp_path / "train.jsonl").open("a") as fh:
+        fh.write(json.dumps({"messages": [{"role": "user", "content": "new"},
+                                          {"role": "assistant", "content": "row"}]}) + "\n")
+    res = runner.invoke(app, ["train", str(f), "--resume", "--json"])
+    assert res.exit_code == 0, res.output
+    err = " ".join(res.stderr.split())
+    assert "warning: resuming on changed data: data.train changed since the interrupted run read it" in err
+    assert json.loads(res.stdout)["data"]["kept"] == 7
 
 
 @pytest.mark.parametrize("performance", ["off", "on"])  # the plain TRL path and the fast path (packed rows)

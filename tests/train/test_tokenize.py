@@ -1,7 +1,11 @@
 """Assistant-only masks from the model's own chat template: exactly which tokens train."""
 
-from transformers import AutoTokenizer
+import json
 
+from transformers import AutoTokenizer
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
 from tunesmith.train.tokenize import IGNORE, apply_length_policy, encode_conversation
 
 CONV = [
@@ -13,6 +17,9 @@ CONV = [
 ]
 
 from tests.helpers import GEMMA, PHI3
+from tests.helpers import cli_error as _error, train_config as _config, write_pairs as _chat
+
+runner = CliRunner()
 
 
 def test_only_assistant_turns_and_end_of_turn_train(tiny_model_dir):
@@ -43,6 +50,92 @@ def test_length_policies(tiny_model_dir):
         assert f"{n} tokens" in str(e)
     else:
         raise AssertionError("over-length example accepted with policy=error")
+
+
+def test_val_examples_cut_to_nothing_are_counted(tiny_model_dir, tmp_path):
+    # 2 of 4 val prompts fill max_seq_len: their answers are cut away and they leave the val set; run.json says so
+    _chat(tmp_path / "val.jsonl", [("long question " * 40, "a"), ("short", "b"), ("long question " * 40, "c"),
+                                   ("short too", "d")])
+    f = _config(tmp_path, tiny_model_dir, data={"val": "val.jsonl"})
+    res = runner.invoke(app, ["train", str(f), "--json"])
+    assert res.exit_code == 0, res.output
+    val = json.loads(res.stdout)["data"]["val"]
+    v = str(tmp_path / "val.jsonl")
+    assert (val["total"], val["kept"], val["truncated"]) == (4, 2, 2)
+    assert val["dropped_no_trained_tokens"] == [f"{v}:1", f"{v}:3"]
+    info = json.loads((tmp_path / "runs" / "qa" / "run.json").read_text())
+    assert info["encode"]["val"]["kept"] == 2 and info["data"]["val"]["count"] == 4
+    assert "data (val): 2 of 4 truncated" in " ".join(res.stderr.split())
+
+
+def test_all_examples_cut_names_the_counts(tiny_model_dir, tmp_path):
+    f = _config(tmp_path, tiny_model_dir, data={"max_seq_len": 16})
+    _chat(tmp_path / "train.jsonl", [("a long question that fills the row " * 3, "yes")] * 3)
+    msg = _error(runner.invoke(app, ["train", str(f)]))
+    assert ("none of the 3 examples has a trained token left: 0 dropped as over-length, 3 cut to no trained "
+            "token (max_seq_len=16, over_length=truncate)") in msg
+
+
+def test_pretrain_on_documents_longer_than_max_seq_len_trains(tiny_model_dir, tmp_path):
+    # every document loses its EOS to truncation: ordinary for raw text, not the chat "never learns to stop" error
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"text": "A long document about courts. " * 20}) + "\n"
+                                         + json.dumps({"text": "Another long one on contracts. " * 20}) + "\n")
+    f = _config(tmp_path, tiny_model_dir, objective="pretrain", data={"train": "docs.jsonl", "max_seq_len": 32})
+    res = runner.invoke(app, ["train", str(f), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    d = out["data"]
+    assert (d["kept"], d["truncated"], d["total_tokens"], d["eos_trained"]) == (2, 2, 64, False)
+    again = runner.invoke(app, ["train", str(f), "--force"])  # no val: the summary names no val loss
+    assert " ".join(again.stderr.split()).endswith(f"(train loss {_final_loss(f)})")
+
+
+def _final_loss(config) -> str:
+    info = json.loads((config.parent / "runs" / "qa" / "run.json").read_text())
+    return f"{info['final_train_loss']:.4f}"
+
+
+def test_template_that_refuses_a_system_turn_names_the_line(tiny_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "no-system"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "chat_template.jinja").write_text(  # Gemma's templates refuse a system turn like this
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    f = _config(tmp_path, model, data={"system_prompt": "Be brief."})
+    msg = _error(runner.invoke(app, ["train", str(f)]))
+    assert msg == (f"error: {tmp_path / 'train.jsonl'}:1: the model's chat template refuses a conversation "
+                   "(system/user/assistant): System role not supported")
+    (tmp_path / "pref.jsonl").write_text(json.dumps({"prompt": "Hi", "chosen": "Hello.", "rejected": "no"}) + "\n")
+    f = _config(tmp_path, model, objective="dpo", data={"train": "pref.jsonl", "system_prompt": "Be brief."})
+    assert _error(runner.invoke(app, ["train", str(f)])).endswith("(system/user): System role not supported")
+    (tmp_path / "rules.yaml").write_text('rules:\n  - name: dot\n    ends_with: "."\n')
+    f = _config(tmp_path, model, objective="grpo", data={"rules": "rules.yaml", "system_prompt": "Be brief."},
+                grpo={"max_completion_length": 4, "num_generations": 2})
+    assert _error(runner.invoke(app, ["train", str(f)])) == (
+        f"error: {tmp_path / 'train.jsonl'}:1: the model's chat template refuses a conversation (system/user): "
+        "System role not supported")
+    (tmp_path / "broken.jinja").write_text("{% for m in messages %}{{ m.content }")
+    f = _config(tmp_path, model, data={"chat_template": "broken.jinja"})
+    assert _error(runner.invoke(app, ["train", str(f)])) == (
+        f"error: {tmp_path / 'train.jsonl'}:1: the chat template is not valid Jinja (template line 1): unexpected '}}'")
+
+
+def test_examples_longer_than_the_models_positions_are_named(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=64,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).save_pretrained(model)
+    tok.save_pretrained(model)
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"text": "A long document about courts. " * 40}) + "\n")
+    f = _config(tmp_path, model, objective="pretrain", data={"train": "docs.jsonl", "max_seq_len": 100})
+    assert _error(runner.invoke(app, ["train", str(f)])).endswith(
+        "error: an example has 100 tokens but the model takes at most 64 positions (max_position_embeddings); "
+        "set data.max_seq_len to 64 or less")
 
 
 def _instruct_tokenizer(tiny_model_dir, template, end):

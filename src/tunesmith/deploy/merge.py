@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.deploy.registry import Version
+from tunesmith.rundir import RunDir, RunDirError
 from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 from tunesmith.errors import UserError
 
@@ -101,10 +102,13 @@ def load_adapted(version: Version):
 def parity_prompts(version: Version, n: int) -> list[list[dict[str, str]]]:
     """Chat prompts for parity checks: the run's test split when it is still readable, else fixed prompts."""
     convs: list[list[dict[str, str]]] = []
-    run_json = Path(version.lineage.get("run", "")) / "run.json"
-    test_path = None
-    if run_json.is_file():
-        test_path = (json.loads(run_json.read_text(encoding="utf-8")).get("data") or {}).get("test", {}).get("path")
+    test = None
+    if version.lineage.get("run") and (run := RunDir(version.lineage["run"])).is_run():
+        try:
+            test = run.info().data.test
+        except RunDirError:  # the run directory changed since it was registered: the fixed prompts do
+            pass
+    test_path = test.path if test else None
     if test_path and Path(test_path).is_file():
         for line in Path(test_path).read_text(encoding="utf-8").splitlines():
             try:

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from tunesmith.rundir import RunDir, RunDirError
 from tunesmith.models import cache_dir
 from tunesmith.rules import RulesError, load_rules
 from tunesmith.errors import UserError
@@ -380,40 +381,40 @@ def _version(row: sqlite3.Row) -> Version:
 
 def read_lineage(run: Path) -> dict[str, Any]:
     """What a version records about where it came from: run.json, eval/results.json and the rules text."""
-    run_json = run / "run.json"
-    if not run_json.is_file():
+    run_dir = RunDir(run)
+    if not run_dir.is_run():
         raise RegistryError(f"{run}: not a run directory (no run.json)")
+    run_json = run_dir.info_path
     try:
-        info = json.loads(run_json.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RegistryError(f"{run_json}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    status = info.get("status")
-    if status != "finished":
-        raise RegistryError(f"{run_json}: run status is {status!r}; only finished runs can be registered")
-    if info.get("method") == "full" or (run / "model").is_dir() and not (run / "adapter").is_dir():
+        info = run_dir.info()
+    except RunDirError as e:
+        raise RegistryError(str(e)) from None
+    if info.status != "finished":
+        raise RegistryError(f"{run_json}: run status is {info.status!r}; only finished runs can be registered")
+    if info.method == "full" or (run / "model").is_dir() and not run_dir.adapter.is_dir():
         raise RegistryError(f"{run}: a full fine-tune (model/) is served as its own model, not as a registry adapter: "
                             f"tunesmith serve --base {run}")
-    adapter = run / "adapter"
+    adapter = run_dir.adapter
     if not (adapter / "adapter_config.json").is_file():
         raise RegistryError(f"{adapter}: no adapter_config.json (expected PEFT save_pretrained output)")
     if not (adapter / "adapter_model.safetensors").is_file():
         raise RegistryError(f"{adapter}: no adapter_model.safetensors (tunesmith loads safetensors only)")
-    if not info.get("base_model"):
+    if not info.base_model:
         raise RegistryError(f"{run_json}: no base_model recorded")
-    results_path = run / "eval" / "results.json"
     evaluation = None
-    if results_path.is_file():
-        try:
-            results = json.loads(results_path.read_text(encoding="utf-8"))
-            tuned = results.get("systems", {}).get("tuned")
-            # eval writes each system as {"metrics": {...}}; keep the metrics themselves
-            metrics = tuned.get("metrics", tuned) if isinstance(tuned, dict) else tuned
-            evaluation = {"metrics": metrics, "gate": results.get("gate")}
-        except json.JSONDecodeError:
-            evaluation = {"error": f"{results_path}: not valid JSON"}
+    try:
+        results = run_dir.results()
+    except RunDirError as e:  # an unreadable evaluation is recorded as such; the run itself is still usable
+        evaluation = {"error": str(e)}
+    else:
+        if results is not None:
+            tuned = results.systems.get("tuned")
+            # as written, however the eval stage types it
+            gate = results.model_dump(mode="json", include={"gate"}, exclude_unset=True).get("gate")
+            evaluation = {"metrics": tuned.metrics if tuned else None, "gate": gate}
     rules_yaml = None
-    if info.get("rules"):
-        rules_path = Path(info["rules"])
+    if info.rules:
+        rules_path = Path(info.rules)
         rules_path = rules_path if rules_path.is_absolute() else run / rules_path
         if rules_path.is_file():
             try:
@@ -423,20 +424,20 @@ def read_lineage(run: Path) -> dict[str, Any]:
     adapter_cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     return {
         "run": str(run),
-        "run_name": info.get("name"),
-        "method": info.get("method"),
-        "objective": info.get("objective"),
-        "base_model": info["base_model"],
-        "model_spec": info.get("model_spec"),
-        "data_sha256": {k: v.get("sha256") for k, v in (info.get("data") or {}).items() if isinstance(v, dict)},
-        "system_prompt": info.get("system_prompt"),
-        "rules": info.get("rules"),
+        "run_name": info.name,
+        "method": info.method,
+        "objective": info.objective,
+        "base_model": info.base_model,
+        "model_spec": info.model_spec,
+        "data_sha256": {name: split.sha256 for name, split in info.data.splits().items()},
+        "system_prompt": info.system_prompt,
+        "rules": info.rules,
         "rules_yaml": rules_yaml,
         "lora_rank": adapter_cfg.get("r"),
-        "train_seconds": info.get("train_seconds"),
-        "final_train_loss": info.get("final_train_loss"),
-        "final_eval_loss": info.get("final_eval_loss"),
-        "trained": info.get("created"),
+        "train_seconds": info.train_seconds,
+        "final_train_loss": info.final_train_loss,
+        "final_eval_loss": info.final_eval_loss,
+        "trained": info.created,
         "eval": evaluation,
         "gate": (evaluation or {}).get("gate"),
     }

@@ -1,0 +1,73 @@
+"""export gguf (tunesmith.deploy.gguf_export) refuses the architectures and tensors its llama layout cannot hold,
+and writes nothing then."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import deploy_cli as _cli, make_run, one_line as _text
+from tunesmith.deploy import gguf_export
+from tunesmith.deploy.registry import Registry
+
+
+def _tiny_base(root, model_type: str, **extra):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tunesmith.demo.tiny import build_tokenizer
+
+    root.mkdir(parents=True)
+    tok = build_tokenizer(root)
+    cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                               max_position_embeddings=256, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id, bos_token_id=None, **extra)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(str(root))
+    return root
+
+
+@pytest.mark.parametrize("model_type, extra, message", [
+    ("qwen2", {}, "model type 'qwen2': the GGUF exporter handles the llama family only (llama, mistral)"),
+    ("gemma", {"head_dim": 8}, "model type 'gemma': the GGUF exporter handles the llama family only"),
+    ("llama", {"attention_bias": True}, "llama model with attention_bias: the llama GGUF layout has no bias tensors"),
+    ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 128}},
+     "rope type 'llama3' is not supported by this exporter (default rope only)"),  # every Llama 3.1 / 3.2
+])
+def test_gguf_refuses_what_it_cannot_hold_and_writes_nothing(tmp_path, model_type, extra, message):
+    base = _tiny_base(tmp_path / "base", model_type, **extra)
+    run = make_run(tmp_path / "runs", base, "r", seed=1)
+    db = tmp_path / "r.db"
+    Registry(db).add(run, "arch")
+    vid = Registry(db).versions()[0].id
+    out = tmp_path / "out" / "m.gguf"
+    res = _cli("export", "gguf", vid, "-o", str(out), "--registry", str(db))
+    assert res.exit_code == 2 and message in _text(res)
+    assert not out.parent.exists()
+    # merging is architecture-neutral: it works and is parity-checked
+    res = _cli("export", "merge", vid, "-o", str(tmp_path / "merged"), "--prompts", "2", "--registry", str(db),
+               "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["parity"][0]["identical_greedy"] == 2
+
+
+def test_gguf_writer_refuses_tensors_it_would_drop(tmp_path):
+    """A config that understates the model (bias tensors present, attention_bias false) is caught by the tensors."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunesmith.demo.tiny import build_tokenizer
+
+    tok = build_tokenizer(tmp_path / "tok")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                         attention_bias=True))
+    model.config.attention_bias = False
+    with torch.no_grad():
+        with pytest.raises(gguf_export.ExportError,
+                           match=r"no place in the llama GGUF layout: model\.layers\.0\.self_attn\.k_proj\.bias"):
+            gguf_export.write_gguf(model, tok, tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
