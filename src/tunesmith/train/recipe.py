@@ -110,9 +110,9 @@ def _setup_data(cfg: RunConfig, objective: Objective, tokenizer, run: RunDir, st
 
 
 def _warn_changed_data(run: RunDir, manifest: dict[str, Any], console: Console) -> None:
-    before = run.info().data if run.info_path.is_file() else {}
+    before = run.info().data.splits() if run.is_run() else {}
     edited = [k for k in ("train", "val") if k in manifest and k in before
-              and before[k].get("sha256") != manifest[k]["sha256"]]
+              and before[k].sha256 != manifest[k]["sha256"]]
     if edited:
         console.print(f"[yellow]warning:[/] resuming on changed data: {', '.join('data.' + k for k in edited)}"
                       " changed since the interrupted run read it (sha256), so the resumed steps see other "
