@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tunesmith.errors import UserError
 from tunesmith.models import BUILTIN_TEMPLATES
+from tunesmith.train.objectives import REGISTRY as OBJECTIVES
 
 
 class _Section(BaseModel):
@@ -197,7 +198,7 @@ class RunConfig(_Section):
     method: Literal["lora", "qlora", "full", "prompt_tuning", "prefix_tuning"] = Field(
         "lora", description="What is trained."
     )
-    objective: Literal["sft", "dpo", "pretrain", "grpo"] = Field(
+    objective: Literal[tuple(OBJECTIVES)] = Field(  # type: ignore[valid-type]  # one registry owns the names
         "sft",
         description="sft: chat, loss on assistant turns | dpo: preference pairs | pretrain: raw text, every token "
         "| grpo: sampled answers rewarded by the fraction of data.rules they pass.",
