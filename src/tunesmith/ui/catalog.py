@@ -42,6 +42,16 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def _linked(path: Path, root: Path) -> bool:
+    """True when `path` or any folder between `root` and it is a symlink: a run is where it is, not a link."""
+    p = path
+    while p != root and p != p.parent:
+        if p.is_symlink():
+            return True
+        p = p.parent
+    return False
+
+
 class Catalog:
     def __init__(self, roots: list[Path]):
         self.roots = [Path(r).expanduser() for r in roots]
@@ -53,7 +63,7 @@ class Catalog:
         for root in self.roots:
             for run_json in sorted(self._run_jsons(root)):
                 run = run_json.parent
-                if not _inside(run, root) or run_json.is_symlink():
+                if not _inside(run, root) or _linked(run_json, root):
                     continue
                 base = _SAFE.sub("-", run.name).strip("-") or "run"
                 rid, k = base, 2

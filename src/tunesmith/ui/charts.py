@@ -10,9 +10,16 @@ import math
 from html import escape
 from typing import Sequence
 
+from tunesmith.report.html import SYSTEM_COLORS
+
 # Okabe-Ito: colour-blind safe; series also differ by dash so colour is never the only cue.
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
 DASHES = ("", "6 3", "2 3", "8 3 2 3")
+
+
+def color_of(series: str, k: int) -> str:
+    """base / prompted / tuned keep the colours the static report gives them; other series take the palette."""
+    return SYSTEM_COLORS.get(series, PALETTE[k % len(PALETTE)])
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -49,7 +56,7 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_l
     pts = [p for s in series.values() for p in s]
     if not pts:
         return f'<p class="empty">{escape(title)}: no values logged yet.</p>'
-    left, right, top, bottom = 52, 64, 28, 34
+    left, right, top, bottom = 56, 64, 46, 36
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     xt = nice_ticks(min(xs), max(xs), 6)
     yt = nice_ticks(min(ys), max(ys), 5)
@@ -69,21 +76,21 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_l
     for t in xt:
         out.append(f'<text x="{sx(t):.1f}" y="{top + h + 16}" text-anchor="middle">{fmt(t)}</text>')
     out.append(f'<text x="{left + w / 2}" y="{height - 2}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
-    legend_x = left + 8
+    legend_x = left
     for k, (name, s) in enumerate(series.items()):
         if not s:
             continue
-        color, dash = PALETTE[k % len(PALETTE)], DASHES[k % len(DASHES)]
+        color, dash = color_of(name, k), DASHES[k % len(DASHES)]
         path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(s))
         out.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>')
         if len(s) == 1:
             out.append(f'<circle cx="{sx(s[0][0]):.1f}" cy="{sy(s[0][1]):.1f}" r="3" fill="{color}"/>')
         lx, ly = s[-1]
         out.append(f'<text x="{sx(lx) + 4:.1f}" y="{sy(ly) + 4:.1f}" fill="{color}" class="val">{fmt(ly)}</text>')
-        out.append(f'<line x1="{legend_x}" x2="{legend_x + 16}" y1="{top - 6}" y2="{top - 6}" stroke="{color}" '
-                   f'stroke-width="2" stroke-dasharray="{dash}"/><text x="{legend_x + 20}" y="{top - 2}">'
+        out.append(f'<line x1="{legend_x}" x2="{legend_x + 18}" y1="31" y2="31" stroke="{color}" '
+                   f'stroke-width="2" stroke-dasharray="{dash}"/><text x="{legend_x + 22}" y="35">'
                    f'{escape(name)}</text>')
-        legend_x += 28 + 7 * len(name)
+        legend_x += 34 + 8 * len(name)
     out.append("</svg>")
     return "".join(out)
 
@@ -97,25 +104,25 @@ def bar_chart(rows: Sequence[tuple[str, dict[str, float | None]]], title: str, l
     if not rows or not series:
         return f'<p class="empty">{escape(title)}: nothing to chart.</p>'
     top_v = hi if hi is not None else max([v for _, vals in rows for v in vals.values() if v is not None] + [lo + 1e-9])
-    width, label_w, bar_h, gap = 560, 150, 14, 10
-    plot_w = width - label_w - 56
-    height = 28 + len(rows) * (len(series) * bar_h + gap) + 18
+    width, label_w, bar_h, gap, first = 560, 190, 16, 12, 46
+    plot_w = width - label_w - 62
+    height = first + len(rows) * (len(series) * bar_h + gap)
     out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
            f'<text x="4" y="16" class="ct">{escape(title)}</text>']
-    legend_x = label_w
+    legend_x = 4
     for k, name in enumerate(series):
-        out.append(f'<rect x="{legend_x}" y="7" width="10" height="10" fill="{PALETTE[k % len(PALETTE)]}"/>'
-                   f'<text x="{legend_x + 14}" y="16">{escape(name)}</text>')
-        legend_x += 24 + 7 * len(name)
-    y = 28
+        out.append(f'<rect x="{legend_x}" y="25" width="11" height="11" fill="{color_of(name, k)}"/>'
+                   f'<text x="{legend_x + 15}" y="35">{escape(name)}</text>')
+        legend_x += 30 + 8 * len(name)
+    y = first
     for label, vals in rows:
-        short = label if len(label) <= 22 else label[:21] + "…"
+        short = label if len(label) <= 26 else label[:25] + "…"
         group_h = len(series) * bar_h
         out.append(f'<text x="{label_w - 6}" y="{y + group_h / 2 + 4:.1f}" text-anchor="end"><title>{escape(label)}'
                    f'</title>{escape(short)}</text>')
         for k, name in enumerate(series):
             v = vals.get(name)
-            color = PALETTE[k % len(PALETTE)]
+            color = color_of(name, k)
             if v is None:
                 out.append(f'<text x="{label_w + 4}" y="{y + bar_h - 3}" class="muted">n/a</text>')
             else:
@@ -127,5 +134,5 @@ def bar_chart(rows: Sequence[tuple[str, dict[str, float | None]]], title: str, l
                            f'<text x="{label_w + bw + 4:.1f}" y="{y + bar_h - 3}" class="val">{text}</text>')
             y += bar_h
         y += gap
-    out.append(f'<line x1="{label_w}" x2="{label_w}" y1="26" y2="{y - gap + 2}" class="axisline"/></svg>')
+    out.append(f'<line x1="{label_w}" x2="{label_w}" y1="{first - 2}" y2="{y - gap + 2}" class="axisline"/></svg>')
     return "".join(out)

@@ -17,6 +17,8 @@ PAGE_SIZE = 50
 # Outputs longer than this start collapsed: a page of 50 essays is unreadable.
 COLLAPSE_CHARS = 600
 SORTS = ("id", "failures", "length")
+# Below this word overlap a diff marks nearly every word and reads worse than the plain answer.
+MIN_DIFF_SIMILARITY = 0.4
 _TOKEN = re.compile(r"\s+|[^\s]+")
 
 
@@ -85,11 +87,15 @@ def select(examples: list[dict[str, Any]], f: Filters) -> tuple[list[dict[str, A
     return out[start:start + PAGE_SIZE], len(out)
 
 
-def word_diff(text: str, reference: str) -> str:
-    """HTML of `text` with words the reference lacks in <ins> and reference words it dropped in <del>."""
+def word_diff(text: str, reference: str) -> str | None:
+    """HTML of `text` with words the reference lacks in <ins> and reference words it dropped in <del>;
+    None when the two share too little for a diff to help."""
     a, b = _TOKEN.findall(reference), _TOKEN.findall(text)
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.ratio() < MIN_DIFF_SIMILARITY:
+        return None
     out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             out.append(escape("".join(b[j1:j2])))
             continue
@@ -126,13 +132,10 @@ def view(ex: dict[str, Any], systems: list[str]) -> dict[str, Any]:
         text = str(ex["outputs"][s])
         sys_spans = [sp for rule_spans in (spans.get(s) or {}).values() for sp in rule_spans] \
             if isinstance(spans.get(s), dict) else []
-        if sys_spans:
-            body = highlight(text, sys_spans)
-        elif isinstance(ref, str) and ref:
-            body = word_diff(text, ref)
-        else:
-            body = escape(text)
+        diff = word_diff(text, ref) if isinstance(ref, str) and ref and not sys_spans else None
+        body = highlight(text, sys_spans) if sys_spans else diff if diff is not None else escape(text)
         cols.append({"system": s, "html": body, "long": len(text) > COLLAPSE_CHARS, "words": len(text.split()),
+                     "diffed": diff is not None,
                      "cut_off": bool(cut.get(s)) if isinstance(cut, dict) else False,
                      "checks": list((ex.get("passes") or {}).get(s, {}).items())})
     return {"id": ex.get("id"), "line": ex.get("line"), "prompt": str(ex.get("prompt", "")),

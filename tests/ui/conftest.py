@@ -1,0 +1,87 @@
+"""One world, one uvicorn server in a thread and one headless Chromium for all UI tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ui.world import build
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("ui-world"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(world):
+    import uvicorn
+
+    from tunesmith.ui.app import Settings, create_app
+
+    port = _free_port()
+    config = uvicorn.Config(create_app(Settings(runs=[world.runs], registry=world.registry)), host="127.0.0.1",
+                            port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).is_file() or shutil.which("chromium") is None:
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Watched:
+    """A page plus what it did: console errors and every request's URL."""
+
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("request", lambda r: self.requests.append(r.url))
+
+
+@pytest.fixture
+def open_page(browser):
+    contexts = []
+
+    def make(width: int = 1280) -> Watched:
+        ctx = browser.new_context(viewport={"width": width, "height": 900})
+        contexts.append(ctx)
+        return Watched(ctx.new_page())
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
