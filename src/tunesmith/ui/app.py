@@ -124,7 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/runs/{rid}", response_class=HTMLResponse)
     def run_page(request: Request, rid: str):
         ref = catalog.run(rid)
-        results = ref.rundir.results()
+        results = runs.results(ref)
         return render(request, "run.html.jinja", ref=ref, card=runs.card(ref), curves=runs.curves(ref),
                       checkpoints=runs.checkpoints(ref), results=results,
                       files={f: catalog.files(ref, f) for f in ("adapter", "eval")})
@@ -150,7 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/runs/{rid}/eval", response_class=HTMLResponse)
     def eval_page(request: Request, rid: str):
         ref = catalog.run(rid)
-        results = ref.rundir.results()
+        results = runs.results(ref)
         if results is None:
             raise NotFound(f"run {rid} has not been evaluated yet (tunesmith eval {ref.path})")
         ctx = evalpage.context(results, dict(request.query_params))

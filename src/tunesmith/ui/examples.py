@@ -19,7 +19,8 @@ COLLAPSE_CHARS = 600
 SORTS = ("id", "failures", "length")
 # Below this word overlap a diff marks nearly every word and reads worse than the plain answer.
 MIN_DIFF_SIMILARITY = 0.4
-_TOKEN = re.compile(r"\s+|[^\s]+")
+# A word with the whitespace after it: half as many tokens as words-and-gaps, and newlines are kept.
+_TOKEN = re.compile(r"\s*\S+\s*|\s+")
 
 
 @dataclass
@@ -91,19 +92,19 @@ def word_diff(text: str, reference: str) -> str | None:
     """HTML of `text` with words the reference lacks in <ins> and reference words it dropped in <del>;
     None when the two share too little for a diff to help."""
     a, b = _TOKEN.findall(reference), _TOKEN.findall(text)
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if matcher.ratio() < MIN_DIFF_SIMILARITY:
+    # compared without the whitespace, so "advice." at the end of a line still matches "advice. "
+    matcher = difflib.SequenceMatcher(None, [t.strip() for t in a], [t.strip() for t in b], autojunk=False)
+    if matcher.quick_ratio() < MIN_DIFF_SIMILARITY or matcher.ratio() < MIN_DIFF_SIMILARITY:
         return None
     out = []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             out.append(escape("".join(b[j1:j2])))
             continue
-        if i2 > i1 and "".join(a[i1:i2]).strip():
-            out.append(f"<del>{escape(''.join(a[i1:i2]))}</del>")
+        if i2 > i1:
+            out.append(f"<del>{escape(''.join(a[i1:i2]).strip())}</del> ")
         if j2 > j1:
-            out.append(f"<ins>{escape(''.join(b[j1:j2]))}</ins>" if "".join(b[j1:j2]).strip()
-                       else escape("".join(b[j1:j2])))
+            out.append(f"<ins>{escape(''.join(b[j1:j2]))}</ins>")
     return "".join(out)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tunesmith.rundir import RunDirError
+from tunesmith.rundir import EvalResults, RunDirError
 from tunesmith.ui.catalog import RunRef
 from tunesmith.ui.charts import line_chart
 from tunesmith.ui.verdict import verdict
@@ -44,17 +45,39 @@ def load_config(ref: RunRef) -> tuple[dict[str, Any], str]:
     return (parsed if isinstance(parsed, dict) else {}), text
 
 
+# results.json of a run with thousands of examples takes ~0.1 s to parse and validate; pages reuse the
+# parsed copy until the file changes (size or mtime), so the table and the eval page stay fast.
+_RESULTS: dict[Path, tuple[tuple[int, int], EvalResults | None]] = {}
+
+
+def results(ref: RunRef) -> EvalResults | None:
+    path = ref.rundir.results_path
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _RESULTS.get(path)
+    if hit and hit[0] == key:
+        return hit[1]
+    value = ref.rundir.results()
+    if len(_RESULTS) >= 64:
+        _RESULTS.clear()
+    _RESULTS[path] = (key, value)
+    return value
+
+
 def row(ref: RunRef) -> RunRow:
     try:
         info = ref.rundir.info()
-        results = ref.rundir.results()
+        res = results(ref)
     except RunDirError as e:  # one broken run must not take the table down: show it with its reason
         return RunRow(ref.id, ref.path.name, "unreadable", "", "", None, None, None, None, None, "", error=str(e))
     rows = _metrics(ref)
     epochs = max((r["epoch"] for r in rows if isinstance(r.get("epoch"), (int, float))), default=None)
     steps = info.global_step if info.global_step is not None else max((r.get("step", 0) for r in rows), default=None)
     method = " / ".join(x for x in (info.method, info.objective) if x)
-    v = verdict(results.gate, results.regression) if results and results.gate else None
+    v = verdict(res.gate, res.regression) if res and res.gate else None
     return RunRow(ref.id, info.name or ref.path.name, info.status, _short_model(info.base_model or info.model_spec),
                   method, steps, epochs, info.final_train_loss, info.final_eval_loss,
                   v.label if v else None, info.created or "")
