@@ -20,6 +20,8 @@ PAGES = {
     "run": "/runs/legal-good",
     "eval": "/runs/legal-bad/eval",
     "registry": "/registry",
+    "data": "/runs/legal-good/data",
+    "plan": "/plan?asked=1&task=classification&examples=3000&daily_volume=20000",
     "files": "/runs/legal-good/files/adapter",
     "error": "/runs/nope",
 }
@@ -139,4 +141,36 @@ def test_live_curves_follow_metrics_jsonl(server, open_page, world):
     assert time.monotonic() - appended < 2.0
     after = w.page.locator("#curves-body").inner_html()
     assert after != before and ">0.42<" in after  # the new last loss is labelled on the chart
+    assert w.errors == []
+
+
+def test_data_page_counts_add_up_and_search_filters_records(server, open_page):
+    w = open_page()
+    w.page.goto(server + "/runs/legal-good/data")
+    assert "17 read = 16 kept + 1 rejected; 1 exact and 1 near duplicates; 1 rule violations" in \
+        w.page.locator("#data-verdict").inner_text()
+    assert "train.jsonl:8" in w.page.locator("#invalid").inner_text()
+    dups = w.page.locator("#duplicates").inner_text()
+    assert "val val.jsonl:1 duplicates train train.jsonl:3" in dups and "✗ crosses splits" in dups
+    assert w.page.locator("#duplicates ins").first.text_content().strip() == "April,"  # collapsed: not rendered text
+    assert "train.jsonl:6" in w.page.locator("#rules").inner_text()
+    assert "limit: not checked (no max_seq_len)" in w.page.locator("#lengths").inner_text()
+    assert w.page.locator("details.record").count() == 16
+    w.page.fill("input[name=q]", "landlord")
+    w.page.get_by_role("button", name="Search").click()
+    w.page.wait_for_url("**q=landlord**")
+    assert w.page.locator("details.record").count() == 2
+    assert w.page.locator("#record-count").inner_text().startswith("2 records contain")
+
+
+def test_breakeven_updates_when_an_input_moves(server, open_page):
+    w = open_page()
+    w.page.goto(server + "/plan")
+    verdict = w.page.locator("#breakeven-verdict")
+    assert "≈ 5.8 days at 2,000/day" in verdict.inner_text()
+    w.page.fill("#requests_per_day-n", "4000")
+    expect(verdict).to_contain_text("≈ 2.9 days at 4,000/day")  # same requests, twice the traffic
+    assert w.page.locator("input[name=requests_per_day]").input_value() == "4000"
+    w.page.fill("#ft_price_in-n", "100")
+    expect(verdict).to_contain_text("NEVER PAYS BACK")
     assert w.errors == []

@@ -4,6 +4,7 @@ it never loads them) and a registry with two versions."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,14 +64,41 @@ def results(n_examples: int, gate_passes: bool) -> EvalResults:
                        regression=reg, gate=gate)
 
 
+RULES = f"rules:\n  - name: disclaimer\n    ends_with: \"{DISCLAIMER}\"\n"
+
+
+def _chat(q: str, a: str) -> str:
+    return json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+
+
+def write_data(run: RunDir) -> dict:
+    """train (13 records, one invalid line, one answer without the disclaimer) and val (3 records: an exact
+    and a near copy of train records): the manifest run.json records for them."""
+    train = [_chat(f"Question {i} about leases and deposits, case {i}?", f"Answer {i}. {DISCLAIMER}") for i in range(12)]
+    train[5] = _chat("Question 5 about leases and deposits, case 5?", "Answer 5 without the disclaimer.")
+    train.insert(7, "{not json\n")
+    long_q = ("My landlord kept the whole deposit after I moved out of the flat in March, and says the carpet "
+              "was worn and the walls needed painting after three years of tenancy. Can they do that?")
+    long_a = f"They may deduct for damage beyond fair wear and tear only, and must itemise it. {DISCLAIMER}"
+    train.append(_chat(long_q, long_a))
+    val = [train[2], _chat("A question only val has?", f"Its answer. {DISCLAIMER}"),
+           _chat(long_q.replace("March", "April"), long_a)]
+    manifest = {}
+    for split, lines in (("train", train), ("val", val)):
+        path = run.write_text(f"data/{split}.jsonl", "".join(lines))
+        manifest[split] = {"path": f"data/{split}.jsonl", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                           "count": len(lines)}
+    run.write_text("rules.yaml", RULES)
+    return manifest
+
+
 def make_run(runs: Path, name: str, status: str = "finished", n_examples: int = 12, gate_passes: bool = False,
              steps: int = 20) -> RunDir:
     run = RunDir(runs / name)
     run.path.mkdir(parents=True)
     run.write_info({"name": name, "status": status, "method": "lora", "objective": "sft",
                     "base_model": "/models/smollm2-135m-instruct", "created": "2026-12-01T10:00:00+00:00",
-                    "data": {"train": {"path": "train.jsonl", "sha256": "a" * 64, "count": 180},
-                             "val": {"path": "val.jsonl", "sha256": "b" * 64, "count": 22}},
+                    "data": write_data(run), "rules": "rules.yaml",
                     "global_step": steps if status == "finished" else None,
                     "final_train_loss": 0.91 if status == "finished" else None,
                     "final_eval_loss": 1.02 if status == "finished" else None, "train_seconds": 42.0})

@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import UserError
-from tunesmith.ui import evalpage, registryview, runs
+from tunesmith.ui import datapage, evalpage, planpage, registryview, runs
 from tunesmith.ui.catalog import Catalog, NotFound
 
 log = logging.getLogger("tunesmith.ui")
@@ -155,6 +155,24 @@ def create_app(settings: Settings) -> FastAPI:
             raise NotFound(f"run {rid} has not been evaluated yet (tunesmith eval {ref.path})")
         ctx = evalpage.context(results, dict(request.query_params))
         return render(request, "eval.html.jinja", ref=ref, **ctx)
+
+    @app.get("/runs/{rid}/data", response_class=HTMLResponse)
+    def data_page(request: Request, rid: str):
+        ref = catalog.run(rid)
+        return render(request, "data.html.jinja", ref=ref, **datapage.context(ref, dict(request.query_params)))
+
+    @app.get("/plan", response_class=HTMLResponse)
+    def plan_page(request: Request):
+        params = dict(request.query_params)
+        return render(request, "plan.html.jinja", be=planpage.breakeven_view(params), mem=planpage.memory_view(params),
+                      adv=planpage.advisor_view(params))
+
+    @app.get("/plan/breakeven.json")
+    def plan_breakeven(request: Request):
+        view = planpage.breakeven_view(dict(request.query_params))
+        return JSONResponse({"html": env.get_template("breakeven_result.html.jinja").render(be=view),
+                             "breakeven_requests": view["result"].breakeven_requests,
+                             "breakeven_days": view["result"].breakeven_days})
 
     def registry_or_page(request: Request):
         reg = registryview.open_registry(settings.registry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ def sources(ref: RunRef) -> list[Source]:
 
 def _tokenizer(ref: RunRef, base: str | None):
     """The run's own tokenizer (saved with the adapter) or its local base model's; None when neither is here."""
-    for where in (ref.rundir.adapter, Path(base or "").expanduser()):
-        if base is not None and (where / "tokenizer_config.json").is_file():
+    for where in [ref.rundir.adapter] + ([Path(base).expanduser()] if base else []):
+        if (where / "tokenizer_config.json").is_file():
             try:
                 return load_tokenizer(where), str(where)
             except (UserError, OSError, ValueError):
@@ -92,10 +93,6 @@ def check_run(ref: RunRef, srcs: list[Source]) -> tuple[Analysis, str | None]:
     return a, note
 
 
-def _text(record: Any) -> str:
-    return dedup_text(record)
-
-
 def _answer(record: Any) -> str:
     if isinstance(record, Conversation):
         return (record.assistant_turns() or [""])[-1]
@@ -127,17 +124,18 @@ def context(ref: RunRef, params: dict[str, str]) -> dict[str, Any]:
 
     pairs = []
     for i, j in sorted(a.exact.items()):
-        pairs.append({"kind": "exact", "a": where(i), "b": where(j), "similarity": 1.0, "diff": _text(a.records[i])})
+        pairs.append({"kind": "exact", "a": where(i), "b": where(j), "similarity": 1.0,
+                      "html": escape(dedup_text(a.records[i]))})
     for d in a.near:
-        ta, tb = _text(a.records[d.index]), _text(a.records[d.duplicate_of])
+        ta, tb = dedup_text(a.records[d.index]), dedup_text(a.records[d.duplicate_of])
         pairs.append({"kind": "near", "a": where(d.index), "b": where(d.duplicate_of), "similarity": d.similarity,
-                      "diff": word_diff(ta, tb) or ta, "html": True})
+                      "html": word_diff(ta, tb) or escape(ta)})
     violations = [{"rule": rule, "records": [{**where(i), "answer": _answer(a.records[i])} for i in idx[:50]],
                    "n": len(idx)} for rule, idx in a.violations.items()]
     q = params.get("q", "")[:200].lower()
     page = int(params["page"]) if params.get("page", "").isdigit() and int(params["page"]) > 0 else 1
-    matching = [i for i in range(len(a.records)) if not q or q in _text(a.records[i]).lower()]
-    browse = [{**where(i), "text": _text(a.records[i])} for i in matching[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]]
+    matching = [i for i in range(len(a.records)) if not q or q in dedup_text(a.records[i]).lower()]
+    browse = [{**where(i), "text": dedup_text(a.records[i])} for i in matching[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]]
     labels = report.get("label_counts")
     return {
         "sources": srcs, "report": report, "note": note, "pairs": pairs, "violations": violations,

@@ -32,3 +32,24 @@ if (curves && curves.dataset.status === "running") {
   };
   setTimeout(tick, 1000);
 }
+
+// Break-even sliders: each range drives a number box (the form field, so a typed value beyond the
+// slider's range still counts); any change asks the server for the new result (debounced) and swaps
+// it in, so the numbers always come from tunesmith.plan.breakeven.
+document.querySelectorAll("form[data-live]").forEach((form) => {
+  const target = document.getElementById(form.dataset.target);
+  let timer = null;
+  const refresh = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const query = new URLSearchParams(new FormData(form)).toString();
+      const r = await fetch(form.dataset.live + "?" + query, { cache: "no-store" });
+      if (r.ok) target.innerHTML = (await r.json()).html;
+    }, 150);
+  };
+  form.querySelectorAll("input[data-mirror]").forEach((range) => {
+    const box = document.getElementById(range.dataset.mirror);
+    range.addEventListener("input", () => { box.value = range.value; refresh(); });
+    box.addEventListener("input", () => { range.value = box.value; refresh(); });
+  });
+});
