@@ -6,6 +6,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,25 +29,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(world):
+@contextmanager
+def running(settings):
+    """The UI app on a free loopback port in a thread; yields its base URL."""
     import uvicorn
 
-    from tunesmith.ui.app import Settings, create_app
+    from tunesmith.ui.app import create_app
 
     port = _free_port()
-    config = uvicorn.Config(create_app(Settings(runs=[world.runs], registry=world.registry)), host="127.0.0.1",
-                            port=port, log_level="warning")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(world):
+    from tunesmith.ui.app import Settings
+
+    with running(Settings(runs=[world.runs], registry=world.registry)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

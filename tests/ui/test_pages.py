@@ -22,6 +22,7 @@ PAGES = {
     "registry": "/registry",
     "data": "/runs/legal-good/data",
     "plan": "/plan?asked=1&task=classification&examples=3000&daily_volume=20000",
+    "playground": "/playground",
     "files": "/runs/legal-good/files/adapter",
     "error": "/runs/nope",
 }

@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import UserError
-from tunesmith.ui import datapage, evalpage, planpage, registryview, runs
+from tunesmith.ui import datapage, evalpage, planpage, playground, registryview, runs
 from tunesmith.ui.catalog import Catalog, NotFound
 
 log = logging.getLogger("tunesmith.ui")
@@ -209,6 +209,24 @@ def create_app(settings: Settings) -> FastAPI:
         registryview.rollback(reg, alias)
         target = ", ".join(v for v, _ in reg.alias(alias).targets)
         return RedirectResponse(f"/registry?done={quote(f'rolled back {alias} to {target}')}", status_code=303)
+
+    app.mount(playground.MOUNT, playground.LazyServe(settings.registry))
+
+    @app.get("/playground", response_class=HTMLResponse)
+    def playground_page(request: Request):
+        reg, page = registry_or_page(request)
+        return page or render(request, "playground.html.jinja", models=playground.models(reg), mount=playground.MOUNT)
+
+    @app.post("/playground/rules")
+    async def playground_rules(request: Request):
+        if not hmac.compare_digest(request.headers.get("x-csrf-token", "").encode(), csrf.encode()):
+            raise registryview.ActionRefused("CSRF token mismatch; reload the page")
+        body = await request.json()
+        reg, page = registry_or_page(request)
+        if page:
+            return page
+        return JSONResponse({"rules": playground.check_rules(reg, str(body.get("model", "")),
+                                                             str(body.get("answer", "")), str(body.get("prompt", "")))})
 
     @app.get("/favicon.ico")
     def favicon():

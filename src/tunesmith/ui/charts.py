@@ -50,6 +50,25 @@ def fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def tick_labels(ticks: list[float]) -> list[str]:
+    """One format for every tick of an axis (no "5.0e-04" next to "0.001"), as few digits as tell them apart."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(ticks[0]) or 1.0
+    if step < 1e-3:
+        return [f"{t:.1e}" if t else "0" for t in ticks]
+    decimals = max(0, -math.floor(math.log10(step)) + (0 if round(step / 10 ** math.floor(math.log10(step)), 6)
+                                                          in (1.0, 2.0, 5.0) else 1))
+    return [f"{t:,.{decimals}f}" for t in ticks]
+
+
+def _spread(ys: list[float], gap: float) -> list[float]:
+    """Label positions moved apart so no two are closer than `gap` (the end values of two lines often meet)."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    out = list(ys)
+    for prev, cur in zip(order, order[1:]):
+        out[cur] = max(out[cur], out[prev] + gap)
+    return out
+
+
 def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_label: str = "step",
                width: int = 560, height: int = 240) -> str:
     """Lines of (x, y) points sharing axes; the last point of each line is labelled with its value."""
@@ -70,23 +89,23 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_l
 
     out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
            f'<text x="{left}" y="16" class="ct">{escape(title)}</text>']
-    for t in yt:
+    for t, label in zip(yt, tick_labels(yt)):
         out.append(f'<line x1="{left}" x2="{left + w}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                   f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{fmt(t)}</text>')
-    for t in xt:
-        out.append(f'<text x="{sx(t):.1f}" y="{top + h + 16}" text-anchor="middle">{fmt(t)}</text>')
+                   f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{label}</text>')
+    for t, label in zip(xt, tick_labels(xt)):
+        out.append(f'<text x="{sx(t):.1f}" y="{top + h + 16}" text-anchor="middle">{label}</text>')
     out.append(f'<text x="{left + w / 2}" y="{height - 2}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
     legend_x = left
-    for k, (name, s) in enumerate(series.items()):
-        if not s:
-            continue
+    drawn = [(k, name, s) for k, (name, s) in enumerate(series.items()) if s]
+    label_ys = _spread([sy(s[-1][1]) + 4 for _, _, s in drawn], 13)
+    for (k, name, s), label_y in zip(drawn, label_ys):
         color, dash = color_of(name, k), DASHES[k % len(DASHES)]
         path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(s))
         out.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>')
         if len(s) == 1:
             out.append(f'<circle cx="{sx(s[0][0]):.1f}" cy="{sy(s[0][1]):.1f}" r="3" fill="{color}"/>')
         lx, ly = s[-1]
-        out.append(f'<text x="{sx(lx) + 4:.1f}" y="{sy(ly) + 4:.1f}" fill="{color}" class="val">{fmt(ly)}</text>')
+        out.append(f'<text x="{sx(lx) + 5:.1f}" y="{label_y:.1f}" fill="{color}" class="val">{fmt(ly)}</text>')
         out.append(f'<line x1="{legend_x}" x2="{legend_x + 18}" y1="31" y2="31" stroke="{color}" '
                    f'stroke-width="2" stroke-dasharray="{dash}"/><text x="{legend_x + 22}" y="35">'
                    f'{escape(name)}</text>')

@@ -1,0 +1,51 @@
+"""The playground streams real answers from registry versions of a tiny model, with rule badges."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.ui.conftest import running
+from tunesmith.deploy.registry import Registry
+from tunesmith.ui.app import Settings
+
+
+@pytest.fixture(scope="module")
+def play_server(deploy_env, tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("play") / "registry.db")
+    plain = reg.add(deploy_env.runs[0], "legal")
+    ruled = reg.add(deploy_env.runs[2], "legal")  # legal-3 was trained with a rule: contains "please"
+    reg.set_alias("legal@prod", plain.id)
+    with running(Settings(runs=[deploy_env.root / "runs"], registry=reg.path)) as url:
+        yield url, plain.id, ruled.id
+
+
+def test_playground_streams_side_by_side_with_rule_badges(play_server, open_page):
+    url, plain, ruled = play_server
+    w = open_page()
+    w.page.goto(url + "/playground")
+    for box in w.page.locator("input[name=model]").all():
+        box.uncheck()
+    w.page.check(f"input[name=model][value=base]")
+    w.page.check(f"input[name=model][value='{ruled}']")
+    w.page.fill("textarea[name=prompt]", "What is a lease?")
+    w.page.fill("input[name=max_tokens]", "12")
+    chunks = []
+    w.page.on("response", lambda r: chunks.append(r.headers.get("content-type", "")) if "/chat/" in r.url else None)
+    w.page.get_by_role("button", name="Send").click()
+    for model in ("base", ruled):
+        col = w.page.locator(f"article.answer[data-model='{model}']")
+        expect(col).to_have_attribute("data-done", "1", timeout=60_000)
+        assert col.locator("pre").text_content()  # an answer arrived (random weights: any tokens, even blank lines)
+    assert all(c.startswith("text/event-stream") for c in chunks) and len(chunks) == 2
+    ruled_col = w.page.locator(f"article.answer[data-model='{ruled}']")
+    expect(ruled_col.locator(".checks")).to_contain_text("polite")
+    expect(w.page.locator("article.answer[data-model='base'] .checks")).to_contain_text("no rules")
+    with w.page.expect_download() as dl:
+        w.page.get_by_role("button", name="Export as JSONL test cases").click()
+    lines = [json.loads(x) for x in open(dl.value.path()).read().splitlines()]
+    assert [c["meta"]["model"] for c in lines] == ["base", ruled] or [c["meta"]["model"] for c in lines] == [ruled, "base"]
+    assert all(c["messages"][0] == {"role": "user", "content": "What is a lease?"} for c in lines)
+    assert w.errors == []
