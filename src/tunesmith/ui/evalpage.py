@@ -10,7 +10,7 @@ from tunesmith.report.eval_report import SCALARS, _metrics
 from tunesmith.rundir import EvalResults
 from tunesmith.ui import examples as ex_mod
 from tunesmith.ui.charts import bar_chart
-from tunesmith.ui.verdict import verdict
+from tunesmith.report.verdict import verdict
 
 
 def metric_tables(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:

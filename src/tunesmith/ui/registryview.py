@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.deploy.registry import ALIAS_RE, Registry, RegistryError, Version
-from tunesmith.ui.verdict import Verdict, verdict
+from tunesmith.report.verdict import Verdict, verdict
 
 
 class ActionRefused(ValueError):

@@ -13,7 +13,7 @@ import yaml
 from tunesmith.rundir import EvalResults, RunDirError
 from tunesmith.ui.catalog import RunRef
 from tunesmith.ui.charts import line_chart
-from tunesmith.ui.verdict import verdict
+from tunesmith.report.verdict import verdict
 
 @dataclass
 class RunRow:
