@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -14,6 +15,7 @@ import pytest
 from tests.ui.world import build
 
 CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).parents[2] / "docs" / "ui"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -95,3 +97,17 @@ def open_page(browser):
     yield make
     for ctx in contexts:
         ctx.close()
+
+
+def screenshot(page, stem: str) -> None:
+    """docs/ui/<stem>.png when TUNESMITH_UI_SCREENSHOTS is set (refreshing the docs is a deliberate act):
+    the first 1400 px from where the page is scrolled, in 256 colours, small enough to commit."""
+    if not os.environ.get("TUNESMITH_UI_SCREENSHOTS"):
+        return
+    from PIL import Image
+
+    DOCS.mkdir(parents=True, exist_ok=True)
+    path = DOCS / f"{stem}.png"
+    page.screenshot(path=str(path), clip={**page.evaluate("({x: scrollX, y: scrollY})"),
+                                          "width": page.viewport_size["width"], "height": 1400}, full_page=True)
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)

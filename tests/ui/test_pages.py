@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 from playwright.sync_api import expect
 from typer.testing import CliRunner
 
+from tests.ui.conftest import screenshot
 from tunesmith.cli import app as cli_app
 
-DOCS = Path(__file__).parents[2] / "docs" / "ui"
 PAGES = {
     "runs": "/runs",
     "run": "/runs/legal-good",
@@ -40,22 +39,11 @@ def test_page_fits_has_no_errors_and_stays_local(server, open_page, name, width)
     errors = [e for e in w.errors if not (name == "error" and "404" in e)]
     assert errors == []
     assert w.requests and all(urlparse(u).hostname == "127.0.0.1" for u in w.requests), w.requests
-    if os.environ.get("TUNESMITH_UI_SCREENSHOTS"):  # refreshing docs/ui/ is a deliberate act, not every run
-        _screenshot(w.page, f"{name}-{width}")
-        if name == "eval":
-            w.page.goto(server + PAGES[name] + "?rule=disclaimer#examples")
-            _screenshot(w.page, f"eval-examples-{width}")
-
-
-def _screenshot(page, stem: str) -> None:
-    """The first two screens of a page, in 256 colours: enough to judge the layout, small enough to commit."""
-    from PIL import Image
-
-    DOCS.mkdir(parents=True, exist_ok=True)
-    path = DOCS / f"{stem}.png"
-    page.screenshot(path=str(path), clip={**page.evaluate("({x: scrollX, y: scrollY})"),
-                                          "width": page.viewport_size["width"], "height": 1400}, full_page=True)
-    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+    if name != "playground":  # its screenshot shows streamed answers (test_playground)
+        screenshot(w.page, f"{name}-{width}")
+    if name == "eval" and os.environ.get("TUNESMITH_UI_SCREENSHOTS"):
+        w.page.goto(server + PAGES[name] + "?rule=disclaimer#examples")
+        screenshot(w.page, f"eval-examples-{width}")
 
 
 def test_verdict_banner_explains_itself(server, open_page):
@@ -148,7 +136,7 @@ def test_live_curves_follow_metrics_jsonl(server, open_page, world):
 def test_data_page_counts_add_up_and_search_filters_records(server, open_page):
     w = open_page()
     w.page.goto(server + "/runs/legal-good/data")
-    assert "17 read = 16 kept + 1 rejected; 1 exact and 1 near duplicates; 1 rule violations" in \
+    assert "17 read = 16 kept + 1 rejected; 1 exact and 1 near duplicates; 1 rule violation." in \
         w.page.locator("#data-verdict").inner_text()
     assert "train.jsonl:8" in w.page.locator("#invalid").inner_text()
     dups = w.page.locator("#duplicates").inner_text()

@@ -7,7 +7,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.ui.conftest import running
+from tests.ui.conftest import running, screenshot
 from tunesmith.deploy.registry import Registry
 from tunesmith.ui.app import Settings
 
@@ -43,6 +43,7 @@ def test_playground_streams_side_by_side_with_rule_badges(play_server, open_page
     ruled_col = w.page.locator(f"article.answer[data-model='{ruled}']")
     expect(ruled_col.locator(".checks")).to_contain_text("polite")
     expect(w.page.locator("article.answer[data-model='base'] .checks")).to_contain_text("no rules")
+    screenshot(w.page, "playground-1280")
     with w.page.expect_download() as dl:
         w.page.get_by_role("button", name="Export as JSONL test cases").click()
     lines = [json.loads(x) for x in open(dl.value.path()).read().splitlines()]

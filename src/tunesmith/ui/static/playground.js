@@ -82,6 +82,7 @@ form.addEventListener("submit", async (ev) => {
     try {
       const { text, finish } = await streamOne(model, messages, Number(data.get("max_tokens")) || 64, col);
       if (finish === "length") col.querySelector("h3").append(" ", el("span", "tag warn", "✂ cut off at max tokens"));
+      if (!text.trim()) col.querySelector("pre").textContent = "(an answer of only whitespace)";
       col.dataset.done = "1";
       last.results[model] = text;
       await badges(model, text, prompt, col);
