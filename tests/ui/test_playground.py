@@ -28,7 +28,7 @@ def test_playground_streams_side_by_side_with_rule_badges(play_server, open_page
     w.page.goto(url + "/playground")
     for box in w.page.locator("input[name=model]").all():
         box.uncheck()
-    w.page.check(f"input[name=model][value=base]")
+    w.page.check("input[name=model][value=base]")
     w.page.check(f"input[name=model][value='{ruled}']")
     w.page.fill("textarea[name=prompt]", "What is a lease?")
     w.page.fill("input[name=max_tokens]", "12")
@@ -47,6 +47,6 @@ def test_playground_streams_side_by_side_with_rule_badges(play_server, open_page
     with w.page.expect_download() as dl:
         w.page.get_by_role("button", name="Export as JSONL test cases").click()
     lines = [json.loads(x) for x in open(dl.value.path()).read().splitlines()]
-    assert [c["meta"]["model"] for c in lines] == ["base", ruled] or [c["meta"]["model"] for c in lines] == [ruled, "base"]
+    assert sorted(c["meta"]["model"] for c in lines) == sorted(["base", ruled])  # in the order answers finished
     assert all(c["messages"][0] == {"role": "user", "content": "What is a lease?"} for c in lines)
     assert w.errors == []

@@ -74,7 +74,8 @@ def _chat(q: str, a: str) -> str:
 def write_data(run: RunDir) -> dict:
     """train (13 records, one invalid line, one answer without the disclaimer) and val (3 records: an exact
     and a near copy of train records): the manifest run.json records for them."""
-    train = [_chat(f"Question {i} about leases and deposits, case {i}?", f"Answer {i}. {DISCLAIMER}") for i in range(12)]
+    train = [_chat(f"Question {i} about leases and deposits, case {i}?", f"Answer {i}. {DISCLAIMER}")
+             for i in range(12)]
     train[5] = _chat("Question 5 about leases and deposits, case 5?", "Answer 5 without the disclaimer.")
     train.insert(7, "{not json\n")
     long_q = ("My landlord kept the whole deposit after I moved out of the flat in March, and says the carpet "
@@ -103,9 +104,9 @@ def make_run(runs: Path, name: str, status: str = "finished", n_examples: int = 
                     "final_train_loss": 0.91 if status == "finished" else None,
                     "final_eval_loss": 1.02 if status == "finished" else None, "train_seconds": 42.0})
     run.write_text("config.yaml", f"name: {name}\nlora:\n  r: 8\n  alpha: 16\ntrain:\n  lr: 0.0002\n  epochs: 2\n")
-    run.metrics.write_text("".join(json.dumps({"step": s, "epoch": s / 10, "loss": 2.5 / s ** 0.5,
-                                               "learning_rate": 2e-4 * (1 - s / (steps + 1)), "grad_norm": 1.5 - s / 40})
-                                   + "\n" for s in range(1, steps + 1, 2)), encoding="utf-8")
+    rows = [{"step": s, "epoch": s / 10, "loss": 2.5 / s ** 0.5, "learning_rate": 2e-4 * (1 - s / (steps + 1)),
+             "grad_norm": 1.5 - s / 40} for s in range(1, steps + 1, 2)]
+    run.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     adapter = run.adapter
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16, "peft_type": "LORA"}))

@@ -4,7 +4,7 @@ Artefacts are read through `tunesmith.rundir` only; config.yaml is the run's own
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ class RunRow:
     verdict: str | None
     created: str
     error: str | None = None
-    sort: dict[str, Any] = field(default_factory=dict)
 
 
 def load_config(ref: RunRef) -> tuple[dict[str, Any], str]:
