@@ -80,6 +80,10 @@ def test_filters_change_the_visible_examples(server, open_page):
     assert first.get_attribute("data-id") == "4"
     assert "✂ cut off at max tokens" in first.inner_text() and first.locator("details").count() >= 1
     assert "✗ short" in first.inner_text()
+    # the run's forbidden-words rule says where base broke it: the word is marked in base's answer
+    w.page.goto(server + "/runs/legal-bad/eval?rule=no_promises&system=base")
+    marks = w.page.locator("article.example .col mark")
+    assert marks.count() == 12 and {m.inner_text() for m in marks.all()} == {"guarantee"}
 
 
 def _cli_alias(world) -> list[str]:

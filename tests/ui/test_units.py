@@ -52,3 +52,16 @@ def test_filters_ignore_unknown_values_and_select_pages():
     # differ: the 60 even ids (other text) and 5 (same text, other rule result); page 2 starts at the 51st
     page, total = select(examples, Filters(differ=True, page=2))
     assert total == 61 and len(page) == 11 and [e["id"] for e in page][:2] == [98, 100]
+
+
+def test_spans_point_at_what_broke_a_match_rule():
+    from tunesmith.rules import parse_rules
+    from tunesmith.ui.spans import violation_spans
+
+    rules = parse_rules({"rules": [{"name": "no_promises", "forbidden": ["guarantee", "100%"]},
+                                   {"name": "no_urls", "not_regex": "https?://\\S+"},
+                                   {"name": "ids", "grounded": "C-\\d+"}, {"name": "short", "max_words": 2}]})
+    answer = "I guarantee case C-12 (see http://x.y) and C-7, 100% sure."
+    got = violation_spans(rules, answer, "about case C-7", ["no_promises", "no_urls", "ids", "short"])
+    assert {k: [answer[a:b] for a, b in v] for k, v in got.items()} == {
+        "no_promises": ["guarantee", "100%"], "no_urls": ["http://x.y)"], "ids": ["C-12"]}

@@ -30,7 +30,7 @@ class World:
 def _outputs(system: str, i: int) -> str:
     prompt = PROMPTS[i % len(PROMPTS)]
     if system == "base":
-        return f"Well, {prompt.lower()} It depends on many things.\nAsk someone."
+        return f"Well, {prompt.lower()} I guarantee it depends on many things.\nAsk someone."
     if system == "prompted":
         return f"It depends on the contract. {DISCLAIMER}" if i % 2 else "It depends on the contract."
     return f"Usually yes, check clause {i}. {DISCLAIMER}" + (" word" * 200 if i == 3 else "")
@@ -38,11 +38,11 @@ def _outputs(system: str, i: int) -> str:
 
 def results(n_examples: int, gate_passes: bool) -> EvalResults:
     systems = ("base", "prompted", "tuned")
-    examples, rates = [], {s: {"disclaimer": 0, "short": 0, "all": 0} for s in systems}
+    examples, rates = [], {s: {"disclaimer": 0, "short": 0, "no_promises": 0, "all": 0} for s in systems}
     for i in range(n_examples):
         outs = {s: _outputs(s, i) for s in systems}
-        passes = {s: {"disclaimer": o.rstrip().endswith(DISCLAIMER), "short": len(o.split()) <= 40}
-                  for s, o in outs.items()}
+        passes = {s: {"disclaimer": o.rstrip().endswith(DISCLAIMER), "short": len(o.split()) <= 40,
+                      "no_promises": "guarantee" not in o.lower()} for s, o in outs.items()}
         for s in systems:
             for rule, ok in passes[s].items():
                 rates[s][rule] += ok
@@ -64,7 +64,8 @@ def results(n_examples: int, gate_passes: bool) -> EvalResults:
                        regression=reg, gate=gate)
 
 
-RULES = f"rules:\n  - name: disclaimer\n    ends_with: \"{DISCLAIMER}\"\n"
+RULES = (f"rules:\n  - name: disclaimer\n    ends_with: \"{DISCLAIMER}\"\n  - name: short\n    max_words: 40\n"
+         "  - name: no_promises\n    forbidden: [guarantee]\n")
 
 
 def _chat(q: str, a: str) -> str:

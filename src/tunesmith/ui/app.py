@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import UserError
-from tunesmith.ui import datapage, evalpage, planpage, playground, registryview, runs
+from tunesmith.ui import datapage, evalpage, planpage, playground, registryview, runs, spans
 from tunesmith.ui.catalog import Catalog, NotFound
 
 log = logging.getLogger("tunesmith.ui")
@@ -153,7 +153,8 @@ def create_app(settings: Settings) -> FastAPI:
         results = runs.results(ref)
         if results is None:
             raise NotFound(f"run {rid} has not been evaluated yet (tunesmith eval {ref.path})")
-        ctx = evalpage.context(results, dict(request.query_params))
+        rules = spans.run_rules(ref, results.rules or ref.rundir.info().rules)
+        ctx = evalpage.context(results, dict(request.query_params), rules)
         return render(request, "eval.html.jinja", ref=ref, **ctx)
 
     @app.get("/runs/{rid}/data", response_class=HTMLResponse)

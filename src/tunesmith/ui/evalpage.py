@@ -7,6 +7,7 @@ from typing import Any
 
 from tunesmith.evaluate.gate import metric_value
 from tunesmith.report.eval_report import SCALARS, _metrics
+from tunesmith.rules import RuleSet
 from tunesmith.rundir import EvalResults
 from tunesmith.ui import examples as ex_mod
 from tunesmith.ui.charts import bar_chart
@@ -53,7 +54,7 @@ def regression_view(reg: dict[str, Any] | None) -> dict[str, Any] | None:
             "gained": [c for c in changed if c.get("change") == "gained"]}
 
 
-def context(results: EvalResults, params: dict[str, str]) -> dict[str, Any]:
+def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | None = None) -> dict[str, Any]:
     systems = {name: _metrics(entry) for name, entry in results.systems.items()}
     examples = results.examples
     names = list(systems) or list(dict.fromkeys(s for e in examples for s in (e.get("outputs") or {})))
@@ -70,7 +71,7 @@ def context(results: EvalResults, params: dict[str, str]) -> dict[str, Any]:
         "regression": regression_view(results.regression),
         "filters": filters,
         "rules": rules,
-        "examples": [ex_mod.view(e, shown) for e in page],
+        "examples": [ex_mod.view(e, shown, ruleset) for e in page],
         "total": total,
         "all_examples": len(examples),
         "pages": pages,

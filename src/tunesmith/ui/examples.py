@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from tunesmith.rules import RuleSet
+from tunesmith.ui.spans import violation_spans
+
 PAGE_SIZE = 50
 # Outputs longer than this start collapsed: a page of 50 essays is unreadable.
 COLLAPSE_CHARS = 600
@@ -121,11 +124,16 @@ def highlight(text: str, spans: list[Any]) -> str:
     return "".join(out) + escape(text[pos:])
 
 
-def view(ex: dict[str, Any], systems: list[str]) -> dict[str, Any]:
-    """One example ready for the template: per system its marked-up text and rule badges."""
+def view(ex: dict[str, Any], systems: list[str], rules: RuleSet | None = None) -> dict[str, Any]:
+    """One example ready for the template: per system its marked-up text and rule badges. Violating spans
+    come from the example when eval recorded them, else from the run's rules."""
     ref = ex.get("reference")
     cut = ex.get("cut_off") or ex.get("truncated") or {}
     spans = ex.get("spans") or ex.get("violations") or {}
+    if not spans and rules is not None:
+        spans = {s: violation_spans(rules, str(out), str(ex.get("prompt", "")),
+                                    [r for r, ok in (ex.get("passes") or {}).get(s, {}).items() if not ok])
+                 for s, out in (ex.get("outputs") or {}).items()}
     cols = []
     for s in systems:
         if s not in (ex.get("outputs") or {}):
