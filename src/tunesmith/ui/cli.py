@@ -33,8 +33,8 @@ def ui(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
     host: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback needs --api-key.")]
     = "127.0.0.1",
-    runs: Annotated[Optional[list[Path]], typer.Option("--runs", help="Folder of run directories (repeatable).")]
-    = None,
+    runs: Annotated[Optional[list[Path]], typer.Option(
+        "--runs", help="Folder of run directories (repeatable; default: ./runs).")] = None,
     registry: Annotated[Optional[Path], typer.Option("--registry", help="Registry database (default: "
                                                      "TUNESMITH_REGISTRY or the per-user cache).")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TUNESMITH_UI_API_KEY",
