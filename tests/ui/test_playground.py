@@ -50,3 +50,16 @@ def test_playground_streams_side_by_side_with_rule_badges(play_server, open_page
     assert sorted(c["meta"]["model"] for c in lines) == sorted(["base", ruled])  # in the order answers finished
     assert all(c["messages"][0] == {"role": "user", "content": "What is a lease?"} for c in lines)
     assert w.errors == []
+
+
+def test_data_page_counts_tokens_with_the_runs_own_tokenizer(play_server):
+    import httpx
+
+    url, _, _ = play_server
+    html = httpx.get(url + "/runs/legal-1/data", timeout=60).text
+    lengths = html[html.index('id="lengths"'):]
+    lengths = lengths[: lengths.index("</section>")]
+    # legal-1's adapter folder holds the tokenizer it trained with; its test split is the file that exists
+    assert "tokens: min" in lengths and "/legal-1/adapter</code>" in lengths
+    assert "limit: not checked (no max_seq_len)" in lengths
+    assert "3 read = 3 kept + 0 rejected" in html
