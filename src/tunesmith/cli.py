@@ -14,6 +14,7 @@ from tunesmith.evaluate.cli import app as eval_app
 from tunesmith.plan.cli import app as plan_app
 from tunesmith.train.cli import config_app, train
 from tunesmith.train.render import render
+from tunesmith.ui.cli import ui
 
 # Deprecation notices that transformers raises about its own internal calls are noise to a user.
 warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6.*", category=FutureWarning)
@@ -36,6 +37,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(export_app, name="export")
 app.command("serve")(serve)
 app.add_typer(flywheel_app, name="flywheel")
+app.command("ui")(ui)
 
 
 @app.command()

@@ -79,6 +79,12 @@ def test_compliance_report_with_loss_curve_and_gate(tmp_path: Path) -> None:
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)) == 3
     # "42" everywhere loses the one lowercase-instruction item "x" passed: gate refuses
     assert "do not promote" in html and "regression instructions dropped 11.1 points" in html
+    # decision first: the verdict sentence opens the report, then one row per gate check
+    banner = html[html.index('id="verdict">') + len('id="verdict">'):]
+    assert banner.startswith("DO NOT PROMOTE — compliance 1.00 tuned vs 0.67 prompted, but general ability")
+    assert "instructions −11.1 points" in banner[:300]
+    assert html.index('id="verdict"') < html.index("<h2>Metrics</h2>")
+    assert "<td>general ability: instructions</td>" in html and "✗ fail" in html
 
 
 def test_classification_report_renders_only_present_parts(tmp_path: Path) -> None:

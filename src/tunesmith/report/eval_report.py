@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from tunesmith.evaluate.gate import metric_value
 from tunesmith.report.html import badge, esc, fig_to_data_uri, img, page, section, swatch, system_colors, table
 from tunesmith.report.plots import loss_figure
+from tunesmith.report.verdict import verdict
 
 # Scalar metrics shown in the summary table, in this order, with readable names.
 SCALARS = {
@@ -307,10 +308,21 @@ def _judge_section(judge: dict[str, Any], colors: dict[str, str]) -> str:
     )
 
 
-def _gate_section(gate: dict[str, Any]) -> str:
+def _gate_section(gate: dict[str, Any], regression: dict[str, Any] | None, n_test: int | None) -> str:
+    """Decision first, as on the web app's Eval page: the verdict in one sentence, then one row per check."""
+    v = verdict(gate, regression, n_test)
+    body = f'<p class="banner {v.kind}" id="verdict">{esc(v.sentence)}</p>'
+    if v.checks:
+        marks = {True: "✓ pass", False: "✗ fail", None: "? inconclusive"}
+        body += table(["check", "value", "threshold", "n", "result"],
+                      [[esc(c.name), esc(c.value), esc(c.threshold), "–" if c.n is None else str(c.n),
+                        f'<span class="res {"ok" if c.passed else "warn" if c.passed is None else "bad"}">'
+                        f"{marks[c.passed]}</span>"] for c in v.checks],
+                      numeric=[False, True, False, True, False])
     items = "".join(f"<li>{esc(r)}</li>" for r in gate.get("reasons", []))
-    head = f"<p>{badge(gate['passed'], 'promote', 'do not promote')} primary metric: <b>{esc(gate.get('primary_metric', ''))}</b></p>"
-    return section("Promotion gate", head + f"<ul>{items}</ul>", anchor="gate")
+    head = (f"<p>{badge(bool(gate.get('passed')), 'promote', 'do not promote')} primary metric: "
+            f"<b>{esc(gate.get('primary_metric', ''))}</b></p>")
+    return section("Promotion gate", body + head + (f"<ul>{items}</ul>" if items else ""), anchor="gate")
 
 
 def _differs(ex: dict[str, Any]) -> bool:
@@ -354,7 +366,8 @@ def render_eval_report(results: dict[str, Any], path: str | Path, max_examples: 
             colors.setdefault(name, "#999999")
     parts = []
     if results.get("gate"):
-        parts.append(_gate_section(results["gate"]))
+        parts.append(_gate_section(results["gate"], results.get("regression"),
+                                   (results.get("test") or {}).get("n") or len(results.get("examples") or []) or None))
     if systems:
         parts += [
             _metrics_section(systems, colors),

@@ -38,6 +38,11 @@ td.best { font-weight: 700; }
 .sys { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; vertical-align:baseline; }
 img.fig { max-width: 100%; height: auto; display:block; margin: 8px 0; }
 pre.out { white-space: pre-wrap; word-break: break-word; margin:0; font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; background: var(--bg); padding: 8px; border-radius: 6px; }
+.banner { border-radius:10px; padding:12px 16px; margin:0 0 12px; border:2px solid; font-weight:600; font-size:1.05rem; }
+.banner.ok { background:#dafbe1; border-color:var(--ok); } .banner.bad { background:#ffebe9; border-color:var(--bad); }
+.banner.warn { background:#fff8c5; border-color:#9a6700; }
+.res { display:inline-block; padding:0 7px; border-radius:6px; font-size:.82rem; font-weight:600; border:1px solid; white-space:nowrap; }
+.res.ok { color:var(--ok); } .res.bad { color:var(--bad); } .res.warn { color:#9a6700; }
 .grid { display:grid; gap:12px; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); }
 """
 

@@ -1,0 +1,1 @@
+"""`tunesmith ui`: a local web app over run directories and the registry (see app.py)."""
