@@ -296,7 +296,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     import torch
     from peft import get_peft_model
 
-    from tunesmith.models import load_tokenizer
+    from tunesmith.models import load_tokenizer, model_facts, model_notes
     from tunesmith.train.adapters import VIRTUAL_TOKEN_METHODS, check_method, load_for_training, peft_config
     from tunesmith.train.base import resolve_base
     from tunesmith.train.dataset import load_training_records
@@ -333,6 +333,9 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
 
     # --- data -------------------------------------------------------------------------------------
     base_dir = resolve_base(cfg.model, cfg.trust_remote_code)
+    if main:
+        for note in model_notes(base_dir):
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
     # Raw text and examples tokenized elsewhere never go through the chat template.
     tokenizer = load_tokenizer(base_dir, cfg.trust_remote_code, chat=cfg.objective != "pretrain" and examples is None,
                                chat_template=cfg.data.chat_template)
@@ -436,7 +439,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
         run.write_info({"name": cfg.name, "status": "running", "method": cfg.method, "objective": cfg.objective,
                         "base_model": str(Path(base_dir).resolve()), "model_spec": cfg.model, "data": manifest,
                         "rules": cfg.data.rules, "system_prompt": cfg.data.system_prompt, "packing": packing,
-                        "encode": encode, "fast_path": fast_plan.to_dict() | {"rows": pack_info} if fast else None})
+                        "encode": encode, "fast_path": fast_plan.to_dict() | {"rows": pack_info} if fast else None,
+                        **model_facts(base_dir)})
         run.truncate_metrics(int(last_ckpt.name.split("-")[-1]) if last_ckpt else 0)
     start = time.time()
     try:
