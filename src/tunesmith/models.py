@@ -70,15 +70,26 @@ def embedded_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
-def _convert_embedded(name: str, out: Path) -> None:
+def _embedded(name: str) -> Path:
+    """The cache directory of an embedded model, converted on first use. A copy converted before sources were
+    recorded gets its tunesmith_source.json now (no reconversion), so run.json names its quantization too."""
     from tunesmith import gguf_models as gm
 
     e = EMBEDDED[name]
-    missing = ModelError(f"the embedded model {name!r} needs the package {e.package.replace('_', '-')}: {e.install}")
+    out = cache_dir() / "models" / name
+    converted = (out / "config.json").is_file()
+    if converted and (e.chunked or gm.read_source(out) is not None):
+        return out
     spec = importlib.util.find_spec(e.package)
-    if spec is None or not spec.submodule_search_locations:
+    gguf = Path(list(spec.submodule_search_locations)[0]) / e.file if spec and spec.submodule_search_locations else None
+    if converted:
+        if gguf is not None and gguf.is_file():
+            gm.write_source(out, _embedded_source(name, gguf, gm.metadata(gguf)))
+        return out
+    missing = ModelError(f"the embedded model {name!r} needs the package {e.package.replace('_', '-')}: {e.install}")
+    if gguf is None:
         raise missing
-    gguf = Path(list(spec.submodule_search_locations)[0]) / e.file
+    out.parent.mkdir(parents=True, exist_ok=True)
     if e.chunked:  # four PyPI packages of ~61 MB each; the package joins them and checks the sha256
         gguf = out.with_name(f"{out.name}.gguf.partial-{os.getpid()}")
         try:
@@ -89,15 +100,20 @@ def _convert_embedded(name: str, out: Path) -> None:
         raise missing
     try:
         meta = gm.metadata(gguf)
-        template = None
-        if not meta["chat_template"] and e.chat_template:
-            template = chat_template_text(e.chat_template)
-        source = gm.source_record(f"{e.package.replace('_', '-')}: {e.file}", gm.sha256(gguf, _hash_index()), meta,
-                                  "gguf" if meta["chat_template"] else e.chat_template and f"trl:{e.chat_template}")
-        gm.convert(gguf, out, source, chat_template=template)
+        template = chat_template_text(e.chat_template) if e.chat_template and not meta["chat_template"] else None
+        gm.convert(gguf, out, _embedded_source(name, gguf, meta), chat_template=template)
     finally:
         if e.chunked:
             gguf.unlink(missing_ok=True)  # the safetensors copy is what is used; keep one copy of the weights
+    return out
+
+
+def _embedded_source(name: str, gguf: Path, meta: dict) -> dict:
+    from tunesmith import gguf_models as gm
+
+    e = EMBEDDED[name]
+    template = "gguf" if meta["chat_template"] else e.chat_template and f"trl:{e.chat_template}"
+    return gm.source_record(f"{e.package.replace('_', '-')}: {e.file}", gm.sha256(gguf, _hash_index()), meta, template)
 
 
 def _hash_index() -> Path:
@@ -150,11 +166,7 @@ def resolve_model(spec: str | Path, setting: str = "`model:`") -> Path:
         return _converted_gguf(p, setting)
     name = embedded_name(spec)
     if name is not None:
-        out = cache_dir() / "models" / name
-        if not (out / "config.json").is_file():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _convert_embedded(name, out)
-        return out
+        return _embedded(name)
     return _from_hub_cache(str(spec), setting, "a directory with config.json and safetensors weights, or a .gguf file")
 
 
