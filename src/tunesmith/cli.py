@@ -51,8 +51,8 @@ def quickstart(
 ) -> None:
     """Run the whole pipeline offline on the embedded default model, on a CPU, in a few minutes.
 
-    Demo data (a law firm's support bot) → check → split → LoRA fine-tune of SmolLM2-135M-Instruct →
-    base vs prompted vs tuned on format compliance → report.html.
+    Demo data (a law firm's support bot) → check → split → LoRA fine-tune of SmolLM2-135M-Instruct (or
+    --model) → base vs prompted vs tuned on format compliance → report.html.
 
     Example: tunesmith quickstart --out /tmp/qs --json
     """

@@ -23,7 +23,7 @@ SOURCE_FILE = "tunesmith_source.json"
 
 # llama.cpp spells a few architectures differently from transformers' GGUF loader, which renames them.
 _ARCH_ALIASES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2"}
-# Loadable from GGUF, but not causal LMs: AutoModelForCausalLM cannot train them.
+# Keys of transformers' GGUF mapping that are no causal LM: encoder-decoders, and the shared general/tokenizer fields.
 _NOT_CAUSAL = {"t5", "umt5", "t5encoder", "general", "tokenizer"}
 # A name that says the weights were tuned to follow instructions (SmolLM2-…-Instruct, gemma-3-…-it, …-Chat).
 _INSTRUCT_NAME = re.compile(r"(instruct|chat|(^|[-_ .])it($|[-_ .]))", re.IGNORECASE)

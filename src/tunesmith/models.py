@@ -121,7 +121,7 @@ def _hash_index() -> Path:
 
 
 def _gguf_file(p: Path, setting: str, want: str) -> Path:
-    """A checked GGUF path with its cache directory name: refused by name before anything is converted."""
+    """`p`, checked to be a GGUF of an architecture transformers loads: refused by name before any work."""
     from tunesmith import gguf_models as gm
 
     if not p.is_file():
