@@ -48,23 +48,30 @@ def test_gemma3_270m_trains_evaluates_and_merges_with_parity(gemma, tmp_path):
 
     from tunesmith.config import load_config
     from tunesmith.data.check import check
-    from tunesmith.demo import legal
     from tunesmith.deploy.merge import merge_to_dir, verify_merge
     from tunesmith.deploy.registry import Registry
     from tunesmith.evaluate.runner import evaluate_run
     from tunesmith.train.sft import train
 
-    raw, rules = legal.write(tmp_path / "data", n=12, seed=0)
-    lines = raw.read_text().splitlines()
-    (tmp_path / "train.jsonl").write_text("\n".join(lines[:9]) + "\n")
-    (tmp_path / "test.jsonl").write_text("\n".join(lines[9:11]) + "\n")
-    report = check(tmp_path / "train.jsonl", rules=rules, tokenizer="gemma3-270m")
-    assert report["valid"] == 9 and report["length_unit"] == "tokens" and not report["template_refused"]
+    # short chats: a 262k-token output layer makes every token dear on a CPU
+    def chats(path, ids):
+        path.write_text("".join(json.dumps({"messages": [
+            {"role": "user", "content": f"Which reference has case {i}?"},
+            {"role": "assistant", "content": f"Case {i} is LF-2026-{i:04d}. Please quote it."}]}) + "\n"
+            for i in ids))
+        return path
+
+    chats(tmp_path / "train.jsonl", range(1, 7))
+    chats(tmp_path / "test.jsonl", (41, 42))
+    (tmp_path / "rules.yaml").write_text('rules:\n  - name: reference\n    contains: "LF-2026-"\n')
+    report = check(tmp_path / "train.jsonl", rules=tmp_path / "rules.yaml", tokenizer="gemma3-270m")
+    assert report["valid"] == 6 and report["length_unit"] == "tokens" and not report["template_refused"]
+    assert not report["rule_violations"].get("reference")
     (tmp_path / "run.yaml").write_text(json.dumps({
         "name": "gemma", "model": "gemma3-270m", "output_dir": "runs",
-        "data": {"train": "train.jsonl", "test": "test.jsonl", "rules": str(rules), "max_seq_len": 384},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "layers": -2},
-        "train": {"max_steps": 3, "batch_size": 3, "lr": 2.0e-3, "logging_steps": 1, "warmup_ratio": 0},
+        "data": {"train": "train.jsonl", "test": "test.jsonl", "rules": "rules.yaml", "max_seq_len": 64},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "layers": -2},
+        "train": {"max_steps": 2, "batch_size": 3, "lr": 2.0e-3, "logging_steps": 1, "warmup_ratio": 0},
         "eval": {"systems": ["base", "tuned"], "max_new_tokens": 12, "max_examples": 2, "batch_size": 2}}))
     console = Console(quiet=True)
     result = train(load_config(tmp_path / "run.yaml"), console=console, show_progress=False)

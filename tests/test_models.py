@@ -139,7 +139,8 @@ def test_gguf_file_converts_once_by_content_hash_and_records_its_source(tiny_mod
 
     assert src["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
     assert src["note"] == "F16 weights loaded as fp32: lossless"
-    assert model_notes(path) == [f"model from GGUF {gguf.resolve()} (llama): F16 weights loaded as fp32: lossless"]
+    assert model_notes(path) == [f"model from GGUF {gguf.resolve()} (llama), converted once into {path}: "
+                                 "F16 weights loaded as fp32: lossless"]
 
 
 def test_gguf_without_a_chat_template_is_a_pretrained_base_told_what_to_set(tiny_ggufs, tmp_path, monkeypatch):

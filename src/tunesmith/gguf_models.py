@@ -113,7 +113,8 @@ def source_record(path: Path | str, digest: str, meta: dict[str, Any], chat_temp
     note = (f"{quant} weights loaded as fp32: lossless" if quant in _LOSSLESS else
             f"{quant} dequantized to fp32: quality is that of the quantized model, not of the original weights")
     return {"gguf": str(path), "sha256": digest, "quant": quant, "architecture": meta["architecture"],
-            "name": meta["name"], "base_model_kind": base_model_kind(meta, Path(str(path)).name),
+            "name": meta["name"], "derived_from": meta["base_model"],
+            "base_model_kind": base_model_kind(meta, Path(str(path)).name),
             "chat_template": chat_template, "note": note}
 
 

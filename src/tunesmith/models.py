@@ -247,7 +247,8 @@ def model_notes(model_dir: str | Path) -> list[str]:
     notes = []
     source = facts.get("model_source")
     if source:
-        notes.append(f"model from GGUF {source['gguf']} ({source['architecture']}): {source['note']}")
+        notes.append(f"model from GGUF {source['gguf']} ({source['architecture']}), converted once into "
+                     f"{model_dir}: {source['note']}")
         if str(source.get("chat_template") or "").startswith("trl:"):
             notes.append(f"the GGUF has no chat template; using TRL's {source['chat_template'][4:]}.jinja")
     if facts["base_model_kind"] == "pretrained":
