@@ -277,3 +277,26 @@ def test_training_on_a_gguf_names_the_source_in_run_json(tiny_ggufs, tmp_path, m
     assert info["base_model_kind"] == "pretrained"
     assert info["model_source"]["gguf"] == str(tiny_ggufs[1].resolve()) and info["model_source"]["quant"] == "F16"
     assert info["base_model"] == str(resolve_model(tiny_ggufs[1]))
+
+
+def test_quickstart_model_option_reaches_the_run_config(tiny_ggufs, tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tunesmith import models
+    from tunesmith.cli import app
+
+    asked = []
+
+    def stop_at_the_model(spec, *a, **k):
+        asked.append(spec)
+        raise ModelError("stop here")
+
+    monkeypatch.setattr(models, "resolve_model", stop_at_the_model)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(tiny_ggufs[1], tmp_path / "mine.gguf")
+    res = CliRunner().invoke(app, ["quickstart", "--model", "mine.gguf", "--out", "qs", "--no-progress"])
+    assert isinstance(res.exception, ModelError) and asked == [str(tmp_path / "mine.gguf")]  # absolute: config.yaml is read from --out
+    res = CliRunner().invoke(app, ["quickstart", "--model", "gemma3-270m", "--out", "qs", "--no-progress"])
+    assert asked[-1] == "gemma3-270m"
