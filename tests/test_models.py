@@ -300,3 +300,12 @@ def test_quickstart_model_option_reaches_the_run_config(tiny_ggufs, tmp_path, mo
     assert isinstance(res.exception, ModelError) and asked == [str(tmp_path / "mine.gguf")]  # absolute: config.yaml is read from --out
     res = CliRunner().invoke(app, ["quickstart", "--model", "gemma3-270m", "--out", "qs", "--no-progress"])
     assert asked[-1] == "gemma3-270m"
+
+
+def test_plan_memory_takes_a_gguf_as_its_converted_model(tiny_ggufs, tiny_model_dir, tmp_path, monkeypatch):
+    from tunesmith.plan.memory import UnknownModel, param_count, resolve_shape
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    assert param_count(resolve_shape(str(tiny_ggufs[1]))) == param_count(resolve_shape(str(tiny_model_dir)))
+    with pytest.raises(UnknownModel, match="--model .*missing.gguf: no such file"):
+        resolve_shape(str(tmp_path / "missing.gguf"))

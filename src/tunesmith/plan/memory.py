@@ -208,10 +208,17 @@ def shape_from_config(config: dict, name: str = "model") -> ModelShape:
 
 
 def resolve_shape(model: str) -> ModelShape:
-    """A local directory with config.json, a config.json path, or a name from KNOWN_SHAPES."""
+    """A local directory with config.json, a config.json path, a .gguf file, or a name from KNOWN_SHAPES."""
     if not model.strip():
         raise UnknownModel(f"no model given: pass a directory with config.json or one of: {', '.join(KNOWN_SHAPES)}")
     path = Path(model)
+    if path.suffix.lower() == ".gguf":  # the shape is the converted model's: converted once, as training does
+        from tunesmith.models import ModelError, resolve_model
+
+        try:
+            path = resolve_model(path, setting="--model")
+        except ModelError as exc:
+            raise UnknownModel(str(exc)) from None
     cfg_path = path / "config.json" if path.is_dir() else path
     if cfg_path.is_file():
         try:
