@@ -297,7 +297,8 @@ def test_quickstart_model_option_reaches_the_run_config(tiny_ggufs, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     shutil.copy(tiny_ggufs[1], tmp_path / "mine.gguf")
     res = CliRunner().invoke(app, ["quickstart", "--model", "mine.gguf", "--out", "qs", "--no-progress"])
-    assert isinstance(res.exception, ModelError) and asked == [str(tmp_path / "mine.gguf")]  # absolute: config.yaml is read from --out
+    # absolute: the run's config.yaml is read from --out, not from here
+    assert isinstance(res.exception, ModelError) and asked == [str(tmp_path / "mine.gguf")]
     res = CliRunner().invoke(app, ["quickstart", "--model", "gemma3-270m", "--out", "qs", "--no-progress"])
     assert asked[-1] == "gemma3-270m"
 

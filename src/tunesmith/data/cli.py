@@ -322,7 +322,7 @@ def report(
     files: list[Path] = typer.Argument(..., help="Input files."),
     out: Path = typer.Option(..., "-o", "--out", help="HTML file to write."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Model/tokenizer dir, a .gguf file or 'smollm2-135m-instruct'."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Model/tokenizer dir, .gguf file or embedded model name."),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Flag records longer than this."),
     format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),

@@ -123,7 +123,8 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
         ModelShape("smollm2-135m", 576, 30, 9, 3, 1536, 49152, True),
         ModelShape("smollm2-360m", 960, 32, 15, 5, 2560, 49152, True),
         # the second embedded model: q/k norms over one head and the sandwich norms are its extra block weights
-        ModelShape("gemma3-270m", 640, 18, 4, 1, 2048, 262144, True, head_dim=256, extra_block_params=2 * 256 + 2 * 640),
+        ModelShape("gemma3-270m", 640, 18, 4, 1, 2048, 262144, True, head_dim=256,
+                   extra_block_params=2 * 256 + 2 * 640),
         ModelShape("qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, True, qkv_bias=True),
         ModelShape("qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, True, qkv_bias=True),
         ModelShape("qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, False, qkv_bias=True),
@@ -138,7 +139,8 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
     ]
 }
 
-_ALIASES = {"gemma-3-270m": "gemma3-270m", "llama-3-8b": "llama-3.1-8b", "mistral-7b-v0.3": "mistral-7b", "mistral-7b-v0.2": "mistral-7b-v0.1"}
+_ALIASES = {"gemma-3-270m": "gemma3-270m", "llama-3-8b": "llama-3.1-8b", "mistral-7b-v0.3": "mistral-7b",
+            "mistral-7b-v0.2": "mistral-7b-v0.1"}
 
 
 class UnknownModel(ValueError):
