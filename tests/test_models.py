@@ -155,7 +155,7 @@ def test_gguf_without_a_chat_template_is_a_pretrained_base_told_what_to_set(tiny
     assert load_tokenizer(path, chat_template="chatml").chat_template is not None
 
 
-def test_a_family_without_a_template_is_offered_trls_own(tiny_model_dir):
+def test_a_family_without_a_template_is_offered_trls_own(tiny_model_dir, tmp_path):
     """A Gemma vocabulary gets TRL's gemma3 template, whose <end_of_turn> is what ends an answer."""
     from tunesmith.models import stop_token_ids
     from tunesmith.templates import chat_template_text, is_template_name, suggest_template, trl_template
@@ -172,6 +172,16 @@ def test_a_family_without_a_template_is_offered_trls_own(tiny_model_dir):
     assert tok.convert_tokens_to_ids("<end_of_turn>") in stop_token_ids(tok)
     with pytest.raises(ModelError, match="nor a template TRL ships"):
         chat_template_text("gemma3x")
+
+    # a Gemma 3 directory without a template (what a converted pretrained GGUF is): the error names the file
+    d = tmp_path / "gemma-like"
+    tok.chat_template = None
+    tok.save_pretrained(d)
+    (d / "chat_template.jinja").unlink(missing_ok=True)
+    (d / "config.json").write_text('{"model_type": "gemma3_text"}')
+    with pytest.raises(ModelError, match=r"no chat template.*Set data.chat_template: gemma3 \(the template TRL ships "
+                                         r"for this model family, \S+/gemma3.jinja, with its own turn tokens\)"):
+        load_tokenizer(d)
 
 
 def _write_header_only_gguf(path, arch):
