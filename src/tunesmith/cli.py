@@ -48,18 +48,20 @@ def quickstart(
     replay: bool = typer.Option(
         False, "--replay", help="Mix the base model's own general answers into training against forgetting "
         "(about 2 more minutes)."),
+    model: str | None = typer.Option(None, "--model", help="Base model: an embedded name (smollm2-135m-instruct, "
+                              "gemma3-270m), a local model directory or a .gguf file."),
 ) -> None:
     """Run the whole pipeline offline on the embedded default model, on a CPU, in a few minutes.
 
-    Demo data (a law firm's support bot) → check → split → LoRA fine-tune of SmolLM2-135M-Instruct →
-    base vs prompted vs tuned on format compliance → report.html.
+    Demo data (a law firm's support bot) → check → split → LoRA fine-tune of SmolLM2-135M-Instruct (or
+    --model) → base vs prompted vs tuned on format compliance → report.html.
 
     Example: tunesmith quickstart --out /tmp/qs --json
     """
     from tunesmith.quickstart import dumps, print_summary, run_quickstart
 
     console = Console(stderr=True)
-    summary = run_quickstart(out, console, show_progress=not no_progress, replay=replay)
+    summary = run_quickstart(out, console, show_progress=not no_progress, replay=replay, model=model)
     if as_json:
         typer.echo(dumps(summary))
     else:

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import UserError
-from tunesmith.models import BUILTIN_TEMPLATES
+from tunesmith.templates import is_template_name
 from tunesmith.train.objectives import REGISTRY as OBJECTIVES
 
 
@@ -51,8 +51,9 @@ class DataConfig(_Section):
     )
     chat_template: str | None = Field(
         None, description="For a tokenizer without a chat template (base models), or to replace its own: 'chatml' "
-        "(ChatML turns, each ended by the tokenizer's EOS token so the model stops where it learned to) or a .jinja "
-        "file. It is saved with the trained model, so eval, merge and serving use it too.",
+        "(ChatML turns, each ended by the tokenizer's EOS token so the model stops where it learned to), the name of "
+        "a template TRL ships (gemma3, llama3, qwen2_5, phi3…: the family's own turn tokens) or a .jinja file. It is "
+        "saved with the trained model, so eval, merge and serving use it too.",
     )
     max_seq_len: int = Field(1024, ge=16, description="Token limit per example, chat template applied.")
     over_length: Literal["truncate", "drop", "error"] = Field(
@@ -190,9 +191,10 @@ class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir/name.")
     model: str = Field(
         "smollm2-135m-instruct",
-        description="Local model dir, a Hugging Face repo id already in the local cache (`hf download ORG/NAME`; "
-        "nothing is downloaded), the embedded default's name, or a finished run dir (two-stage recipes: "
-        "its base model with its adapter merged in, or its full model).",
+        description="Local model dir, a .gguf file (dequantized once into the model cache), a Hugging Face repo id "
+        "already in the local cache (`hf download ORG/NAME`; nothing is downloaded), an embedded model's name "
+        "(smollm2-135m-instruct, gemma3-270m), or a finished run dir (two-stage recipes: its base model with its "
+        "adapter merged in, or its full model).",
     )
     trust_remote_code: bool = Field(False, description="Never on unless you trust the model's code.")
     method: Literal["lora", "qlora", "full", "prompt_tuning", "prefix_tuning"] = Field(
@@ -353,7 +355,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             v = getattr(d, field)
             if v and not Path(v).is_absolute():
                 setattr(d, field, near(v))
-        if d.chat_template and d.chat_template not in BUILTIN_TEMPLATES and not Path(d.chat_template).is_absolute():
+        if d.chat_template and not is_template_name(d.chat_template) and not Path(d.chat_template).is_absolute():
             d.chat_template = near(d.chat_template)
         for m in d.mix:
             if not Path(m.path).is_absolute():
@@ -366,13 +368,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                               "cannot be made")
         model = Path(cfg.model).expanduser()
         if not model.is_absolute():
-            # like the data paths: relative to the config's folder first; an existing directory relative to the
-            # working directory next. Stored absolute, so the run's config.yaml works from anywhere.
-            if (base / model).is_dir():
+            # like the data paths: relative to the config's folder first; an existing directory or GGUF file
+            # relative to the working directory next. Stored absolute, so the run's config.yaml works from anywhere.
+            if (base / model).exists() or (model.suffix.lower() == ".gguf" and not model.exists()):
                 cfg.model = near(str(model))
-            elif model.is_dir():
+            elif model.exists():
                 cfg.model = str(model.resolve())
     return cfg
+
+
+def check_model(cfg: RunConfig, source: str) -> list[str]:
+    """Resolve `model:` as `train` does, short of loading weights or merging a previous run: an unknown name, a
+    GGUF of an architecture transformers cannot load, or a tokenizer without the chat template the objective
+    needs fails here. A GGUF is converted into the model cache (once; `train` reuses it). Returns the notes the
+    CLI prints about the model (quantization, a pretrained base). A repo id missing from this machine's Hugging
+    Face cache is a note, not an error: the config may be meant for the machine that has it."""
+    from tunesmith.models import (ModelError, hub_cache_snapshot, load_tokenizer, looks_like_repo_id, model_notes,
+                                  resolve_model)
+    from tunesmith.train.base import is_run_dir, tokenizer_dir
+
+    spec = cfg.model
+    if looks_like_repo_id(spec) and not Path(spec).expanduser().exists() and hub_cache_snapshot(spec) is None:
+        return [f"{spec} is not in this machine's Hugging Face cache: `hf download {spec}` before training "
+                "(tunesmith never downloads)"]
+    try:
+        path = tokenizer_dir(spec) if is_run_dir(spec) else resolve_model(spec)
+        load_tokenizer(path, cfg.trust_remote_code, chat=cfg.objective != "pretrain",
+                       chat_template=cfg.data.chat_template)
+    except ModelError as e:
+        raise ConfigError(f"{source}: model: {e}") from None
+    return [] if is_run_dir(spec) else model_notes(path)
 
 
 def dump_config(cfg: RunConfig) -> str:

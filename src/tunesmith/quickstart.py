@@ -62,9 +62,11 @@ def run_quickstart(
     settings: dict[str, Any] | None = None,
     examples: int = DEMO_EXAMPLES,
     replay: bool = False,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage into `out`; `settings` override QUICKSTART_CONFIG (tests use a tiny model).
-    `replay`: mix self-distilled general answers of the base model into training against forgetting."""
+    `replay`: mix self-distilled general answers of the base model into training against forgetting.
+    `model`: another base model (an embedded name such as gemma3-270m, a directory or a .gguf file)."""
     from tunesmith.config import load_config
     from tunesmith.data.check import check
     from tunesmith.data.clean import clean, write_clean
@@ -80,6 +82,8 @@ def run_quickstart(
     console.rule("[bold]1. data")
     config = _merge(QUICKSTART_CONFIG, REPLAY_SETTINGS) if replay else dict(QUICKSTART_CONFIG)
     config = _merge(config, settings or {})
+    if model:  # config.yaml is written into `out`: a relative path would be read from there
+        config["model"] = str(Path(model).resolve()) if Path(model).exists() else model
     raw, rules_path = legal.write(data_dir, n=examples, seed=0)
     report = check(raw, rules=rules_path)
     violations = sum(len(v) for v in report["rule_violations"].values())
@@ -99,7 +103,7 @@ def run_quickstart(
     console.rule("[bold]2. model")
     t = time.time()
     base = resolve_model(config["model"])
-    console.print(f"embedded default ready at {base} ({time.time() - t:.1f}s)")
+    console.print(f"{escape(config['model'])} ready at {base} ({time.time() - t:.1f}s)")
     if replay:
         _write_replay(config, data_dir / "general.jsonl", console, show_progress)
 

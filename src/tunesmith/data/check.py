@@ -252,15 +252,13 @@ def word_lengths(records: Sequence[Record]) -> list[int]:
 
 
 def load_tokenizer(spec: Any, chat_template: str | None = None):
-    """A tokenizer object from a local model/tokenizer directory or the embedded default's name; `chat_template`
-    replaces its own as data.chat_template does in training."""
+    """A tokenizer object from a local model/tokenizer directory, a .gguf file or an embedded model's name;
+    `chat_template` replaces its own as data.chat_template does in training."""
     if not isinstance(spec, (str, Path)):
         return spec
     from tunesmith import models
 
-    path = Path(spec).expanduser()
-    if not (path.is_dir() and (path / "tokenizer_config.json").is_file()):
-        path = models.resolve_model(spec, setting="--tokenizer")
+    path = models.resolve_tokenizer(spec, setting="--tokenizer")
     # raw text needs no chat template: token_lengths asks for one only when a record is a conversation
     return models.load_tokenizer(path, chat=False, chat_template=chat_template)
 

@@ -37,7 +37,7 @@ def check(
     format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML checked on every assistant answer."),
     tokenizer: Optional[str] = typer.Option(
-        None, "--tokenizer", help="Local model/tokenizer directory or 'smollm2-135m-instruct'; lengths in its tokens."
+        None, "--tokenizer", help="Model/tokenizer dir, .gguf file or embedded model name; lengths in its tokens."
     ),
     chat_template: Optional[str] = typer.Option(
         None, "--chat-template", help="As data.chat_template: 'chatml' or a .jinja file, for a tokenizer without one."
@@ -176,7 +176,7 @@ def report(
     files: list[Path] = typer.Argument(..., help="Input files."),
     out: Path = typer.Option(..., "-o", "--out", help="HTML file to write."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules YAML."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Model/tokenizer dir or 'smollm2-135m-instruct'."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Model/tokenizer dir, .gguf file or embedded model name."),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Flag records longer than this."),
     format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),

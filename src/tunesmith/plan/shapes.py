@@ -66,6 +66,9 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
     for s in [
         ModelShape("smollm2-135m", 576, 30, 9, 3, 1536, 49152, True),
         ModelShape("smollm2-360m", 960, 32, 15, 5, 2560, 49152, True),
+        # the second embedded model: q/k norms over one head and the sandwich norms are its extra block weights
+        ModelShape("gemma3-270m", 640, 18, 4, 1, 2048, 262144, True, head_dim=256,
+                   extra_block_params=2 * 256 + 2 * 640),
         ModelShape("qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, True, qkv_bias=True),
         ModelShape("qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, True, qkv_bias=True),
         ModelShape("qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, False, qkv_bias=True),
@@ -80,7 +83,8 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
     ]
 }
 
-_ALIASES = {"llama-3-8b": "llama-3.1-8b", "mistral-7b-v0.3": "mistral-7b", "mistral-7b-v0.2": "mistral-7b-v0.1"}
+_ALIASES = {"gemma-3-270m": "gemma3-270m", "llama-3-8b": "llama-3.1-8b", "mistral-7b-v0.3": "mistral-7b",
+            "mistral-7b-v0.2": "mistral-7b-v0.1"}
 
 
 class UnknownModel(UserError):
@@ -150,10 +154,17 @@ def shape_from_config(config: dict, name: str = "model") -> ModelShape:
 
 
 def resolve_shape(model: str) -> ModelShape:
-    """A local directory with config.json, a config.json path, or a name from KNOWN_SHAPES."""
+    """A local directory with config.json, a config.json path, a .gguf file, or a name from KNOWN_SHAPES."""
     if not model.strip():
         raise UnknownModel(f"no model given: pass a directory with config.json or one of: {', '.join(KNOWN_SHAPES)}")
     path = Path(model)
+    if path.suffix.lower() == ".gguf":  # the shape is the converted model's: converted once, as training does
+        from tunesmith.models import ModelError, resolve_model
+
+        try:
+            path = resolve_model(path, setting="--model")
+        except ModelError as exc:
+            raise UnknownModel(str(exc)) from None
     cfg_path = path / "config.json" if path.is_dir() else path
     if cfg_path.is_file():
         try:

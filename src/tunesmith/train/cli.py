@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 
 from tunesmith.clikit import fail as _fail
-from tunesmith.config import ConfigError, RunConfig, dump_config, load_config
-from tunesmith.models import BUILTIN_TEMPLATES
+from tunesmith.config import ConfigError, RunConfig, check_model, dump_config, load_config
+from tunesmith.templates import is_template_name
 
 _err = Console(stderr=True)
 config_app = typer.Typer(help="Validate run configs and print complete examples.", no_args_is_help=True)
@@ -77,7 +77,8 @@ def validate(
     config: Path = typer.Argument(..., help="Run config YAML."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field before validating."),
 ) -> None:
-    """Check a config: fields, types, files that must exist. Prints the resolved config.
+    """Check a config: fields, types, files that must exist, the model as `train` resolves it (a GGUF is
+    converted once). Prints the resolved config.
 
     Example: tunesmith config validate examples/legal-bot.yaml
     """
@@ -88,11 +89,17 @@ def validate(
     d = cfg.data
     files = [("train", d.train), ("val", d.val), ("test", d.test), ("rules", d.rules)]
     files += [(f"mix[{i}].path", m.path) for i, m in enumerate(d.mix)]
-    if d.chat_template and d.chat_template not in BUILTIN_TEMPLATES:
+    if d.chat_template and not is_template_name(d.chat_template):
         files.append(("chat_template", d.chat_template))
     missing = [f"data.{k}: {v}" for k, v in files if v and not Path(v).is_file()]
     if missing:
         _fail("files not found (or not a file): " + "; ".join(missing))
+    try:
+        notes = check_model(cfg, str(config))
+    except ConfigError as e:
+        _fail(str(e))
+    for note in notes:
+        _err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     typer.echo(dump_config(cfg), nl=False)
 
 

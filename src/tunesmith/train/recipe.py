@@ -58,7 +58,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, console:
     if start is None:
         return _finished(run)
     with refusals_leave_nothing(run, start):
-        base_dir, tokenizer = _setup_tokenizer(cfg, objective, pretokenized=examples is not None)
+        base_dir, tokenizer = _setup_tokenizer(cfg, objective, pretokenized=examples is not None, console=console)
         data, manifest = _setup_data(cfg, objective, tokenizer, run, start, examples, console)
         model, adapted, packing = _setup_model(cfg, objective, base_dir, data, console)
         setup = Setup(cfg, run, model, tokenizer, _callbacks(cfg, run, data, console, show_progress, callbacks),
@@ -78,11 +78,14 @@ def _finished(run: RunDir) -> TrainResult:
 # --- setup ----------------------------------------------------------------------------------------------------------
 
 
-def _setup_tokenizer(cfg: RunConfig, objective: Objective, pretokenized: bool):
-    from tunesmith.models import load_tokenizer
+def _setup_tokenizer(cfg: RunConfig, objective: Objective, pretokenized: bool, console: Console):
+    from tunesmith.models import load_tokenizer, model_notes
     from tunesmith.train.base import resolve_base
 
     base_dir = resolve_base(cfg.model, cfg.trust_remote_code)
+    if is_main_process():  # a GGUF's dequantization, a pretrained (not instruct) base
+        for note in model_notes(base_dir):
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
     # Raw text and examples tokenized elsewhere never go through the chat template.
     tokenizer = load_tokenizer(base_dir, cfg.trust_remote_code, chat=objective.chat and not pretokenized,
                                chat_template=cfg.data.chat_template)
@@ -167,10 +170,13 @@ def _setup_trainer(objective: Objective, setup: Setup, data: Data) -> Built:
 def _run_info(cfg: RunConfig, base_dir: Path, manifest: dict[str, Any], data: Data, packing: bool,
               built: Built) -> dict[str, Any]:
     """run.json as training starts (_finish adds how it ended)."""
+    from tunesmith.models import model_facts  # where the base came from (a GGUF's source and quantization)
+
     return {"name": cfg.name, "status": "running", "method": cfg.method, "objective": cfg.objective,
             "base_model": str(Path(base_dir).resolve()), "model_spec": cfg.model, "data": manifest,
             "rules": cfg.data.rules, "system_prompt": cfg.data.system_prompt, "packing": packing,
-            "encode": data.report.to_dict() if data.report is not None else {}, "fast_path": built.fast_path}
+            "encode": data.report.to_dict() if data.report is not None else {}, "fast_path": built.fast_path,
+            **model_facts(base_dir)}
 
 
 # --- train and finish -----------------------------------------------------------------------------------------------
