@@ -40,13 +40,13 @@ class Source:
 
 def sources(ref: RunRef) -> list[Source]:
     out = []
-    for split, entry in (ref.rundir.info().data or {}).items():
-        if not isinstance(entry, dict) or not entry.get("path"):
+    for split, entry in ref.rundir.info().data.splits().items():
+        if not entry.path:
             continue
-        path = Path(entry["path"]).expanduser()
+        path = Path(entry.path).expanduser()
         path = path if path.is_absolute() else ref.path / path
         if path.is_file():
-            out.append(Source(split, path, entry.get("sha256"), hashlib.sha256(path.read_bytes()).hexdigest()))
+            out.append(Source(split, path, entry.sha256, hashlib.sha256(path.read_bytes()).hexdigest()))
     if not out:
         raise NotFound(f"run {ref.id}: none of the data files its run.json names exists any more")
     return out

@@ -55,8 +55,8 @@ def regression_view(reg: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | None = None) -> dict[str, Any]:
-    systems = {name: _metrics(entry) for name, entry in results.systems.items()}
-    examples = results.examples
+    systems = {name: _metrics(entry.model_dump()) for name, entry in results.systems.items()}
+    examples = [e.model_dump() for e in results.examples]  # triage filters and marks up plain rows
     names = list(systems) or list(dict.fromkeys(s for e in examples for s in (e.get("outputs") or {})))
     rules = ex_mod.rule_names(examples)
     filters = ex_mod.Filters.parse(params, names, rules)
@@ -65,7 +65,7 @@ def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | Non
     pages = max(1, -(-total // ex_mod.PAGE_SIZE))
     return {
         "results": results,
-        "verdict": verdict(results.gate, results.regression, (results.test or {}).get("n") or len(examples))
+        "verdict": verdict(results.gate, results.regression, results.test.n or len(examples))
         if results.gate else None,
         **metric_tables(systems),
         "regression": regression_view(results.regression),

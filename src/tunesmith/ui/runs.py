@@ -140,8 +140,8 @@ def card(ref: RunRef) -> dict[str, Any]:
         "schema version": info.schema_version,
         "created": info.created,
     }
-    data = [{"split": k, "path": v.get("path", ""), "count": v.get("count"), "sha256": v.get("sha256", "")}
-            for k, v in (info.data or {}).items() if isinstance(v, dict)]
+    data = [{"split": k, "path": v.path or "", "count": v.count, "sha256": v.sha256 or ""}
+            for k, v in info.data.splits().items()]
     return {"facts": {k: v for k, v in facts.items() if v not in (None, "")}, "data": data, "config": cfg_text}
 
 
