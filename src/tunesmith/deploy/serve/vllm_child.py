@@ -74,8 +74,12 @@ class VllmChild:
     def start(self) -> None:
         """Start the child and return once it answers; ChildStartError (with its log's tail) if it never does."""
         self._thread.start()
-        with self._changed:
-            self._changed.wait_for(lambda: self.state != "starting")
+        try:
+            with self._changed:
+                self._changed.wait_for(lambda: self.state != "starting")
+        except BaseException:  # Ctrl-C while vLLM starts: take it down with us
+            self.stop()
+            raise
         if self.state != "ready":
             why = self.error or "vLLM did not start"
             self.stop()
