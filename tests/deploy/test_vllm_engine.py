@@ -187,3 +187,42 @@ def test_a_child_that_cannot_start_is_reported_with_its_log(deploy_env, tmp_path
     with pytest.raises(ChildStartError, match="exited with code 3 while starting(.|\n)*refusing to start"):
         VllmEngine(str(deploy_env.base), str(deploy_env.base), ServeSettings(registry=reg.path),
                    VllmOptions(command=FAKE, log_path=tmp_path / "vllm.log"))
+
+
+def test_serve_command_fronts_the_child_and_stopping_it_stops_vllm(deploy_env, tmp_path):
+    import shlex
+    import subprocess
+
+    from tunesmith.deploy.serve.vllm_child import free_port
+
+    reg = Registry(tmp_path / "r.db")
+    v1 = reg.add(deploy_env.runs[0], "legal").id
+    reg.set_alias("legal@prod", v1)
+    port, record = free_port(), tmp_path / "fake.jsonl"
+    src = str(Path(__file__).parents[2] / "src")
+    env = {**os.environ, "FAKE_VLLM_RECORD": str(record), "TUNESMITH_VLLM_COMMAND": shlex.join(FAKE),
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", "from tunesmith.cli import app; app()", "serve", "--engine", "vllm",
+                             "--port", str(port), "--api-key", KEY, "--registry", str(reg.path)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                return httpx.get(url + "/health").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _until(up, 120)
+        r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                       json={"model": "legal@prod", "messages": CHAT, "max_tokens": 4}, timeout=30)
+        assert r.status_code == 200 and r.json()["model"] == v1
+        child = _records(record, "start")[0]["pid"]
+        assert not _gone(child)
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.wait(timeout=60)
+    assert "vLLM ready in" in proc.stderr.read()
+    _until(lambda: _gone(child), 10)
