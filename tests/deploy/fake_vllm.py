@@ -5,7 +5,8 @@ It takes vLLM's command line (and ignores what it does not use) and mimics the e
 token ids. Each model name answers its own token sequence, ending with the first of the request's
 stop_token_ids, so a test can tell which version answered. FAKE_VLLM_RECORD names a JSON-lines file that
 gets its argv and environment, every adapter load and every completion request; FAKE_VLLM_DELAY delays
-listening (readiness); FAKE_VLLM_EXIT makes it exit at once with that code (a start that fails).
+listening (readiness); FAKE_VLLM_EXIT makes it exit at once with that code (a start that fails);
+FAKE_VLLM_CANNOT_RUN makes every completion fail (a model it cannot run).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def main() -> None:
     async def completions(request: Request):
         body = await request.json()
         note("completion", body=body)
+        if os.environ.get("FAKE_VLLM_CANNOT_RUN"):  # as vLLM does for a model its kernels cannot run
+            return JSONResponse({"error": {"message": "EngineCore encountered an issue."}}, 500)
         model = body["model"]
         if model != args.served_model_name and model not in loaded:
             return JSONResponse({"error": {"message": f"The model `{model}` does not exist."}}, 404)

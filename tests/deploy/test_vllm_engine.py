@@ -226,3 +226,14 @@ def test_serve_command_fronts_the_child_and_stopping_it_stops_vllm(deploy_env, t
         proc.wait(timeout=60)
     assert "vLLM ready in" in proc.stderr.read()
     _until(lambda: _gone(child), 10)
+
+
+def test_a_child_that_cannot_generate_fails_the_start(deploy_env, tmp_path, monkeypatch):
+    reg = Registry(tmp_path / "r.db")
+    record = tmp_path / "fake.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
+    monkeypatch.setenv("FAKE_VLLM_CANNOT_RUN", "1")
+    with pytest.raises(ChildStartError, match="could not generate a token"):
+        VllmEngine(str(deploy_env.base), str(deploy_env.base), ServeSettings(registry=reg.path),
+                   VllmOptions(command=FAKE, log_path=tmp_path / "vllm.log"))
+    _until(lambda: _gone(_records(record, "start")[0]["pid"]), 10)

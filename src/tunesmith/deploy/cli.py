@@ -488,7 +488,8 @@ def serve(
                                                    help="Require 'Authorization: Bearer KEY'.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model dir (default: the newest version's); "
                                                                 "also smollm2-135m-instruct.")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="embedded | vllm.")] = "embedded",
+    engine: Annotated[str, typer.Option("--engine", help="embedded (the model in this process) | vllm (a vLLM "
+                                                           "child process behind this server).")] = "embedded",
     print_only: Annotated[bool, typer.Option("--print", help="With --engine vllm: print the command only.")] = False,
     vllm_cmd: Annotated[Optional[str], typer.Option(
         "--vllm-command", envvar="TUNESMITH_VLLM_COMMAND",

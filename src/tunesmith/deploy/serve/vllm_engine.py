@@ -31,7 +31,7 @@ from tunesmith.deploy.serve.engine import (
     EngineDead, Generation, GenerationError, Job, Outcome, QueueFull, Unservable,
 )
 from tunesmith.deploy.serve.settings import ServeSettings
-from tunesmith.deploy.serve.vllm_child import VllmChild
+from tunesmith.deploy.serve.vllm_child import ChildStartError, VllmChild
 from tunesmith.deploy.vllm import VLLM_RANKS, lora_rank, unservable, vllm_rank
 from tunesmith.models import load_tokenizer, stop_token_ids
 
@@ -93,7 +93,9 @@ class VllmEngine:
                                self.options.max_restarts, on_exit=self._child_exited)
         try:
             self.child.start()
-        except Exception:
+            self._first_token()
+        except BaseException:
+            self.child.stop()
             self._close_loop()
             raise
         self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
@@ -136,6 +138,19 @@ class VllmEngine:
         if "VLLM_CPU_KVCACHE_SPACE" not in os.environ and not _has_gpu():
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.options.kv_cache_gib)
         return env
+
+    def _first_token(self) -> None:
+        """One token from the base: vLLM answers /health before it has run the model, and a model it cannot run
+        (on CPU, a head size its attention kernels lack) would otherwise kill it at the first request."""
+        try:
+            r = httpx.post(self.child.url + "/v1/completions", headers=self._auth(), timeout=self.options.startup_timeout_s,
+                           json={"model": BASE_NAME, "prompt": [self.stops[0] if self.stops else 0], "max_tokens": 1})
+            failed = None if r.status_code == 200 else _message(r.content)
+        except httpx.TransportError as e:
+            failed = f"{type(e).__name__}: {e}"
+        if failed:
+            raise ChildStartError(f"vLLM started but could not generate a token ({failed}; log: "
+                                  f"{self.child.log_path}):\n{self.child.tail()}")
 
     async def _make_client(self) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=self.settings.queue_size + 8)
