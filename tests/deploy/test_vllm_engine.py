@@ -237,3 +237,19 @@ def test_a_child_that_cannot_generate_fails_the_start(deploy_env, tmp_path, monk
         VllmEngine(str(deploy_env.base), str(deploy_env.base), ServeSettings(registry=reg.path),
                    VllmOptions(command=FAKE, log_path=tmp_path / "vllm.log"))
     _until(lambda: _gone(_records(record, "start")[0]["pid"]), 10)
+
+
+def test_serve_without_vllm_says_how_to_get_it(deploy_env, tmp_path, monkeypatch):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import app
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed in this Python")
+    monkeypatch.delenv("TUNESMITH_VLLM_COMMAND", raising=False)
+    reg = Registry(tmp_path / "r.db")
+    reg.add(deploy_env.runs[0], "legal")
+    res = CliRunner().invoke(app, ["serve", "--engine", "vllm", "--registry", str(reg.path)])
+    assert res.exit_code == 2 and "--with-vllm" in res.output and "--vllm-command" in res.output
