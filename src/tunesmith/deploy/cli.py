@@ -490,7 +490,8 @@ def serve(
                                                                 "also smollm2-135m-instruct.")] = None,
     engine: Annotated[str, typer.Option("--engine", help="embedded (the model in this process) | vllm (a vLLM "
                                                            "child process behind this server).")] = "embedded",
-    print_only: Annotated[bool, typer.Option("--print", help="With --engine vllm: print the command only.")] = False,
+    print_only: Annotated[bool, typer.Option(
+        "--print", help="With --engine vllm: print a plain `vllm serve` command (aliases frozen in), exit.")] = False,
     vllm_cmd: Annotated[Optional[str], typer.Option(
         "--vllm-command", envvar="TUNESMITH_VLLM_COMMAND",
         help="With --engine vllm: the command that starts vLLM's OpenAI server, e.g. from another venv "
@@ -508,7 +509,8 @@ def serve(
     Example: tunesmith serve --port 8000 --api-key secret
     then: curl -H 'Authorization: Bearer secret' localhost:8000/v1/chat/completions
           -d '{"model": "legal@prod", "messages": [{"role": "user", "content": "hi"}]}'
-    Example: tunesmith serve --engine vllm --print
+    Example: tunesmith serve --engine vllm   (vLLM decodes; keys, aliases, rollback, guard and log stay here)
+    Example: tunesmith serve --engine vllm --print   (the plain vLLM command, to run vLLM yourself)
     """
     if api_key is not None and not api_key.strip():
         _fail("--api-key is empty: give a secret, or leave the option out to serve without a key")

@@ -143,8 +143,9 @@ class VllmEngine:
         """One token from the base: vLLM answers /health before it has run the model, and a model it cannot run
         (on CPU, a head size its attention kernels lack) would otherwise kill it at the first request."""
         try:
-            r = httpx.post(self.child.url + "/v1/completions", headers=self._auth(), timeout=self.options.startup_timeout_s,
-                           json={"model": BASE_NAME, "prompt": [self.stops[0] if self.stops else 0], "max_tokens": 1})
+            body = {"model": BASE_NAME, "prompt": self.stops[:1] or [0], "max_tokens": 1}
+            r = httpx.post(self.child.url + "/v1/completions", headers=self._auth(), json=body,
+                           timeout=self.options.startup_timeout_s)
             failed = None if r.status_code == 200 else _message(r.content)
         except httpx.TransportError as e:
             failed = f"{type(e).__name__}: {e}"
