@@ -89,8 +89,14 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--vllm-command", default=None)
     ap.add_argument("--registry", default=None, help="default: an empty one in a temp dir")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="for the embedded engine; vLLM on CPU sets its own (one on a 2-core machine)")
     args = ap.parse_args()
     import tempfile
+
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
 
     registry = args.registry or f"{tempfile.mkdtemp(prefix='bench-')}/registry.db"
     settings = ServeSettings(registry=registry, base=str(resolve_model(args.model)), queue_size=256,
