@@ -111,7 +111,7 @@ class VllmChild:
                 code = self._watch()
                 if self._stopping.is_set():
                     return
-                reason = f"vLLM (pid {self.proc.pid}) exited with code {code}: {self._last_line()}"
+                reason = f"vLLM (pid {self.proc.pid}) {self._how_it_ended(code)}"
                 self._kill()  # its engine-core processes may outlive it
                 failures = 1
             else:
@@ -181,6 +181,14 @@ class VllmChild:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # what is left of its group: vLLM's engine-core processes
         proc.wait()
+
+    def _how_it_ended(self, code: int) -> str:
+        if code < 0:  # a signal (the OOM killer's SIGKILL, say): its last log line is not the cause
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}: {self._last_line()}"
 
     def _last_line(self) -> str:
         lines = [ln for ln in self.tail(40).splitlines() if ln.strip()]
