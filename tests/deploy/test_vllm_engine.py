@@ -151,6 +151,15 @@ def test_version_vllm_cannot_load_is_refused_by_name(stack, deploy_env):
     assert vid not in [ld["lora_name"] for ld in _records(stack["record"], "load")]
 
 
+def test_version_over_the_running_max_lora_rank_is_refused_by_name(stack, deploy_env, tmp_path):
+    from tests.helpers import make_run
+
+    vid = stack["reg"].add(make_run(tmp_path, deploy_env.base, "wide", seed=7, rank=16), "wide").id
+    with pytest.raises(openai.BadRequestError) as e:
+        stack["client"].chat.completions.create(model=vid, messages=CHAT, max_tokens=4)
+    assert f"version {vid} has LoRA rank 16, over the running vLLM's --max-lora-rank 8" in str(e.value)
+
+
 def test_crash_is_reported_then_the_child_restarts(stack):
     engine, client, v1 = stack["srv"].engine, stack["client"], stack["ids"][0]
     pid = engine.child.proc.pid
