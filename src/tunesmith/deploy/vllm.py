@@ -1,9 +1,11 @@
-"""The `vllm serve` command that serves the registry's aliases when one machine is not enough.
+"""What vLLM can serve of a registry, and the `vllm serve` command for people who run vLLM themselves.
 
-vLLM's multi-LoRA server takes each adapter as `--lora-modules name=path`. Every alias becomes a
-module under its own name (pointing at its main version) and every version an alias touches is
-also exposed under its id, so canary traffic can be routed to it by name. vLLM has no traffic
-splits; `notes` says which splits a router in front has to do.
+`tunesmith serve --engine vllm` runs vLLM as a child behind its own front (serve/vllm_engine.py) and
+only needs the servability checks here: vLLM loads LoRA weights on attention and MLP layers only, up to
+the rank it was started with. `vllm_command` (`--print`) freezes the aliases into a command line: every
+alias becomes a `--lora-modules` entry under its own name (pointing at its main version) and every
+version an alias touches is also exposed under its id, so canary traffic can be routed to it by name.
+vLLM has no traffic splits; `notes` says which splits a router in front has to do.
 """
 
 from __future__ import annotations
@@ -11,10 +13,50 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunesmith.deploy.registry import Registry, RegistryError
+from tunesmith.deploy.registry import Registry, RegistryError, Version
 
 # vLLM accepts only these LoRA ranks for --max-lora-rank.
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# Adapter weights vLLM cannot load: full embedding / output layers (modules_to_save), LoRA on them, or rows for
+# tokens a run added to the vocabulary (peft's trainable tokens).
+_UNLOADABLE = ("embed_tokens", "lm_head", "wte", "trainable_tokens", "modules_to_save")
+
+
+def lora_rank(v: Version) -> int:
+    """The largest rank any layer of the version's adapter has (rank_pattern may raise some above `r`)."""
+    cfg = _adapter_config(v)
+    return max([int(cfg.get("r") or 8), *(int(r) for r in (cfg.get("rank_pattern") or {}).values())])
+
+
+def vllm_rank(rank: int) -> int:
+    """The --max-lora-rank that holds `rank`."""
+    fit = next((r for r in VLLM_RANKS if r >= rank), None)
+    if fit is None:
+        raise RegistryError(f"LoRA rank {rank} is above vLLM's maximum of {VLLM_RANKS[-1]}")
+    return fit
+
+
+def unservable(v: Version, max_rank: int | None = None) -> str | None:
+    """Why vLLM cannot serve this version (a sentence naming it), or None."""
+    if v.peft_type not in (None, "LORA"):
+        return f"version {v.id} is a {v.peft_type.lower()} adapter; vLLM serves LoRA adapters only"
+    v.check_files()
+    cfg = _adapter_config(v)
+    if cfg.get("modules_to_save") or cfg.get("trainable_token_indices"):
+        return (f"version {v.id} trains embedding or added-token weights (modules_to_save / trainable tokens), "
+                "which vLLM cannot load; serve it with the embedded engine")
+    from safetensors import safe_open
+
+    with safe_open(str(v.adapter_dir / "adapter_model.safetensors"), "np") as f:
+        odd = sorted(k for k in f.keys() if any(part in k for part in _UNLOADABLE))
+    if odd:
+        return (f"version {v.id} has embedding or added-token weights ({odd[0]}{' …' if len(odd) > 1 else ''}), "
+                "which vLLM cannot load; serve it with the embedded engine")
+    rank = lora_rank(v)
+    if max_rank is not None and rank > max_rank:
+        return (f"version {v.id} has LoRA rank {rank}, over the running vLLM's --max-lora-rank {max_rank}; "
+                "restart `tunesmith serve` to serve it")
+    return None
 
 
 def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
@@ -44,14 +86,9 @@ def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
     bases = {str(Path(v.base_model).resolve()) for v in versions.values()}
     if len(bases) != 1:
         raise RegistryError(f"aliases point at versions of {len(bases)} different base models; one vLLM server holds one")
-    ranks = []
     for v in versions.values():
         v.check_files()  # vLLM would fail at start-up on a deleted adapter; say which one here
-        cfg = json.loads((v.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-        ranks.append(int(cfg.get("r") or 8))
-    rank = next((r for r in VLLM_RANKS if r >= max(ranks)), None)
-    if rank is None:
-        raise RegistryError(f"LoRA rank {max(ranks)} is above vLLM's maximum of {VLLM_RANKS[-1]}")
+    rank = vllm_rank(max(lora_rank(v) for v in versions.values()))
     argv = ["vllm", "serve", bases.pop(), "--served-model-name", "base", "--host", host, "--port", str(port),
             "--enable-lora", "--max-lora-rank", str(rank),
             # vLLM gives every module name its own LoRA slot, even two names for one adapter directory
@@ -71,6 +108,10 @@ def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
                      "each request")
     argv += ["--lora-modules"] + [f"{name}={path}" for name, path in modules.items()]
     return argv, notes
+
+
+def _adapter_config(v: Version) -> dict:
+    return json.loads((v.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
 
 
 def _template(model_dir: Path) -> str | None:

@@ -29,6 +29,10 @@ class EngineDead(EngineError):
     pass
 
 
+class Unservable(EngineError):
+    """This engine cannot run the asked version at all (the message names it and says why)."""
+
+
 class GenerationError(EngineError):
     """Generation of one job failed; the engine goes on with the next."""
 

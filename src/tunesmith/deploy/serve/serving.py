@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 
 from tunesmith.deploy.merge import encode_chat
 from tunesmith.deploy.serve.engine import (
-    EngineDead, EngineError, GenerationError, GenerationTimeout, Job, Outcome, QueueFull,
+    EngineDead, EngineError, GenerationError, GenerationTimeout, Job, Outcome, QueueFull, Unservable,
 )
 from tunesmith.deploy.serve.protocol import (
     ApiError, ChatRequest, CommonRequest, CompletionRequest, Endpoint, Feedback, Message, parse,
@@ -236,6 +236,8 @@ def engine_error(e: EngineError) -> ApiError:
     if isinstance(e, EngineDead):
         return ApiError(503, f"the generation worker is dead ({e}); restart tunesmith serve", "worker_dead",
                         "server_error")
+    if isinstance(e, Unservable):
+        return ApiError(400, str(e), "model_not_servable", param="model")
     if isinstance(e, GenerationTimeout):
         return ApiError(503, f"generation timed out ({e}); retry later", "timeout", "server_error")
     assert isinstance(e, GenerationError)
