@@ -314,7 +314,7 @@ def test_quickstart_model_option_reaches_the_run_config(tiny_ggufs, tmp_path, mo
 
 
 def test_plan_memory_takes_a_gguf_as_its_converted_model(tiny_ggufs, tiny_model_dir, tmp_path, monkeypatch):
-    from tunesmith.plan.memory import UnknownModel, param_count, resolve_shape
+    from tunesmith.plan.shapes import UnknownModel, param_count, resolve_shape
 
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
     assert param_count(resolve_shape(str(tiny_ggufs[1]))) == param_count(resolve_shape(str(tiny_model_dir)))

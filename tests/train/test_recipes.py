@@ -261,7 +261,9 @@ def test_base_model_without_a_chat_template_trains_with_the_builtin_chatml(tiny_
     custom = load_tokenizer(base, chat_template=str(tmp_path / "mine.jinja"))
     assert custom.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                       add_generation_prompt=True) == "user: hi<|im_end|>assistant: "
-    with pytest.raises(ModelError, match="'nope' is neither a built-in \\(chatml\\) nor a template file"):
+    # the refusal also offers the templates TRL ships (issue 16)
+    with pytest.raises(ModelError, match="'nope' is neither a built-in \\(chatml\\), nor a template TRL ships "
+                                         "\\(gemma3, .*\\), nor a template file"):
         load_tokenizer(base, chat_template="nope")
 
 

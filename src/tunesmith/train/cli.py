@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tunesmith.clikit import fail as _fail
 from tunesmith.config import ConfigError, RunConfig, check_model, dump_config, load_config
