@@ -58,7 +58,8 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield n, data.rstrip(b"\r\n")
 
 
-def _rows_jsonl(path: Path) -> Iterator[Row]:
+def _decoded(path: Path) -> Iterator[tuple[int, str | Bad, str]]:
+    """Non-blank lines as (line number, the text or why it cannot be decoded, the text as shown)."""
     for n, data in _lines(path):
         if not data.strip():
             continue
@@ -66,6 +67,14 @@ def _rows_jsonl(path: Path) -> Iterator[Row]:
             text = _decode_line(data)
         except Bad as bad:
             yield n, bad, data.decode("utf-8", "replace")
+            continue
+        yield n, text, text
+
+
+def _rows_jsonl(path: Path) -> Iterator[Row]:
+    for n, text, shown in _decoded(path):
+        if isinstance(text, Bad):
+            yield n, text, shown
             continue
         try:
             value = json.loads(text)
@@ -82,15 +91,8 @@ def _rows_jsonl(path: Path) -> Iterator[Row]:
 
 
 def _rows_txt(path: Path) -> Iterator[Row]:
-    for n, data in _lines(path):
-        if not data.strip():
-            continue
-        try:
-            text = _decode_line(data)
-        except Bad as bad:
-            yield n, bad, data.decode("utf-8", "replace")
-            continue
-        yield n, {"text": text}, text
+    for n, text, shown in _decoded(path):
+        yield n, text if isinstance(text, Bad) else {"text": text}, shown
 
 
 def _rows_json(path: Path, text: str) -> Iterator[Row] | None:
