@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,11 @@ def evaluate_run(
                 suite_answers[system] = json.loads(suite_caches[system].read_text(encoding="utf-8"))
                 console.print(f"[dim]regression {system}: {len(suite_answers[system])} answers from cache[/]")
 
+    # seconds per stage that ran (cached stages are absent): where an evaluation's time goes
+    timings: dict[str, float] = {}
     # re-scoring from the cache (new rules, say) must not pay for loading a model it will not run
     if len(outputs) < len(systems) or len(suite_answers) < len(suite_caches):
+        t = time.time()
         if Path(info["base_model"]).is_absolute() and not Path(info["base_model"]).is_dir():
             # else the hub client reports a local path as a malformed repo id
             raise ValueError(f"{run.path / 'run.json'}: base model {info['base_model']} is not there any more")
@@ -216,24 +220,29 @@ def evaluate_run(
                 tuned_model = load_model(full_model, cfg.train.dtype, cfg.trust_remote_code)
         # LoRA merges into the weights for fast generation; virtual-token adapters cannot merge.
         can_merge = isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value in ("LORA",)
+        timings["load"] = time.time() - t
         for system in systems:
             if system in outputs:
                 continue
+            t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
                 outputs[system] = generate(gen_model, tokenizer, system_prompts(tests, system, shots),
                                            max_new_tokens=limit, batch_size=ev.batch_size,
                                            label=f"generate {system:<8}", console=console, show_progress=show_progress)
             caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+            timings[f"generate.{system}"] = time.time() - t
         for system in suite_caches:
             if system in suite_answers:
                 continue
             from tunesmith.evaluate.regression import answer_suite
 
+            t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
                 suite_answers[system] = answer_suite(gen_model, tokenizer, batch_size=ev.batch_size,
                                                      label=f"regression {system:<6}", console=console,
                                                      show_progress=show_progress)
             suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
+            timings[f"regression.{system}"] = time.time() - t
 
     scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
     forgetting = None
@@ -268,6 +277,7 @@ def evaluate_run(
         "regression": forgetting,
         "gate": gate,
         "loss_curve": run.read_metrics(),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     run.write_results(EvalResults.model_validate(results))
     return results
