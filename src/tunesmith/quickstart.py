@@ -77,7 +77,10 @@ def run_quickstart(
     from tunesmith.report.eval_report import render_eval_report
     from tunesmith.train.sft import train
 
+    from tunesmith.evaluate.generate import set_cpu_threads
+
     started = time.time()
+    threads = set_cpu_threads()
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     console.rule("[bold]1. data")
@@ -141,6 +144,7 @@ def run_quickstart(
         "total_seconds": round(time.time() - started, 1),
         "test_examples": results["test"]["n"],
         "gate": results["gate"],
+        "torch_threads": threads,
         "lost_items": [c for c in (results["regression"] or {}).get("changed", []) if c["change"] == "lost"],
         # where the time went: stages here, and inside eval each system's generation and the suite
         "seconds": {k: round(v, 1) for k, v in seconds.items()} | {
