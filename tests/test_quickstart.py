@@ -65,9 +65,11 @@ def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
     assert again["regression"] == results["regression"] and again["timings"] == {}  # the suite's answers too
 
 
-def test_eval_gate_exit_codes(tiny_model_dir, tmp_path):
+def test_eval_gate_exit_codes(tiny_model_dir, tmp_path, monkeypatch):
     """`tunesmith eval RUN --gate`: exit 1 when tuned does not beat prompted, 0 when it does by the margin."""
     from typer.testing import CliRunner
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
 
     from tunesmith.cli import app
 

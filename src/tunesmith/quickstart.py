@@ -7,6 +7,7 @@ stand-alone commands run; the quickstart only chooses small, CPU-friendly settin
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -52,7 +53,8 @@ DEMO_EXAMPLES = 240
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    """A new config: `base` deep-copied (a run edits its config, e.g. drops an empty mix), `changes` laid over."""
+    out = copy.deepcopy(base)
     for k, v in changes.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
