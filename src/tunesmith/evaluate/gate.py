@@ -89,7 +89,7 @@ def judge_drop(pairs: list[tuple[bool, bool]], threshold: float, alpha: float = 
 
 
 def _drop_reason(name: str, row: dict[str, Any]) -> str:
-    counts = (f"{row['lost']} lost, {row['gained']} gained of {row['n']}; {row['level']:.0%} interval "
+    counts = (f"{row['lost']} lost, {row['gained']} gained of {row['n']}; {row['level'] * 100:g}% interval "
               f"{row['drop_low'] * 100:+.1f} to {row['drop_high'] * 100:+.1f} points; p={row['p_drop']:.3g}")
     seen = ("no drop is detectable" if row["detectable_drop"] is None else
             f"detects {row['detectable_drop'] * 100:.1f} points with {POWER:.0%} power at {row['churn']:.0%} churn")
@@ -97,7 +97,7 @@ def _drop_reason(name: str, row: dict[str, Any]) -> str:
         return (f"FAIL: regression {name} dropped {row['drop'] * 100:.1f} points ({row['base']:.3f} -> "
                 f"{row['tuned']:.3f}; {counts} < alpha {row['alpha']:.3g}; threshold {row['threshold'] * 100:.1f})")
     if row["verdict"] == "PASS":
-        return (f"ok: regression {name} {-row['drop'] * 100:+.1f} points ({counts}); {seen}, threshold "
+        return (f"ok: regression {name} {row['delta'] * 100 + 0.0:+.1f} points ({counts}); {seen}, threshold "
                 f"{row['threshold'] * 100:.1f}")
     return (f"inconclusive: regression {name}: n too small ({counts}); {seen}, above the "
             f"{row['threshold'] * 100:.1f}-point threshold")
@@ -151,7 +151,7 @@ def decide(
     relation = ">" if row["delta"] > margin else "<="
     interval = ""
     if pairs:
-        interval = (f"; {row['level']:.0%} interval {row['delta_low']:+.3f} to {row['delta_high']:+.3f}, "
+        interval = (f"; {row['level'] * 100:g}% interval {row['delta_low']:+.3f} to {row['delta_high']:+.3f}, "
                     f"{row['better']} examples better, {row['worse']} worse of {row['n']}")
     prefix = {"PASS": "ok", "FAIL": "FAIL", "inconclusive": "inconclusive"}[row["verdict"]]
     reasons = [f"{prefix}: {candidate} {metric} {cand:.3f} vs {baseline} {base:.3f} "
