@@ -154,8 +154,8 @@ def decide(
         interval = (f"; {row['level'] * 100:g}% interval {row['delta_low']:+.3f} to {row['delta_high']:+.3f}, "
                     f"{row['better']} examples better, {row['worse']} worse of {row['n']}")
     prefix = {"PASS": "ok", "FAIL": "FAIL", "inconclusive": "inconclusive"}[row["verdict"]]
-    reasons = [f"{prefix}: {candidate} {metric} {cand:.3f} vs {baseline} {base:.3f} "
-               f"(delta {row['delta']:+.3f} {relation} margin {margin:.3f}{interval})"]
+    reasons = [(f"{prefix}: {candidate} {metric} {cand:.3f} vs {baseline} {base:.3f} "
+                f"(delta {row['delta']:+.3f} {relation} margin {margin:.3f}{interval})")]
     if row["verdict"] == "inconclusive":
         reasons.append(f"inconclusive: the interval reaches down to {row['delta_low']:+.3f}: too few test "
                        "examples to tell tuned from prompted")

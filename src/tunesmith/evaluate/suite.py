@@ -180,8 +180,8 @@ def _format(rng: random.Random, n: int) -> list[dict[str, Any]]:
         elif form == 2:
             low, mid, high = sorted(rng.sample(range(1, 30), 3))
             # given largest first: no two neighbours of the sorted answer stand together in the prompt
-            item = (f"Reply with only a JSON list of the numbers {high}, {low} and {mid}, sorted from smallest to "
-                    f"largest.", [{"json_schema": {"const": [low, mid, high]}}], 16, json.dumps([low, mid, high]))
+            item = (f"Reply with only a JSON list of the numbers {high}, {low} and {mid}, sorted from smallest to largest.",
+                    [{"json_schema": {"const": [low, mid, high]}}], 16, json.dumps([low, mid, high]))
         elif form == 3:
             w = rng.choice(BRACKET_WORDS)
             item = (f"Write the word '{w}' inside square brackets, like [word], and nothing else.",
