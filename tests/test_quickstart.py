@@ -9,7 +9,8 @@ from tunesmith.rules import compliance, load_rules
 from tunesmith.train.dataset import read_conversations
 
 
-def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path):
+def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))  # the replay answers are cached there
     out = tmp_path / "qs"
     settings = {
         "model": str(tiny_model_dir),
@@ -45,6 +46,12 @@ def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path):
         assert set(summary[system]["per_rule"]) == {"disclaimer", "numbered_items", "case_reference",
                                                          "no_invented_reference"}
     assert summary["gate"]["primary_metric"] == "compliance.all"
+    # the default recipe asks the base model for its general answers (the random tiny one may give only
+    # blanks, left out); the suite ran and its verdict is there
+    assert (out / "data" / "general.jsonl").is_file()
+    assert summary["gate"]["regression_verdict"] in ("PASS", "FAIL", "inconclusive")
+    assert set(results["regression"]["by_category"]) == {"arithmetic", "facts", "instructions", "format"}
+    assert {"train", "eval", "eval.regression.base", "eval.regression.tuned"} <= set(summary["seconds"])
 
     html = (out / "report.html").read_text()
     for fragment in ("base", "prompted", "tuned", "disclaimer", "<img"):
@@ -55,11 +62,14 @@ def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path):
 
     again = evaluate_run(out / "runs" / "legal-bot", console=Console(quiet=True), show_progress=False)
     assert [e["outputs"] for e in again["examples"]] == [e["outputs"] for e in results["examples"]]
+    assert again["regression"] == results["regression"] and again["timings"] == {}  # the suite's answers too
 
 
-def test_eval_gate_exit_codes(tiny_model_dir, tmp_path):
+def test_eval_gate_exit_codes(tiny_model_dir, tmp_path, monkeypatch):
     """`tunesmith eval RUN --gate`: exit 1 when tuned does not beat prompted, 0 when it does by the margin."""
     from typer.testing import CliRunner
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
 
     from tunesmith.cli import app
 
@@ -86,13 +96,16 @@ def test_eval_gate_exit_codes(tiny_model_dir, tmp_path):
 
 
 def test_quickstart_replay_mixes_base_answers(tiny_model_dir, tmp_path, monkeypatch):
-    """--replay: the base model's general answers are written and mixed at 30%; none usable → no mix."""
+    """The default recipe: the base model's general answers are written and mixed at 30%, computed once per
+    model; none usable → no mix; --show-forgetting trains without them."""
     import tunesmith.data.replay as replay
 
     answered = replay.Replay(records=[{"messages": [{"role": "user", "content": f"general {i}"},
                                                     {"role": "assistant", "content": f"answer {i}"}]}
                                       for i in range(10)])
-    monkeypatch.setattr(replay, "self_distill", lambda *a, **k: answered)
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    calls = []
+    monkeypatch.setattr(replay, "self_distill", lambda *a, **k: calls.append(1) or answered)
     settings = {
         "model": str(tiny_model_dir),
         "lora": {"layers": None, "r": 4, "alpha": 8},
@@ -100,15 +113,26 @@ def test_quickstart_replay_mixes_base_answers(tiny_model_dir, tmp_path, monkeypa
         "eval": {"max_new_tokens": 4, "max_examples": 2, "few_shot": 1, "batch_size": 8, "regression": False},
     }
     out = tmp_path / "qs"
-    run_quickstart(out, Console(stderr=True, quiet=True), show_progress=False, settings=settings, examples=40,
-                   replay=True)
+    run_quickstart(out, Console(stderr=True, quiet=True), show_progress=False, settings=settings, examples=40)
     assert len((out / "data" / "general.jsonl").read_text().splitlines()) == 10
     run = json.loads((out / "runs" / "legal-bot" / "run.json").read_text())
     train_count = run["data"]["train"]["count"]
     [mix] = run["data"]["mix"]
     assert mix["weight"] == 0.3 and mix["count"] == round(round(train_count / 0.7) * 0.3)
 
+    # a second quickstart reuses the answers instead of generating them again
+    run_quickstart(tmp_path / "qs1", Console(stderr=True, quiet=True), show_progress=False, settings=settings,
+                   examples=40)
+    assert len(calls) == 1 and (tmp_path / "qs1" / "data" / "general.jsonl").read_text() == \
+        (out / "data" / "general.jsonl").read_text()
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache2"))
     monkeypatch.setattr(replay, "self_distill", lambda *a, **k: replay.Replay(empty=["p"]))
     run_quickstart(tmp_path / "qs2", Console(stderr=True, quiet=True), show_progress=False, settings=settings,
-                   examples=40, replay=True)
+                   examples=40)
     assert "mix" not in json.loads((tmp_path / "qs2" / "runs" / "legal-bot" / "run.json").read_text())["data"]
+
+    run_quickstart(tmp_path / "qs3", Console(stderr=True, quiet=True), show_progress=False, settings=settings,
+                   examples=40, show_forgetting=True)
+    assert not (tmp_path / "qs3" / "data" / "general.jsonl").exists()
+    assert "mix" not in json.loads((tmp_path / "qs3" / "runs" / "legal-bot" / "run.json").read_text())["data"]

@@ -45,9 +45,9 @@ def quickstart(
     out: Path = typer.Option(Path("tunesmith-quickstart"), "--out", help="Folder for data, run and report."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object on stdout."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
-    replay: bool = typer.Option(
-        False, "--replay", help="Mix the base model's own general answers into training against forgetting "
-        "(about 2 more minutes)."),
+    show_forgetting: bool = typer.Option(
+        False, "--show-forgetting", help="Train with the over-eager recipe (no replay, high learning rate) to see "
+        "the gate fail on forgetting and which general items were lost."),
     model: str | None = typer.Option(None, "--model", help="Base model: an embedded name (smollm2-135m-instruct, "
                               "gemma3-270m), a local model directory or a .gguf file."),
 ) -> None:
@@ -61,7 +61,8 @@ def quickstart(
     from tunesmith.quickstart import dumps, print_summary, run_quickstart
 
     console = Console(stderr=True)
-    summary = run_quickstart(out, console, show_progress=not no_progress, replay=replay, model=model)
+    summary = run_quickstart(out, console, show_progress=not no_progress, show_forgetting=show_forgetting,
+                             model=model)
     if as_json:
         typer.echo(dumps(summary))
     else:

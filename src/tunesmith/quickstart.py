@@ -7,6 +7,8 @@ stand-alone commands run; the quickstart only chooses small, CPU-friendly settin
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -19,9 +21,10 @@ from rich.table import Table
 
 from tunesmith.demo import legal
 
-# CPU budget: about 5 minutes of training and generation on 2 cores. The rules are learnt
-# from ~120 examples; adapting only the last layers keeps backward cheap on a CPU.
-QUICKSTART_CONFIG: dict[str, Any] = {
+# The recipe that forgets: `--show-forgetting` trains with it to show a gate that fails, and why. Adapting the
+# last 8 layers at a high learning rate on the legal data alone learns the format fast, and the format
+# (numbered items, the disclaimer) leaks into every general answer.
+FORGETTING_CONFIG: dict[str, Any] = {
     "name": "legal-bot",
     "model": "smollm2-135m-instruct",
     "method": "lora",
@@ -38,18 +41,20 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     "eval": {"few_shot": 3, "max_new_tokens": 192, "batch_size": 24, "max_examples": 24, "regression": True},
     "output_dir": "runs",
 }
+# The default: the same adapter, with the base model's own answers to general prompts as 30% of training
+# (`tunesmith data replay`, data.mix), so the adapter also learns where the format does not belong; one
+# validation pass at the end instead of two (CPU time).
+QUICKSTART_CONFIG: dict[str, Any] = {
+    **FORGETTING_CONFIG,
+    "data": {**FORGETTING_CONFIG["data"], "mix": [{"path": "data/general.jsonl", "weight": 0.3}]},
+    "train": {**FORGETTING_CONFIG["train"], "max_steps": 48, "eval_every": None},
+}
 DEMO_EXAMPLES = 240
-# `--replay`: the base model's own answers to general prompts make up 30% of training (data.mix), at half
-# the learning rate for 60 steps. Measured on the embedded default over train seeds 0, 1, 2: regression
-# overall 40% -> 36.7, 30, 30% (without replay: 23.3, 26.7, 23.3%), compliance 0.91, 0.82, 1.00 (without:
-# 1.00, 0.95, 1.00); the format category still drops (the disclaimer habit leaks into JSON-only answers),
-# so the strict gate still fails.
-REPLAY_SETTINGS: dict[str, Any] = {"data": {"mix": [{"path": "data/general.jsonl", "weight": 0.3}]},
-                                   "train": {"max_steps": 60, "lr": 1.0e-3}}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    """A new config: `base` deep-copied (a run edits its config, e.g. drops an empty mix), `changes` laid over."""
+    out = copy.deepcopy(base)
     for k, v in changes.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
@@ -61,11 +66,11 @@ def run_quickstart(
     show_progress: bool = True,
     settings: dict[str, Any] | None = None,
     examples: int = DEMO_EXAMPLES,
-    replay: bool = False,
+    show_forgetting: bool = False,
     model: str | None = None,
 ) -> dict[str, Any]:
-    """Run every stage into `out`; `settings` override QUICKSTART_CONFIG (tests use a tiny model).
-    `replay`: mix self-distilled general answers of the base model into training against forgetting.
+    """Run every stage into `out`; `settings` override the recipe (tests use a tiny model).
+    `show_forgetting`: train with FORGETTING_CONFIG (no replay) instead of QUICKSTART_CONFIG.
     `model`: another base model (an embedded name such as gemma3-270m, a directory or a .gguf file)."""
     from tunesmith.config import load_config
     from tunesmith.data.check import check
@@ -76,14 +81,17 @@ def run_quickstart(
     from tunesmith.report.eval_report import render_eval_report
     from tunesmith.train.recipe import train
 
+    from tunesmith.evaluate.generate import set_cpu_threads
+
     started = time.time()
+    threads = set_cpu_threads()
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     console.rule("[bold]1. data")
-    config = _merge(QUICKSTART_CONFIG, REPLAY_SETTINGS) if replay else dict(QUICKSTART_CONFIG)
-    config = _merge(config, settings or {})
+    config = _merge(FORGETTING_CONFIG if show_forgetting else QUICKSTART_CONFIG, settings or {})
     if model:  # config.yaml is written into `out`: a relative path would be read from there
         config["model"] = str(Path(model).resolve()) if Path(model).exists() else model
+    replay = bool(config["data"].get("mix"))
     raw, rules_path = legal.write(data_dir, n=examples, seed=0)
     report = check(raw, rules=rules_path)
     violations = sum(len(v) for v in report["rule_violations"].values())
@@ -101,11 +109,15 @@ def run_quickstart(
     console.print("split: " + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()))
 
     console.rule("[bold]2. model")
+    seconds: dict[str, float] = {"data": time.time() - started}
     t = time.time()
     base = resolve_model(config["model"])
     console.print(f"{escape(config['model'])} ready at {base} ({time.time() - t:.1f}s)")
+    seconds["model"] = time.time() - t
     if replay:
+        t = time.time()
         _write_replay(config, data_dir / "general.jsonl", console, show_progress)
+        seconds["replay"] = time.time() - t
 
     console.rule("[bold]3. train")
     cfg_path = out / "config.yaml"
@@ -115,8 +127,12 @@ def run_quickstart(
     cfg = load_config(cfg_path)
     result = train(cfg, force=True, console=console, show_progress=show_progress)
 
+    seconds["train"] = result.train_seconds
+
     console.rule("[bold]4. evaluate")
+    t = time.time()
     results = evaluate_run(result.run_dir, console=console, show_progress=show_progress)
+    seconds["eval"] = time.time() - t
     report_path = render_eval_report(results, result.run_dir / "report.html")
     (out / "report.html").write_text(Path(report_path).read_text(encoding="utf-8"), encoding="utf-8")
 
@@ -134,6 +150,11 @@ def run_quickstart(
         "total_seconds": round(time.time() - started, 1),
         "test_examples": results["test"]["n"],
         "gate": results["gate"],
+        "torch_threads": threads,
+        "lost_items": [c for c in (results["regression"] or {}).get("changed", []) if c["change"] == "lost"],
+        # where the time went: stages here, and inside eval each system's generation and the suite
+        "seconds": {k: round(v, 1) for k, v in seconds.items()} | {
+            f"eval.{k}": v for k, v in results["timings"].items()},
         "run_dir": str(result.run_dir),
         "report": str((out / "report.html").resolve()),
     }
@@ -143,10 +164,20 @@ def run_quickstart(
 def _write_replay(config: dict[str, Any], path: Path, console: Console, show_progress: bool) -> None:
     """The base model answers the shipped general prompts; with no usable answer the mix is left out."""
     from tunesmith.data.formats import write_jsonl
-    from tunesmith.data.replay import general_prompts, self_distill
+    from tunesmith.data.replay import Replay, general_prompts, self_distill
+    from tunesmith.models import cache_dir, resolve_model
 
     t = time.time()
-    result = self_distill(config["model"], general_prompts(), console=console, show_progress=show_progress)
+    prompts = general_prompts()
+    # greedy answers of the same weights to the same prompts never change: computed once per model
+    key = hashlib.sha256(json.dumps([str(resolve_model(config["model"])), prompts]).encode()).hexdigest()[:16]
+    cached = cache_dir() / "replay" / f"{key}.json"
+    if cached.is_file():
+        result = Replay(**json.loads(cached.read_text(encoding="utf-8")))
+    else:
+        result = self_distill(config["model"], prompts, console=console, show_progress=show_progress)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"records": result.records, "empty": result.empty}), encoding="utf-8")
     write_jsonl(result.records, path)
     console.print(f"replay: {len(result.records)} general answers of the base model in {path} "
                   f"({len(result.empty)} empty left out, {time.time() - t:.1f}s)")
@@ -167,16 +198,22 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("[bold]all rules[/]", *[f"[bold]{summary[s]['compliance']:.0%}[/]" for s in systems])
     console.print(table)
     gate = summary.get("gate") or {}
-    verdict = "[green]PASS[/]" if gate.get("passed") else "[red]FAIL[/]"
-    console.print(f"promotion gate: {verdict}")
+    color = {"PASS": "green", "FAIL": "red"}.get(gate.get("verdict"), "yellow")
+    console.print(f"promotion gate: [bold {color}]{gate.get('verdict')}[/]")
     for reason in gate.get("reasons", []):
-        console.print(f"  {'[green]' if reason.startswith('ok') else '[red]'}{escape(reason)}[/]")
+        tone = "green" if reason.startswith("ok") else "red" if reason.startswith("FAIL") else "yellow"
+        console.print(f"  [{tone}]{escape(reason)}[/]")
+    lost = summary.get("lost_items", [])
     if gate.get("regression_flagged"):
-        console.print("  [yellow]hint:[/] the tuned model lost general ability (catastrophic forgetting); the "
-                      "lost items are in the report. Mix the base model's own general answers into training "
+        console.print(f"  [yellow]forgetting:[/] the tuned model lost {len(lost)} suite items the base passed, e.g.:")
+        for item in lost[:5]:
+            console.print(f"    {escape(item['id'])}: {escape(item['prompt'])}\n      base:  {escape(item['base'][:80])!r}"
+                          f"\n      tuned: {escape(item['tuned'][:80])!r}")
+        console.print("  [yellow]hint:[/] mix the base model's own general answers into training "
                       "(`tunesmith data replay -o general.jsonl`, then `data.mix: [{path: general.jsonl, weight: "
-                      "0.3}]`; `tunesmith quickstart --replay` shows it), lower the learning rate or adapt fewer "
-                      "layers, then evaluate again.")
+                      "0.3}]`, as the default quickstart does), lower the learning rate or adapt fewer layers, then "
+                      "evaluate again. Every lost item is in the report.")
+    console.print("time: " + ", ".join(f"{k} {v}s" for k, v in summary.get("seconds", {}).items()))
     console.print(f"train {summary['train_seconds']}s, total {summary['total_seconds']}s")
     console.print(f"report: {summary['report']}")
     console.print(f"run:    {summary['run_dir']}")

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.errors import UserError
+from tunesmith.evaluate.verdicts import GateResult, RegressionResult
 
 RUN_SCHEMA = 1
 RESULTS_SCHEMA = 1
@@ -117,8 +118,8 @@ class EvalResults(_Artefact):
     few_shot: int | None = None
     systems: dict[str, SystemResult] = {}
     examples: list[Example] = []
-    regression: dict[str, Any] | None = None
-    gate: dict[str, Any] | None = None
+    regression: RegressionResult | None = None  # the suite, base vs tuned; fields documented in evaluate/verdicts.py
+    gate: GateResult | None = None  # the promotion decision; fields documented in evaluate/verdicts.py
     loss_curve: list[dict[str, Any]] = []
 
 

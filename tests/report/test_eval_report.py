@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tunesmith.evaluate import metrics
 from tunesmith.evaluate.gate import decide
-from tunesmith.evaluate.regression import compare_regression, regression_prompts, score_regression
+from tunesmith.evaluate.regression import compare_regression, load_suite, score_regression
 from tunesmith.report.eval_report import render_eval_report
 from tunesmith.report.html import esc, page, table
 from tunesmith.rules import parse_rules
@@ -37,8 +37,12 @@ def compliance_results() -> dict:
         }
         for i, p in enumerate(PROMPTS)
     ]
-    ids = [p["id"] for p in regression_prompts()]
-    reg = compare_regression(score_regression({i: "x" for i in ids}), score_regression({i: "42" for i in ids}))
+    # base answers "x" and knows the facts; tuned answers "42" and forgot them
+    suite = load_suite()
+    base = score_regression({it["id"]: it["answer"] if it["kind"] == "choice" else "x" for it in suite})
+    tuned = score_regression({it["id"]: next(c for c in it["choices"] if c != it["answer"]) if it["kind"] == "choice"
+                              else "42" for it in suite})
+    reg = compare_regression(base, tuned)
     gate = decide("compliance", {n: {"compliance": s["compliance"]} for n, s in systems.items()}, reg)
     return {
         "task": "compliance",
@@ -73,18 +77,19 @@ def test_compliance_report_with_loss_curve_and_gate(tmp_path: Path) -> None:
     assert "&lt;b&gt;tort&lt;/b&gt;" in html and "<b>tort</b>" not in html
     # every example differs between systems here, so all three are shown
     assert "3 of 3 test examples" in html
-    # "42" answers arithmetic-01 (17 + 25) right where "x" did not: the item is listed as gained, both answers shown
-    assert "What is 17 + 25? Answer with the number only." in html and "gained" in html
+    # "42" answers the arithmetic items whose result is 42 where "x" did not: listed as gained, both answers shown
+    results = compliance_results()
+    gained = [c for c in results["regression"]["changed"] if c["change"] == "gained"]
+    assert gained and esc(gained[0]["prompt"]) in html and "gained" in html
     # metrics chart, compliance chart, loss curve
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)) == 3
-    # "42" everywhere loses the one lowercase-instruction item "x" passed: gate refuses
-    assert "do not promote" in html and "regression instructions dropped 11.1 points" in html
+    # every fact forgotten: the gate refuses and says by how much
+    facts = results["regression"]["by_category"]["facts"]
+    assert "do not promote" in html and f"regression facts dropped {facts['drop'] * 100:.1f} points" in html
     # decision first: the verdict sentence opens the report, then one row per gate check
     banner = html[html.index('id="verdict">') + len('id="verdict">'):]
     assert banner.startswith("DO NOT PROMOTE — compliance 1.00 tuned vs 0.67 prompted, but general ability")
-    assert "instructions −11.1 points" in banner[:300]
     assert html.index('id="verdict"') < html.index("<h2>Metrics</h2>")
-    assert "<td>general ability: instructions</td>" in html and "✗ fail" in html
 
 
 def test_classification_report_renders_only_present_parts(tmp_path: Path) -> None:

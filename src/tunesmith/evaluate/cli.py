@@ -212,7 +212,8 @@ def run(
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint of an LLM judge."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name."),
     rubric_file: Optional[Path] = typer.Option(None, "--rubric", help="Rubric text file for the judge."),
-    gate: bool = typer.Option(False, "--gate", help="Exit 1 unless tuned beats prompted and nothing regressed."),
+    gate: bool = typer.Option(False, "--gate", help="Exit 1 unless the gate's verdict is PASS (FAIL and inconclusive "
+                              "exit 1); the verdict is printed either way."),
     margin: float = typer.Option(0.0, "--margin", help="How much tuned must beat prompted by (gate)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -262,9 +263,10 @@ def run(
     except (ValueError, RulesError, OSError, ModelError) as e:
         _fail(str(e))
     if judge_url:
+        from tunesmith.rundir import EvalResults, RunDir
+
         results["judge"] = _judge_systems(results, judge_url, judge_model, rubric)
-        (run_dir / "eval" / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
-                                                       encoding="utf-8")
+        RunDir(run_dir).write_results(EvalResults.model_validate(results))
     report = render_eval_report(results, run_dir / "report.html")
     decision = results.get("gate")
     if gate and decision is not None:
@@ -278,11 +280,18 @@ def run(
     else:
         _print_comparison(results)
         _err.print(f"report: {report}")
-    if gate:
-        for reason in decision["reasons"]:
-            _err.print(("[green]" if decision["passed"] else "[red]") + escape(reason) + "[/]")
-        if not decision["passed"]:
-            raise typer.Exit(1)
+    if decision is not None:  # the verdict is always shown; --gate only turns it into the exit code
+        _print_verdict(decision)
+    if gate and not decision["passed"]:
+        raise typer.Exit(1)
+
+
+def _print_verdict(decision: dict[str, Any]) -> None:
+    color = {"PASS": "green", "FAIL": "red"}.get(decision["verdict"], "yellow")
+    _err.print(f"promotion gate: [bold {color}]{decision['verdict']}[/]")
+    for reason in decision["reasons"]:
+        tone = "green" if reason.startswith("ok") else "red" if reason.startswith("FAIL") else "yellow"
+        _err.print(f"  [{tone}]{escape(reason)}[/]", soft_wrap=True)
 
 
 def _judge_systems(results: dict[str, Any], url: str, model: str, rubric: Optional[str]) -> dict[str, Any]:
@@ -324,4 +333,11 @@ def _print_comparison(results: dict[str, Any]) -> None:
     _out.print(t)
     reg = results.get("regression")
     if reg:
-        _out.print(f"regression (base → tuned): flagged {', '.join(reg['flagged']) or 'nothing'}")
+        t = Table(title=f"regression suite (base → tuned): {reg['verdict']}")
+        for col in ("category", "n", "base", "tuned", "lost", "gained", "p (drop)", "detectable", "verdict"):
+            t.add_column(col, justify="left" if col in ("category", "verdict") else "right")
+        for name, row in list(reg["by_category"].items()) + [("overall", reg["overall"])]:
+            seen = "—" if row["detectable_drop"] is None else _pct(row["detectable_drop"])
+            t.add_row(name, str(row["n"]), _pct(row["base"]), _pct(row["tuned"]), str(row["lost"]), str(row["gained"]),
+                      f"{row['p_drop']:.3g}", seen, row["verdict"])
+        _out.print(t)

@@ -1,14 +1,41 @@
 """The promotion gate: is the tuned model worth shipping over the prompted baseline?
 
-Two conditions, both required:
-1. the tuned system beats the baseline on the task's primary metric by more than
-   `margin` (margin 0.0 means strictly greater: a tie does not justify a fine-tune);
-2. no regression-suite category (nor the overall rate) dropped by more than its threshold.
+Two questions, each answered PASS, FAIL or inconclusive, on paired outcomes (the same items seen by
+both systems) rather than on two rates:
+
+1. Task: does tuned beat the prompted baseline on the primary metric by more than `margin`?
+   FAIL when the observed delta is not above the margin (a tie does not justify a fine-tune);
+   PASS when the whole interval of the delta lies above the margin; inconclusive in between: better
+   here, but by too few examples to tell. With per-example passes (compliance tasks) the interval is
+   the paired one of tuned - prompted (stats.drop_interval); for metrics that are not a per-example
+   pass rate (macro F1, mean field accuracy) no interval is computed and the delta alone decides.
+2. Regression (the built-in suite, base vs tuned): did general ability drop? Per category and overall:
+   - FAIL: a significant drop (one-sided exact McNemar, p < alpha) larger than the threshold;
+   - PASS: no drop beyond the threshold that the test can see, and the suite had the power to see one:
+     the smallest drop it detects with POWER (80%) at its n is at most the threshold;
+   - inconclusive ("n too small"): neither; never read as a pass.
+   The power assumption: the tuned model keeps flipping items both ways at the rate it gained items
+   in this comparison (churn unrelated to forgetting), and forgetting adds that much to the lost rate.
+
+Thresholds (rates; 0.05 = 5 points of pass rate):
+- REGRESSION_THRESHOLD (overall, ~360 items): a drop above it means the model lost a visible share of
+  what it could do; at alpha 0.05 the suite sees about 2 points with no churn and 5 points at 4% churn.
+- CATEGORY_THRESHOLD (per category, 80-118 items, alpha shared across categories by Bonferroni): a
+  category that loses more than this lost a skill, even when the overall rate hides it.
+- ALPHA: the false-alarm rate of each decision; intervals are two-sided at 1 - 2 * alpha, so their
+  lower end is the one-sided bound the test uses.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from tunesmith.evaluate import stats
+
+ALPHA = stats.ALPHA
+POWER = stats.POWER
+REGRESSION_THRESHOLD = 0.05
+CATEGORY_THRESHOLD = 0.15
 
 # Compliance-style tasks are judged on the share of outputs passing every rule, since
 # format is what fine-tuning is bought for there; generation falls back to ROUGE-L when
@@ -42,6 +69,56 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def judge_drop(pairs: list[tuple[bool, bool]], threshold: float, alpha: float = ALPHA) -> dict[str, Any]:
+    """Verdict on (base passed, tuned passed) pairs: stats.paired_comparison's numbers plus "delta"
+    (tuned - base rate), "threshold", "alpha", "churn" (the gained rate the power assumes),
+    "detectable_drop" (smallest drop seen with POWER; None: not even losing everything), "verdict"
+    and "flagged" (verdict is FAIL)."""
+    row: dict[str, Any] = stats.paired_comparison(pairs, alpha)
+    churn = row["gained"] / row["n"]
+    detectable = stats.detectable_drop(row["n"], churn, alpha, POWER)
+    significant = row["p_drop"] < alpha
+    if significant and row["drop"] > threshold:
+        verdict = "FAIL"
+    elif significant or (detectable is not None and detectable <= threshold):
+        verdict = "PASS"  # a significant drop within the threshold is real but small enough to accept
+    else:
+        verdict = "inconclusive"
+    return row | {"delta": -row["drop"], "threshold": threshold, "alpha": alpha, "churn": churn,
+                  "detectable_drop": detectable, "verdict": verdict, "flagged": verdict == "FAIL"}
+
+
+def _drop_reason(name: str, row: dict[str, Any]) -> str:
+    counts = (f"{row['lost']} lost, {row['gained']} gained of {row['n']}; {row['level'] * 100:g}% interval "
+              f"{row['drop_low'] * 100:+.1f} to {row['drop_high'] * 100:+.1f} points; p={row['p_drop']:.3g}")
+    seen = ("no drop is detectable" if row["detectable_drop"] is None else
+            f"detects {row['detectable_drop'] * 100:.1f} points with {POWER:.0%} power at {row['churn']:.0%} churn")
+    if row["verdict"] == "FAIL":
+        return (f"FAIL: regression {name} dropped {row['drop'] * 100:.1f} points ({row['base']:.3f} -> "
+                f"{row['tuned']:.3f}; {counts} < alpha {row['alpha']:.3g}; threshold {row['threshold'] * 100:.1f})")
+    if row["verdict"] == "PASS":
+        return (f"ok: regression {name} {row['delta'] * 100 + 0.0:+.1f} points ({counts}); {seen}, threshold "
+                f"{row['threshold'] * 100:.1f}")
+    return (f"inconclusive: regression {name}: n too small ({counts}); {seen}, above the "
+            f"{row['threshold'] * 100:.1f}-point threshold")
+
+
+def _task_row(cand: float, base: float, margin: float, pairs: list[tuple[bool, bool]] | None) -> dict[str, Any]:
+    delta = round(cand - base, 9)
+    row: dict[str, Any] = {"delta": delta, "margin": margin}
+    if pairs:
+        c = stats.paired_comparison(pairs)  # (baseline passed, candidate passed): its drop is -gain
+        row |= {"n": c["n"], "better": c["gained"], "worse": c["lost"], "level": c["level"],
+                "delta_low": -c["drop_high"], "delta_high": -c["drop_low"], "p_better": c["p_gain"]}
+    if delta <= margin:
+        row["verdict"] = "FAIL"
+    elif not pairs or row["delta_low"] > margin:
+        row["verdict"] = "PASS"
+    else:
+        row["verdict"] = "inconclusive"
+    return row
+
+
 def decide(
     task: str,
     systems: dict[str, dict[str, Any]],
@@ -49,13 +126,17 @@ def decide(
     margin: float = 0.0,
     candidate: str = "tuned",
     baseline: str = "prompted",
+    pairs: list[tuple[bool, bool]] | None = None,
 ) -> dict[str, Any]:
-    """Pass/fail with reasons.
+    """The verdict with reasons.
 
-    `systems` maps a system name to its score dict (what `score_predictions` returns);
-    `regression` is `compare_regression`'s result or None when the suite was not run.
-    Returns {"passed", "reasons", "primary_metric", "candidate", "baseline", "margin",
-    "candidate_value", "baseline_value", "delta", "regression_flagged"}.
+    `systems` maps a system name to its score dict (what `score_predictions` returns); `regression`
+    is `compare_regression`'s result or None when the suite was not run; `pairs` are per-example
+    (baseline passed, candidate passed) on the primary metric, when it is a pass rate.
+    Returns {"verdict": "PASS" | "FAIL" | "inconclusive", "passed" (verdict is PASS), "reasons",
+    "primary_metric", "candidate", "baseline", "margin", "candidate_value", "baseline_value", "delta",
+    "task": _task_row (delta, interval, better/worse counts, verdict), "regression_verdict",
+    "regression_flagged", "regression_inconclusive"}.
     """
     for name in (candidate, baseline):
         if name not in systems:
@@ -66,27 +147,27 @@ def decide(
     missing = [n for n, v in ((candidate, cand), (baseline, base)) if v is None]
     if missing:
         raise ValueError(f"metric {metric!r} missing for {', '.join(missing)}")
-    reasons = []
-    delta = round(cand - base, 9)
-    beats = delta > margin
-    relation = ">" if beats else "<="
-    reasons.append(
-        f"{'ok' if beats else 'FAIL'}: {candidate} {metric} {cand:.3f} vs {baseline} {base:.3f} "
-        f"(delta {delta:+.3f} {relation} margin {margin:.3f})"
-    )
-    flagged = list(regression["flagged"]) if regression else []
+    row = _task_row(cand, base, margin, pairs)
+    relation = ">" if row["delta"] > margin else "<="
+    interval = ""
+    if pairs:
+        interval = (f"; {row['level'] * 100:g}% interval {row['delta_low']:+.3f} to {row['delta_high']:+.3f}, "
+                    f"{row['better']} examples better, {row['worse']} worse of {row['n']}")
+    prefix = {"PASS": "ok", "FAIL": "FAIL", "inconclusive": "inconclusive"}[row["verdict"]]
+    reasons = [(f"{prefix}: {candidate} {metric} {cand:.3f} vs {baseline} {base:.3f} "
+                f"(delta {row['delta']:+.3f} {relation} margin {margin:.3f}{interval})")]
+    if row["verdict"] == "inconclusive":
+        reasons.append(f"inconclusive: the interval reaches down to {row['delta_low']:+.3f}: too few test "
+                       "examples to tell tuned from prompted")
+    verdicts = [row["verdict"]]
     if regression is not None:
         rows = regression["by_category"] | {"overall": regression["overall"]}
-        for cat in flagged:
-            row = rows[cat]
-            reasons.append(
-                f"FAIL: regression {cat} dropped {-row['delta'] * 100:.1f} points "
-                f"({row['base']:.3f} -> {row['tuned']:.3f}; threshold {regression['threshold'] * 100:.1f})"
-            )
-        if not flagged:
-            reasons.append(f"ok: no regression category dropped more than {regression['threshold'] * 100:.1f} points")
+        reasons += [_drop_reason(name, r) for name, r in rows.items()]
+        verdicts.append(regression["verdict"])
+    verdict = "FAIL" if "FAIL" in verdicts else "inconclusive" if "inconclusive" in verdicts else "PASS"
     return {
-        "passed": beats and not flagged,
+        "verdict": verdict,
+        "passed": verdict == "PASS",
         "reasons": reasons,
         "primary_metric": metric,
         "candidate": candidate,
@@ -94,6 +175,9 @@ def decide(
         "margin": margin,
         "candidate_value": cand,
         "baseline_value": base,
-        "delta": delta,
-        "regression_flagged": flagged,
+        "delta": row["delta"],
+        "task": row,
+        "regression_verdict": regression["verdict"] if regression else None,
+        "regression_flagged": list(regression["flagged"]) if regression else [],
+        "regression_inconclusive": list(regression["inconclusive"]) if regression else [],
     }

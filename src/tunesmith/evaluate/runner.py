@@ -7,14 +7,20 @@
 
 One base model is loaded; the adapter is merged for `tuned` and unmerged afterwards.
 Generations are cached per system under eval/generations/, keyed by the test file's hash and
-the generation settings, so re-scoring never regenerates.
+the generation settings, so re-scoring never regenerates; the regression suite's answers likewise,
+keyed by the suite's hash, the model (adapter hash) and the chat template.
+
+An answer is given at most as many new tokens as the longest reference needs, with 25% slack:
+anything longer has already missed the reference's form, and on a CPU every token costs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +34,7 @@ from tunesmith.evaluate.gate import decide
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
 from tunesmith.train.dataset import read_conversations, read_records
-from tunesmith.rundir import RunDir
+from tunesmith.rundir import EvalResults, RunDir
 
 SYSTEMS = ("base", "prompted", "tuned")
 
@@ -172,19 +178,35 @@ def evaluate_run(
     # model that has none); every system is prompted with it
     own = run.adapter if run.adapter.is_dir() else full_model if full_model.is_dir() else info["base_model"]
     template = _template_text(own, cfg.data.chat_template)
+    limit = _token_limit(own, tests, ev.max_new_tokens, cfg.trust_remote_code)
     outputs: dict[str, list[str]] = {}
     caches: dict[str, Path] = {}
     for system in systems:
-        key = _cache_key(system, test_sha, ev.max_new_tokens, len(tests), system_prompts(tests, system, shots),
+        key = _cache_key(system, test_sha, limit, len(tests), system_prompts(tests, system, shots),
                          tuned_sha if system == "tuned" else info["base_model"], template)
         caches[system] = gen_dir / f"{system}-{key}.json"
         if caches[system].is_file():
             outputs[system] = json.loads(caches[system].read_text(encoding="utf-8"))
             console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
     wants_regression = (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems)
+    suite_answers: dict[str, dict[str, str]] = {}
+    suite_caches: dict[str, Path] = {}
+    if wants_regression:
+        from tunesmith.evaluate.regression import suite_sha
 
+        for system in ("base", "tuned"):
+            key = _cache_key("regression", suite_sha(), tuned_sha if system == "tuned" else info["base_model"],
+                             template)
+            suite_caches[system] = gen_dir / f"regression-{system}-{key}.json"
+            if suite_caches[system].is_file():
+                suite_answers[system] = json.loads(suite_caches[system].read_text(encoding="utf-8"))
+                console.print(f"[dim]regression {system}: {len(suite_answers[system])} answers from cache[/]")
+
+    # seconds per stage that ran (cached stages are absent): where an evaluation's time goes
+    timings: dict[str, float] = {}
     # re-scoring from the cache (new rules, say) must not pay for loading a model it will not run
-    if len(outputs) < len(systems) or wants_regression:
+    if len(outputs) < len(systems) or len(suite_answers) < len(suite_caches):
+        t = time.time()
         if Path(info["base_model"]).is_absolute() and not Path(info["base_model"]).is_dir():
             # else the hub client reports a local path as a malformed repo id
             raise ValueError(f"{run.path / 'run.json'}: base model {info['base_model']} is not there any more")
@@ -198,20 +220,36 @@ def evaluate_run(
                 tuned_model = load_model(full_model, cfg.train.dtype, cfg.trust_remote_code)
         # LoRA merges into the weights for fast generation; virtual-token adapters cannot merge.
         can_merge = isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value in ("LORA",)
+        timings["load"] = time.time() - t
         for system in systems:
             if system in outputs:
                 continue
+            t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
                 outputs[system] = generate(gen_model, tokenizer, system_prompts(tests, system, shots),
-                                           max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size,
+                                           max_new_tokens=limit, batch_size=ev.batch_size,
                                            label=f"generate {system:<8}", console=console, show_progress=show_progress)
             caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+            timings[f"generate.{system}"] = time.time() - t
+        for system in suite_caches:
+            if system in suite_answers:
+                continue
+            from tunesmith.evaluate.regression import answer_suite
+
+            t = time.time()
+            with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
+                suite_answers[system] = answer_suite(gen_model, tokenizer, batch_size=ev.batch_size,
+                                                     label=f"regression {system:<6}", console=console,
+                                                     show_progress=show_progress)
+            suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
+            timings[f"regression.{system}"] = time.time() - t
 
     scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
     forgetting = None
     if wants_regression:
-        forgetting = _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_progress)
-    gate = decide(task, scores, forgetting, margin=margin) if {"tuned", "prompted"} <= set(systems) else None
+        from tunesmith.evaluate.regression import compare_regression, score_regression
+
+        forgetting = compare_regression(score_regression(suite_answers["base"]), score_regression(suite_answers["tuned"]))
     examples = []
     for i, conv in enumerate(tests):
         examples.append({
@@ -222,6 +260,12 @@ def evaluate_run(
             "outputs": {s: outputs[s][i] for s in systems},
             "passes": {s: rules.check_answer(outputs[s][i], conv.last_user()) for s in systems} if rules else {},
         })
+    gate = None
+    if {"tuned", "prompted"} <= set(systems):
+        # compliance is a per-example pass, so the two systems pair up example by example
+        pairs = [(all(ex["passes"]["prompted"].values()), all(ex["passes"]["tuned"].values())) for ex in examples] \
+            if rules is not None and "compliance" in scores["tuned"] else None
+        gate = decide(task, scores, forgetting, margin=margin, pairs=pairs)
     results = {
         "task": task,
         "title": f"{info.get('name', run.path.name)}: base vs prompted vs tuned",
@@ -233,25 +277,19 @@ def evaluate_run(
         "regression": forgetting,
         "gate": gate,
         "loss_curve": run.read_metrics(),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
     }
-    (run.eval_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    run.write_results(EvalResults.model_validate(results))
     return results
 
 
-def _regression(model, tuned_model, can_merge, tokenizer, ev, console, show_progress) -> dict[str, Any]:
-    """Built-in general prompts, base vs tuned: catches catastrophic forgetting."""
-    from tunesmith.evaluate.generate import generate
-    from tunesmith.evaluate.regression import compare_regression, regression_prompts, score_regression
+def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:
+    """New tokens an answer gets: the longest reference's length plus 25%, never above eval.max_new_tokens."""
+    from transformers import AutoTokenizer
 
-    items = regression_prompts()
-    convs = [it["messages"] for it in items]
-    scored = {}
-    for system in ("base", "tuned"):
-        with _as_system(model, tuned_model, system, can_merge) as gen_model:
-            outs = generate(gen_model, tokenizer, convs, max_new_tokens=64, batch_size=ev.batch_size,
-                            label=f"regression {system:<6}", console=console, show_progress=show_progress)
-        scored[system] = score_regression({it["id"]: o for it, o in zip(items, outs)})
-    return compare_regression(scored["base"], scored["tuned"])
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
+    longest = max(len(tok(c.assistant_turns()[-1], add_special_tokens=False)["input_ids"]) for c in tests)
+    return min(cap, math.ceil(longest * 1.25) + 4)
 
 
 @contextmanager

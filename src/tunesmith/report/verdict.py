@@ -69,7 +69,15 @@ def _generic(gate: dict[str, Any]) -> Verdict:
     return Verdict(word, kind, f"{word} — {summary}", checks, [str(r) for r in gate.get("reasons") or []])
 
 
-def verdict(gate: dict[str, Any], regression: dict[str, Any] | None = None, n_test: int | None = None) -> Verdict:
+_PASSED = {"PASS": True, "FAIL": False, "inconclusive": None}  # a row's own verdict, where the gate wrote one
+
+
+def _plain(x: Any) -> Any:
+    return x.model_dump() if hasattr(x, "model_dump") else x  # EvalResults' typed gate / regression
+
+
+def verdict(gate: Any, regression: Any = None, n_test: int | None = None) -> Verdict:
+    gate, regression = _plain(gate), _plain(regression)
     if isinstance(gate.get("checks"), list):
         return _generic(gate)
     metric = str(gate.get("primary_metric", "primary metric")).removesuffix(".all")
@@ -77,7 +85,9 @@ def verdict(gate: dict[str, Any], regression: dict[str, Any] | None = None, n_te
     cv, bv, margin = gate.get("candidate_value"), gate.get("baseline_value"), gate.get("margin", 0.0) or 0.0
     delta = gate.get("delta")
     beats = isinstance(delta, (int, float)) and delta > margin
-    checks = [Check(f"{metric}: {cand} − {base}", _num(delta, "+.3f"), f"> {_num(margin, '.3f')}", n_test, beats)]
+    task = gate.get("task") or {}
+    checks = [Check(f"{metric}: {cand} − {base}", _num(delta, "+.3f"), f"> {_num(margin, '.3f')}",
+                    task.get("n") or n_test, _PASSED.get(task.get("verdict"), beats))]
     flagged = list(gate.get("regression_flagged") or [])
     reg = regression or {}
     threshold = reg.get("threshold")
@@ -85,9 +95,11 @@ def verdict(gate: dict[str, Any], regression: dict[str, Any] | None = None, n_te
     if reg.get("overall"):
         rows["overall"] = reg["overall"]
     for cat, r in rows.items():
+        limit = r.get("threshold", threshold)
         checks.append(Check(f"general ability: {cat}", _points(r.get("delta", 0.0)),
-                            f"≥ −{threshold * 100:.1f} points" if threshold is not None else "–",
-                            r.get("n"), not r.get("flagged", cat in flagged)))
+                            f"≥ −{limit * 100:.1f} points" if limit is not None else "–", r.get("n"),
+                            _PASSED[r["verdict"]] if r.get("verdict") in _PASSED
+                            else not r.get("flagged", cat in flagged)))
     passed = bool(gate.get("passed"))
     if cv is None and bv is None:  # a gate that recorded only its conclusion: say that, no invented numbers
         word, kind = ("PROMOTE", "ok") if passed else ("DO NOT PROMOTE", "bad")
@@ -102,6 +114,11 @@ def verdict(gate: dict[str, Any], regression: dict[str, Any] | None = None, n_te
         cats = ", ".join(f"{c} {_points(rows[c].get('delta', 0.0))}" for c in flagged if c in rows and c != "overall")
         general = f"general ability {_points(overall)} overall" + (f", {cats}" if cats else "")
         parts.append(f"{'but ' if beats else ''}{general}: {_regression_counts(reg)}")
+    if gate.get("verdict") == "inconclusive":  # neither a pass nor a fail: the evidence could not decide
+        unsure = [c.name for c in checks if c.passed is None]
+        sentence = (f"INCONCLUSIVE — {head}" + (f"; {'; '.join(parts)}" if parts else "")
+                    + (f"; too few items to tell on {', '.join(unsure)}" if unsure else ""))
+        return Verdict("INCONCLUSIVE", "warn", sentence, checks, [str(r) for r in gate.get("reasons") or []])
     if passed:
         sentence = f"PROMOTE — {head}"
         if threshold is not None:

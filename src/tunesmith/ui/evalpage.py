@@ -40,7 +40,8 @@ def metric_tables(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def regression_view(reg: dict[str, Any] | None) -> dict[str, Any] | None:
+def regression_view(reg: Any) -> dict[str, Any] | None:
+    reg = reg.model_dump() if hasattr(reg, "model_dump") else reg
     if not reg or not isinstance(reg.get("by_category"), dict):
         return None
     rows = [(cat, r) for cat, r in reg["by_category"].items() if isinstance(r, dict)]
@@ -65,7 +66,7 @@ def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | Non
     pages = max(1, -(-total // ex_mod.PAGE_SIZE))
     return {
         "results": results,
-        "verdict": verdict(results.gate, results.regression, results.test.n or len(examples))
+        "verdict": verdict(results.gate, results.regression, (results.test.n if results.test else None) or len(examples))
         if results.gate else None,
         **metric_tables(systems),
         "regression": regression_view(results.regression),

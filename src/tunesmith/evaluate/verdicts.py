@@ -1,0 +1,96 @@
+"""Types of the gate's and the regression suite's numbers in eval/results.json (EvalResults.gate and
+EvalResults.regression); what tunesmith.evaluate.gate and .regression compute, field by field.
+
+Every field a reader may need is declared with its meaning; results written before a field existed
+still load (it is optional), and keys not listed here are kept (extra="allow").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["PASS", "FAIL", "inconclusive"]
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class DropRow(_Loose):
+    """One category (or "overall") of the regression suite, base vs tuned paired by item."""
+
+    n: int | None = Field(None, description="Items in the category.")
+    base: float = Field(description="Base model pass rate.")
+    tuned: float = Field(description="Tuned model pass rate.")
+    delta: float = Field(description="tuned - base pass rate (negative: a drop).")
+    lost: int | None = Field(None, description="Items the base passed and the tuned model failed.")
+    gained: int | None = Field(None, description="Items the tuned model passed and the base failed.")
+    drop: float | None = Field(None, description="(lost - gained) / n = base - tuned.")
+    drop_low: float | None = Field(None, description="Lower end of the drop's interval (Agresti-Min paired).")
+    drop_high: float | None = Field(None, description="Upper end of the drop's interval.")
+    level: float | None = Field(None, description="Confidence level of the interval (two-sided, 1 - 2 * alpha).")
+    p_drop: float | None = Field(None, description="One-sided exact McNemar p-value for a drop.")
+    p_gain: float | None = Field(None, description="One-sided exact McNemar p-value for an improvement.")
+    threshold: float | None = Field(None, description="Largest drop accepted (a rate: 0.05 = 5 points).")
+    alpha: float | None = Field(None, description="Significance level of this row's test (Bonferroni-shared "
+                                "across categories).")
+    churn: float | None = Field(None, description="Gained rate the power calculation assumes as background flips.")
+    detectable_drop: float | None = Field(None, description="Smallest drop the test sees with 80% power at this n "
+                                          "and churn; null: none, n too small.")
+    verdict: Verdict | None = Field(None, description="FAIL: significant drop above the threshold; PASS: none, "
+                                    "with the power to see one; inconclusive: n too small to tell.")
+    flagged: bool = Field(description="verdict is FAIL.")
+
+
+class RegressionResult(_Loose):
+    """The regression suite: base vs tuned per category and overall."""
+
+    threshold: float = Field(description="Overall drop threshold (rate).")
+    category_threshold: float | None = Field(None, description="Per-category drop threshold (rate).")
+    alpha: float | None = Field(None, description="Overall significance level.")
+    category_alpha: float | None = Field(None, description="Per-category significance level (alpha / categories).")
+    overall: DropRow
+    by_category: dict[str, DropRow]
+    flagged: list[str] = Field(description="Rows whose verdict is FAIL.")
+    inconclusive: list[str] = Field([], description="Rows that could not be decided (n too small).")
+    verdict: Verdict | None = Field(None, description="FAIL if any row fails, PASS if all pass, else inconclusive.")
+    changed: list[dict[str, Any]] = Field([], description="Items lost or gained: id, category, prompt, change "
+                                          "(lost|gained), base and tuned answers, failed_checks.")
+
+
+class TaskRow(_Loose):
+    """Tuned vs the prompted baseline on the task's primary metric."""
+
+    delta: float = Field(description="candidate - baseline on the primary metric.")
+    margin: float = Field(description="How much the candidate must beat the baseline by.")
+    n: int | None = Field(None, description="Paired test examples (per-example pass metrics only).")
+    better: int | None = Field(None, description="Examples the candidate passes and the baseline fails.")
+    worse: int | None = Field(None, description="Examples the baseline passes and the candidate fails.")
+    delta_low: float | None = Field(None, description="Lower end of the delta's paired interval.")
+    delta_high: float | None = Field(None, description="Upper end of the delta's paired interval.")
+    level: float | None = Field(None, description="Confidence level of the interval.")
+    p_better: float | None = Field(None, description="One-sided exact McNemar p-value for an improvement.")
+    verdict: Verdict = Field(description="FAIL: delta <= margin; PASS: the whole interval above the margin (or, "
+                             "without pairs, delta > margin); inconclusive otherwise.")
+
+
+class GateResult(_Loose):
+    """The promotion decision (tunesmith.evaluate.gate.decide)."""
+
+    passed: bool = Field(description="verdict is PASS.")
+    verdict: Verdict | None = Field(None, description="FAIL if the task or the suite fails, PASS if both pass, "
+                                    "else inconclusive (not a pass).")
+    reasons: list[str] = Field([], description="One line per decision, prefixed ok / FAIL / inconclusive.")
+    primary_metric: str | None = Field(None, description="Metric the task verdict is on.")
+    candidate: str | None = None
+    baseline: str | None = None
+    margin: float | None = None
+    candidate_value: float | None = None
+    baseline_value: float | None = None
+    delta: float | None = Field(None, description="candidate_value - baseline_value.")
+    task: TaskRow | None = None
+    regression_verdict: Verdict | None = Field(None, description="The suite's verdict; null when it was not run.")
+    regression_flagged: list[str] = Field([], description="Suite rows that failed.")
+    regression_inconclusive: list[str] = Field([], description="Suite rows without the power to decide.")
