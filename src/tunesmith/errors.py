@@ -20,3 +20,8 @@ class UserError(ValueError):
 
 class DataError(UserError):
     """A data file or record that cannot be used as given (every stage that reads records raises it)."""
+
+
+class ModelError(UserError, RuntimeError):
+    """A model setting that cannot be resolved; the message says why and what to do. (RuntimeError too:
+    callers from before the UserError base catch it as one.)"""

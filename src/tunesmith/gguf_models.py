@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tunesmith.models import ModelError
+from tunesmith.errors import ModelError
 
 SOURCE_FILE = "tunesmith_source.json"
 
@@ -158,7 +158,7 @@ def convert(gguf: Path, out: Path, source: dict[str, Any], chat_template: str | 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.models import stop_token_ids
+    from tunesmith.stops import stop_token_ids
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if chat_template is not None:

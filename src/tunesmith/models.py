@@ -18,16 +18,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.errors import UserError
+from tunesmith.errors import ModelError
+from tunesmith.stops import stop_token_ids, turn_end_token_id  # noqa: F401 (re-exported)
 from tunesmith.templates import chat_template_text, suggest_template, trl_template
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-class ModelError(UserError, RuntimeError):
-    """A model setting that cannot be resolved; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -295,36 +292,6 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat: bool
         raise ModelError(f"{path}: the tokenizer has no chat template; chat fine-tuning needs one. A pretrained "
                          f"base model? {offer}, or a .jinja file; or start from the instruct variant")
     return tok
-
-
-def turn_end_token_id(tokenizer) -> int | None:
-    """The special token the chat template closes an assistant turn with (<end_of_turn>, <|eot_id|>, <|end|>,
-    <|im_end|>…), read off a rendered turn; None when the turn ends in plain text or the template cannot say."""
-    probe = "tunesmith-probe-answer"
-    try:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}],
-                                             tokenize=False)
-    except Exception:  # noqa: BLE001 - a template may reject any probe; the tokenizer's EOS still stops
-        return None
-    at = text.rfind(probe)
-    if at < 0:
-        return None
-    after = tokenizer(text[at + len(probe):].lstrip(" "), add_special_tokens=False)["input_ids"]
-    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    return after[0] if after and after[0] in special else None
-
-
-def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
-    """Every token that ends an answer: the tokenizer's EOS, the chat template's end-of-turn token and the model's
-    generation_config EOS list. Gemma, Phi-3 and Llama 3 end turns with a token that is not the tokenizer's EOS:
-    training must teach it and generation must stop on it."""
-    ids: list[int] = []
-    extra = getattr(generation_config, "eos_token_id", None)
-    for i in [tokenizer.eos_token_id, turn_end_token_id(tokenizer),
-              *(extra if isinstance(extra, (list, tuple)) else [extra])]:
-        if i is not None and i not in ids:
-            ids.append(int(i))
-    return ids
 
 
 def load_model(path: str | Path, dtype: str = "auto", trust_remote_code: bool = False, device: str | None = None):

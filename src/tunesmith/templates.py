@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from tunesmith.errors import ModelError
+
 # ChatML's layout with the tokenizer's own EOS ending every turn: a base model's vocabulary has no <|im_end|>,
 # and a turn marker that is not the EOS token would never stop generation.
 BUILTIN_TEMPLATES = {
@@ -62,13 +64,9 @@ def chat_template_text(spec: str) -> str:
     if not path.is_file():
         path = trl_template(spec)
     if path is None:
-        from tunesmith.models import ModelError  # models imports this module
-
         raise ModelError(f"data.chat_template: {spec!r} is neither a built-in ({', '.join(BUILTIN_TEMPLATES)}), "
                          "nor a template TRL ships (gemma3, llama3, qwen2_5, phi3, …), nor a template file")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        from tunesmith.models import ModelError
-
         raise ModelError(f"data.chat_template: {spec}: not UTF-8 text") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tunesmith.deploy.registry import Registry
 from tunesmith.evaluate.gate import decide
-from tunesmith.evaluate.regression import compare_regression, regression_prompts, score_regression
+from tunesmith.evaluate.regression import compare_regression, load_suite, score_regression
 from tunesmith.rundir import EvalResults, RunDir
 
 PROMPTS = ["Can I break my lease early?", "Is a verbal contract binding?", "What is a tort?", "Who pays the deposit?"]
@@ -52,10 +52,11 @@ def results(n_examples: int, gate_passes: bool) -> EvalResults:
                          "passes": passes, "cut_off": {"tuned": i == 3}})
     scores = {s: {"n": n_examples, "rouge_l": 0.3 + 0.2 * k,
                   "compliance": {r: v / n_examples for r, v in rates[s].items()}} for k, s in enumerate(systems)}
-    ids = [p["id"] for p in regression_prompts()]
-    base = score_regression({i: "42" if "17 + 25" in p["messages"][0]["content"] else "x"
-                             for i, p in zip(ids, regression_prompts())})
-    tuned = score_regression({i: "x" for i in ids}) if not gate_passes else base
+    # the base answers every suite item right; the planted forgetting: the tuned model loses all of arithmetic
+    right = {it["id"]: it["reference"] if it["kind"] == "generate" else it["answer"] for it in load_suite()}
+    base = score_regression(right)
+    tuned = base if gate_passes else score_regression(
+        {i: "x" if i.startswith("arithmetic-") else a for i, a in right.items()})
     reg = compare_regression(base, tuned)
     gate = decide("compliance", scores, reg)
     return EvalResults(task="compliance", title="legal: base vs prompted vs tuned",

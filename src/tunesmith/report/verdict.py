@@ -121,7 +121,11 @@ def verdict(gate: Any, regression: Any = None, n_test: int | None = None) -> Ver
         return Verdict("INCONCLUSIVE", "warn", sentence, checks, [str(r) for r in gate.get("reasons") or []])
     if passed:
         sentence = f"PROMOTE — {head}"
-        if threshold is not None:
+        per_category = reg.get("category_threshold")
+        if threshold is not None and per_category is not None:
+            sentence += (f", and no significant general-ability drop beyond {threshold * 100:.1f} points overall "
+                         f"or {per_category * 100:.1f} per category")
+        elif threshold is not None:
             sentence += f", and no general-ability category dropped more than {threshold * 100:.1f} points"
         return Verdict("PROMOTE", "ok", sentence, checks, [str(r) for r in gate.get("reasons") or []])
     lead = f"{head}, " if beats else ""

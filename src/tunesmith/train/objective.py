@@ -8,6 +8,7 @@ registry (train/objectives/__init__.py).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from tunesmith.config import RunConfig
 from tunesmith.rundir import RunDir
 from tunesmith.train.args import resolved_checkpointing, training_args
+from tunesmith.train.objectives import REGISTRY
 from tunesmith.train.tokenize import EncodeReport
 
 
@@ -66,3 +68,8 @@ class Objective:
     chat: bool = True  # the tokenizer must have a chat template
     tokens: bool = False  # Data holds tokenize.Encoded lists: examples tokenized elsewhere can stand in for files
     uses_val: bool = True  # data.val gives an eval loss
+
+
+def find_objective(name: str) -> Objective:
+    """The objective called `name` (train/objectives/); its module is imported only when a run asks for it."""
+    return importlib.import_module(REGISTRY[name]).OBJECTIVE

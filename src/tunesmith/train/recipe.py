@@ -21,8 +21,7 @@ from rich.console import Console
 from tunesmith.config import RunConfig
 from tunesmith.rundir import RunDir
 from tunesmith.train import tokenize as tk
-from tunesmith.train.objective import Built, Data, Objective, Setup
-from tunesmith.train.objectives import objective as find_objective
+from tunesmith.train.objective import Built, Data, Objective, Setup, find_objective
 from tunesmith.train.prepare import Start, begin, is_main_process, prepare, refusals_leave_nothing
 
 __all__ = ["TrainResult", "is_main_process", "train"]

@@ -36,9 +36,9 @@ def render_examples(cfg: RunConfig, n: int = 3) -> dict[str, Any]:
     from tunesmith.models import load_tokenizer
     from tunesmith.train.base import tokenizer_dir
     from tunesmith.train.dataset import TrainingDataError, load_training_records, read_records
-    from tunesmith.train.objectives import objective
+    from tunesmith.train.objective import find_objective
 
-    obj = objective(cfg.objective)
+    obj = find_objective(cfg.objective)
     if not obj.tokens:
         raise TrainingDataError(
             f"render shows examples of the objectives that train on labelled tokens (sft, pretrain); "
