@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tunesmith.errors import UserError
 from tunesmith.evaluate.verdicts import GateResult, RegressionResult
 
+RUN_FILE = "run.json"  # what makes a folder a run directory (the web app finds runs by it)
 RUN_SCHEMA = 1
 RESULTS_SCHEMA = 1
 
@@ -179,7 +180,7 @@ class RunDir:
 
     @property
     def info_path(self) -> Path:
-        return self.path / "run.json"
+        return self.path / RUN_FILE
 
     @property
     def adapter(self) -> Path:

@@ -242,7 +242,9 @@ def run(
             run_dir = load_config(run_or_config).run_dir
         except ConfigError as e:
             _fail(str(e))
-    if not (run_dir / "run.json").is_file():
+    from tunesmith.rundir import RunDir
+
+    if not RunDir(run_dir).is_run():
         _fail(f"{run_dir}: not a run directory (no run.json); train it first with `tunesmith train`")
     if systems is None:
         try:
@@ -263,7 +265,7 @@ def run(
     except (ValueError, RulesError, OSError, ModelError) as e:
         _fail(str(e))
     if judge_url:
-        from tunesmith.rundir import EvalResults, RunDir
+        from tunesmith.rundir import EvalResults
 
         results["judge"] = _judge_systems(results, judge_url, judge_model, rubric)
         RunDir(run_dir).write_results(EvalResults.model_validate(results))

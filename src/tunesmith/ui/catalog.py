@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.rundir import RunDir
+from tunesmith.rundir import RUN_FILE, RunDir
 
 # Run dirs sit directly in a --runs folder (runs/<name>/run.json) or one level deeper
 # (project/runs/<name>/run.json); deeper trees are other projects' business.
@@ -75,11 +75,11 @@ class Catalog:
 
     @staticmethod
     def _run_jsons(root: Path) -> list[Path]:
-        if (root / "run.json").is_file():
-            return [root / "run.json"]
+        if RunDir(root).is_run():
+            return [RunDir(root).info_path]
         out = []
         for depth in range(1, _MAX_DEPTH + 1):
-            out += [p for p in root.glob("/".join(["*"] * depth) + "/run.json") if p.is_file()]
+            out += [p for p in root.glob("/".join(["*"] * depth) + "/" + RUN_FILE) if p.is_file()]
         return out
 
     def run(self, rid: str) -> RunRef:
