@@ -38,6 +38,7 @@ def _num(x: Any, spec: str = ".2f") -> str:
 
 
 def _points(delta: float) -> str:
+    delta = delta + 0.0 if abs(delta) >= 5e-4 else 0.0  # a 0.0 - 0.0 drop shows as +0.0, never −0.0
     return f"{delta * 100:+.1f}".replace("-", "−") + " points"
 
 
