@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from tunesmith.clikit import emit
 from tunesmith.clikit import fail as _fail
-from tunesmith.deploy.cli_common import JsonOpt, RegistryOpt, _emit, _open, err, out
+from tunesmith.deploy.cli_common import JsonOpt, RegistryOpt, _open, err, out
 from tunesmith.deploy.export_cli import export_app, flywheel_app  # noqa: F401 (re-exported)
 from tunesmith.deploy.registry import GUARD_MODES, RegistryError
 from tunesmith.deploy.serve_cli import serve  # noqa: F401 (re-exported)
@@ -42,7 +43,7 @@ def registry_add(
             and o.lineage.get("trained") == v.lineage.get("trained")]
     if same:  # registering twice is allowed (e.g. after a new eval) but is more often a slip
         err.print(f"note: this training run is already registered as {', '.join(same)}", highlight=False)
-    _emit(as_json, v.to_dict(), lambda: out.print(f"registered [bold]{v.id}[/bold] from {run} (stored in {v.store})"))
+    emit(v.to_dict(), as_json, lambda: out.print(f"registered [bold]{v.id}[/bold] from {run} (stored in {v.store})"))
 
 
 def _headline(metrics: dict | None, gate: dict | None) -> str:
@@ -95,9 +96,9 @@ def registry_list(
                 ta.add_row(a.alias, ", ".join(f"{v} ({w:.0%})" for v, w in a.targets), a.guard)
             out.print(ta)
 
-    _emit(as_json, {"registry": str(reg.path),
-                    "versions": [{**v.to_dict(), "files_ok": not v.missing_files()} for v in versions],
-                    "aliases": [a.to_dict() for a in aliases]}, human)
+    emit({"registry": str(reg.path),
+          "versions": [{**v.to_dict(), "files_ok": not v.missing_files()} for v in versions],
+          "aliases": [a.to_dict() for a in aliases]}, as_json, human)
 
 
 @registry_app.command("show")
@@ -140,7 +141,7 @@ def registry_show(
                     t.add_row(k, json.dumps(val) if isinstance(val, (dict, list)) else str(val))
             out.print(t)
 
-    _emit(as_json, obj, human)
+    emit(obj, as_json, human)
 
 
 def _parse_split(items: list[str]) -> dict[str, float]:
@@ -184,8 +185,8 @@ def registry_alias(
         a = reg.set_alias(alias, version, _parse_split(split), guard, rules_yaml)
     except RegistryError as e:
         _fail(str(e))
-    _emit(as_json, a.to_dict(),
-          lambda: out.print(f"{a.alias} -> " + ", ".join(f"{v} ({w:.0%})" for v, w in a.targets) + f"  guard: {a.guard}"))
+    emit(a.to_dict(), as_json,
+         lambda: out.print(f"{a.alias} -> " + ", ".join(f"{v} ({w:.0%})" for v, w in a.targets) + f"  guard: {a.guard}"))
 
 
 @registry_app.command("rollback")
@@ -203,8 +204,8 @@ def registry_rollback(
         a = reg.rollback(alias)
     except RegistryError as e:
         _fail(str(e))
-    _emit(as_json, a.to_dict(),
-          lambda: out.print(f"rolled back {a.alias} -> " + ", ".join(f"{v} ({w:.0%})" for v, w in a.targets)))
+    emit(a.to_dict(), as_json,
+         lambda: out.print(f"rolled back {a.alias} -> " + ", ".join(f"{v} ({w:.0%})" for v, w in a.targets)))
 
 
 @registry_app.command("remove")
@@ -222,4 +223,4 @@ def registry_remove(
         reg.remove(version)
     except RegistryError as e:
         _fail(str(e))
-    _emit(as_json, {"removed": version}, lambda: out.print(f"removed {version}"))
+    emit({"removed": version}, as_json, lambda: out.print(f"removed {version}"))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -35,13 +33,6 @@ def _open(registry: Path | None, create: bool = False) -> Registry:
     except Exception as e:  # an unreadable or foreign file given as --registry
         _fail(f"cannot open registry {registry}: {e}")
         raise
-
-
-def _emit(as_json: bool, obj: dict[str, Any], human: Callable[[], None]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    else:
-        human()
 
 
 def _os_error(e: OSError, output: Path) -> str:

@@ -16,11 +16,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from tunesmith.clikit import emit
 from tunesmith.clikit import fail as _fail
 from tunesmith.deploy.cli_common import (
     JsonOpt,
     RegistryOpt,
-    _emit,
     _open,
     _os_error,
     _resolve_version,
@@ -63,7 +63,7 @@ def _finish(as_json: bool, obj: dict[str, Any], reports: list[dict[str, Any]], d
         for r in reports:
             _parity_table(r)
 
-    _emit(as_json, obj, human)
+    emit(obj, as_json, human)
     if any(not r["passed"] for r in reports):
         raise typer.Exit(1)
 
@@ -248,8 +248,8 @@ def flywheel_export(
         _fail(_os_error(e, output))
     if version and not counts["records"] and not counts["skipped_no_user_turn"]:
         err.print(f"note: no logged chat answers of version {version!r} in {log_path}", highlight=False)
-    _emit(as_json, {"output": str(output), **counts},
-          lambda: out.print(f"wrote {counts['records']} records to {output} ({counts['corrected']} corrected, "
-                            f"{counts['needs_correction']} need a corrected answer before training"
-                            + (f"; skipped {counts['skipped_no_user_turn']} without a user turn"
-                               if counts["skipped_no_user_turn"] else "") + ")"))
+    emit({"output": str(output), **counts}, as_json,
+         lambda: out.print(f"wrote {counts['records']} records to {output} ({counts['corrected']} corrected, "
+                           f"{counts['needs_correction']} need a corrected answer before training"
+                           + (f"; skipped {counts['skipped_no_user_turn']} without a user turn"
+                              if counts["skipped_no_user_turn"] else "") + ")"))
