@@ -211,14 +211,6 @@ def test_round_trip_keeps_unknown_keys(tmp_path):
                                                         "schema_version": 1}
 
 
-def test_read_info_is_a_deprecated_dict_view(tmp_path):
-    run = _run(tmp_path, TODAY_RUN)
-    with pytest.warns(DeprecationWarning, match="use RunDir.info"):
-        assert run.read_info() == TODAY_RUN
-    with pytest.warns(DeprecationWarning):
-        assert RunDir(tmp_path / "none").read_info() == {}
-
-
 def test_a_checkpoint_cut_short_while_saving_is_not_resumed_from(tmp_path):
     run = _run(tmp_path, {"status": "running"})
     for step, state in ((5, '{"global_step": 5}'), (10, ""), (15, None)):  # 10: killed writing it; 15: before it

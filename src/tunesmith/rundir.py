@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -228,11 +227,6 @@ class RunDir:
         """Change some run.json keys, keeping the others (unknown ones included)."""
         current = self.info().model_dump(mode="json", exclude_unset=True) if self.is_run() else {}
         return self.write_info({**current, **changes})
-
-    def read_info(self) -> dict[str, Any]:
-        """Deprecated: run.json as a plain dict ({} when absent); use `info()`."""
-        warnings.warn("RunDir.read_info() is deprecated; use RunDir.info()", DeprecationWarning, stacklevel=2)
-        return self.info().model_dump(mode="json", exclude_unset=True) if self.is_run() else {}
 
     def results(self) -> EvalResults | None:
         """eval/results.json, typed; None before the run was evaluated."""

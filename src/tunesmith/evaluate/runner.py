@@ -34,7 +34,7 @@ from tunesmith.evaluate.gate import decide
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
 from tunesmith.train.dataset import read_conversations, read_records
-from tunesmith.rundir import EvalResults, RunDir
+from tunesmith.rundir import EvalResults, RunDir, RunInfo
 
 SYSTEMS = ("base", "prompted", "tuned")
 
@@ -138,9 +138,9 @@ def evaluate_run(
 
     console = console or Console(stderr=True)
     run = RunDir(run_dir)
-    info = run.read_info()
-    if info.get("status") != "finished":
-        raise ValueError(f"{run.path}: not a finished run (run.json status: {info.get('status', 'missing')})")
+    info = run.info() if run.is_run() else RunInfo()
+    if info.status != "finished":
+        raise ValueError(f"{run.path}: not a finished run (run.json status: {info.status or 'missing'})")
     from tunesmith.config import load_config
 
     cfg: RunConfig = load_config(run.path / "config.yaml")
@@ -176,14 +176,14 @@ def evaluate_run(
 
     # the run's own tokenizer carries the chat template it was trained with (data.chat_template for a base
     # model that has none); every system is prompted with it
-    own = run.adapter if run.adapter.is_dir() else full_model if full_model.is_dir() else info["base_model"]
+    own = run.adapter if run.adapter.is_dir() else full_model if full_model.is_dir() else info.base_model
     template = _template_text(own, cfg.data.chat_template)
     limit = _token_limit(own, tests, ev.max_new_tokens, cfg.trust_remote_code)
     outputs: dict[str, list[str]] = {}
     caches: dict[str, Path] = {}
     for system in systems:
         key = _cache_key(system, test_sha, limit, len(tests), system_prompts(tests, system, shots),
-                         tuned_sha if system == "tuned" else info["base_model"], template)
+                         tuned_sha if system == "tuned" else info.base_model, template)
         caches[system] = gen_dir / f"{system}-{key}.json"
         if caches[system].is_file():
             outputs[system] = json.loads(caches[system].read_text(encoding="utf-8"))
@@ -195,7 +195,7 @@ def evaluate_run(
         from tunesmith.evaluate.regression import suite_sha
 
         for system in ("base", "tuned"):
-            key = _cache_key("regression", suite_sha(), tuned_sha if system == "tuned" else info["base_model"],
+            key = _cache_key("regression", suite_sha(), tuned_sha if system == "tuned" else info.base_model,
                              template)
             suite_caches[system] = gen_dir / f"regression-{system}-{key}.json"
             if suite_caches[system].is_file():
@@ -207,11 +207,11 @@ def evaluate_run(
     # re-scoring from the cache (new rules, say) must not pay for loading a model it will not run
     if len(outputs) < len(systems) or len(suite_answers) < len(suite_caches):
         t = time.time()
-        if Path(info["base_model"]).is_absolute() and not Path(info["base_model"]).is_dir():
+        if Path(info.base_model).is_absolute() and not Path(info.base_model).is_dir():
             # else the hub client reports a local path as a malformed repo id
-            raise ValueError(f"{run.path / 'run.json'}: base model {info['base_model']} is not there any more")
+            raise ValueError(f"{run.info_path}: base model {info.base_model} is not there any more")
         tokenizer = load_tokenizer(own, cfg.trust_remote_code, chat_template=cfg.data.chat_template)
-        model = load_model(info["base_model"], cfg.train.dtype, cfg.trust_remote_code)
+        model = load_model(info.base_model, cfg.train.dtype, cfg.trust_remote_code)
         tuned_model = None  # a fully fine-tuned model is a second model; an adapter shares the base
         if "tuned" in systems:
             if run.adapter.is_dir():
@@ -268,7 +268,7 @@ def evaluate_run(
         gate = decide(task, scores, forgetting, margin=margin, pairs=pairs)
     results = {
         "task": task,
-        "title": f"{info.get('name', run.path.name)}: base vs prompted vs tuned",
+        "title": f"{info.name or run.path.name}: base vs prompted vs tuned",
         "test": {"path": str(test_path), "sha256": test_sha, "n": len(tests)},
         "rules": rules_path,
         "few_shot": ev.few_shot,
