@@ -206,3 +206,15 @@ def deploy_cli(*args: str):
 def version_id(reg, name: str, n: int = 1) -> str:
     """The id of the n-th version registered under `name`."""
     return reg.versions(name)[n - 1].id
+
+
+def base_without_template(model_dir: Path, out: Path) -> Path:
+    """A copy of a model whose tokenizer has no chat template, as a pre-trained base's has none."""
+    import shutil
+
+    shutil.copytree(model_dir, out)
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return out

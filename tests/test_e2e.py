@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.helpers import make_run
+from tests.helpers import base_without_template, make_run
 from fastapi.testclient import TestClient
 
 from tunesmith.deploy.cli import _headline
@@ -21,21 +21,12 @@ RUN_TEMPLATE = (
 )
 
 
-def _base_without_template(tiny_model_dir: Path, out: Path) -> Path:
-    shutil.copytree(tiny_model_dir, out)
-    (out / "chat_template.jinja").unlink(missing_ok=True)
-    cfg = json.loads((out / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (out / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return out
-
-
 def _tiny_qwen2_without_template(tiny_model_dir: Path, out: Path) -> Path:
     """A non-Llama base (Qwen2: biased q/k/v projections) sharing the tiny tokenizer, with no chat template."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    _base_without_template(tiny_model_dir, out)
+    base_without_template(tiny_model_dir, out)
     for f in ("model.safetensors", "config.json", "generation_config.json"):
         (out / f).unlink(missing_ok=True)
     llama = json.loads((tiny_model_dir / "config.json").read_text())
@@ -61,7 +52,7 @@ def _with_run_template(run: Path, tiny_model_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e-serve")
-    base = _base_without_template(tiny_model_dir, root / "base")
+    base = base_without_template(tiny_model_dir, root / "base")
     reg = Registry(root / "registry.db")
     run = _with_run_template(make_run(root / "runs", base, "chatml-run", seed=1), tiny_model_dir)
     vid = reg.add(run, "tickets").id
@@ -107,7 +98,7 @@ def test_data_check_counts_tokens_with_the_template_training_will_use(tiny_model
     from tunesmith.cli import app
     from tunesmith.models import load_tokenizer
 
-    base = _base_without_template(tiny_model_dir, tmp_path / "base")
+    base = base_without_template(tiny_model_dir, tmp_path / "base")
     msgs = [{"role": "user", "content": "Zoë (33) from Zürich"}, {"role": "assistant", "content": '{"age": 33}'}]
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tests.helpers import one_line as _text
+from tests.helpers import base_without_template, one_line as _text
 from tunesmith.demo.tiny import build_tiny_model
 from tunesmith.plan.cli import app
 from tunesmith.data.check import token_lengths
@@ -130,25 +130,12 @@ def test_classification_rows_are_counted_and_broken_rows_reported(tiny, tmp_path
     assert "cls.jsonl:2" in res.stderr.replace("\n", "")
 
 
-def _without_template(model_dir, root):
-    """A copy of the tiny model whose tokenizer has no chat template, as a base model's has none."""
-    import shutil
-
-    base = root / "base-model"
-    shutil.copytree(model_dir, base)
-    (base / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((base / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (base / "tokenizer_config.json").write_text(json.dumps(config))
-    return base
-
-
 def test_config_chat_template_counts_equal_trainings(tiny, tmp_path):
     from tunesmith.config import load_config
     from tunesmith.train.render import render_examples
 
     model_dir, data = tiny
-    base = _without_template(model_dir, tmp_path)
+    base = base_without_template(model_dir, tmp_path / "base-model")
     assert runner.invoke(app, ["cost", str(data), "--model", str(base)]).exit_code == 2  # nothing to render with
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"model: {base}\ndata:\n  train: {data}\n  chat_template: chatml\n  system_prompt: Be brief.\n"
