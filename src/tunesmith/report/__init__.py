@@ -1,1 +1,1 @@
-"""HTML reports: data, loss curves, eval side by side, costs."""
+"""report.html (the web app's Eval page as one file), the promotion verdict, loss plots."""

@@ -19,12 +19,12 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import UserError
 from tunesmith.ui import datapage, evalpage, planpage, playground, registryview, runs, spans
 from tunesmith.ui.catalog import Catalog, NotFound
+from tunesmith.ui.templating import env as make_env
 
 log = logging.getLogger("tunesmith.ui")
 HERE = Path(__file__).parent
@@ -39,17 +39,9 @@ class Settings:
     api_key: str | None = None
 
 
-def _env() -> Environment:
-    env = Environment(loader=PackageLoader("tunesmith.ui", "templates"), autoescape=select_autoescape(["jinja"]),
-                      trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = lambda x, spec=".4f": "–" if x is None else format(x, spec)
-    env.filters["pct"] = lambda x: "–" if not isinstance(x, (int, float)) else f"{x * 100:.1f}%"
-    return env
-
-
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tunesmith ui", docs_url=None, redoc_url=None, openapi_url=None)
-    env = _env()
+    env = make_env()
     catalog = Catalog(settings.runs)
     csrf = secrets.token_urlsafe(32)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -153,7 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
         results = runs.results(ref)
         if results is None:
             raise NotFound(f"run {rid} has not been evaluated yet (tunesmith eval {ref.path})")
-        rules = spans.run_rules(ref, results.rules or ref.rundir.info().rules)
+        rules = spans.run_rules(ref.path, results.rules or ref.rundir.info().rules)
         ctx = evalpage.context(results, dict(request.query_params), rules)
         return render(request, "eval.html.jinja", ref=ref, **ctx)
 

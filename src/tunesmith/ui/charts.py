@@ -10,15 +10,15 @@ import math
 from html import escape
 from typing import Sequence
 
-from tunesmith.report.html import SYSTEM_COLORS
-
 # Okabe-Ito: colour-blind safe; series also differ by dash so colour is never the only cue.
+# Fixed per system so every chart, in the app and in report.html, agrees.
+SYSTEM_COLORS = {"base": "#7f7f7f", "prompted": "#e69f00", "tuned": "#0072b2"}
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
 DASHES = ("", "6 3", "2 3", "8 3 2 3")
 
 
 def color_of(series: str, k: int) -> str:
-    """base / prompted / tuned keep the colours the static report gives them; other series take the palette."""
+    """base / prompted / tuned keep their fixed colours; other series take the palette."""
     return SYSTEM_COLORS.get(series, PALETTE[k % len(PALETTE)])
 
 

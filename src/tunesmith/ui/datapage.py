@@ -1,4 +1,5 @@
-"""The Data page: `tunesmith data check` over the files a run's manifest names, as a page.
+"""The Data page: `tunesmith data check` over the files a run's manifest names, as a page (and, through
+`view`, the single-file `tunesmith data report` over any files).
 
 Only the files run.json lists under `data` are read (relative ones from the run dir), and the page
 says when one changed since training (its sha256 no longer matches). All splits are checked
@@ -14,14 +15,15 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.check import Analysis, analyse, load_tokenizer
+from tunesmith.data.check import Analysis, analyse, load_tokenizer, rule_messages
 from tunesmith.data.dedup import dedup_text
-from tunesmith.data.records import Conversation, Preference
 from tunesmith.errors import UserError
+from tunesmith.rules import RuleSet
 from tunesmith.ui.catalog import NotFound, RunRef
 from tunesmith.ui.charts import bar_chart
-from tunesmith.ui.examples import PAGE_SIZE, word_diff
+from tunesmith.ui.examples import PAGE_SIZE, highlight, word_diff
 from tunesmith.ui.runs import load_config
+from tunesmith.ui.spans import violation_spans
 
 HISTOGRAM_BINS = 12
 
@@ -93,12 +95,22 @@ def check_run(ref: RunRef, srcs: list[Source]) -> tuple[Analysis, str | None]:
     return a, note
 
 
-def _answer(record: Any) -> str:
-    if isinstance(record, Conversation):
-        return (record.assistant_turns() or [""])[-1]
-    if isinstance(record, Preference):
-        return record.chosen
-    return ""
+def _turn(record: Any) -> tuple[str, str]:
+    """(the last answer, the user message it answers): what the rules were checked on."""
+    answer, prompt, last_user = "", "", ""
+    for m in rule_messages(record) or []:
+        if m["role"] == "user":
+            last_user = m["content"]
+        elif m["role"] == "assistant":
+            answer, prompt = m["content"], last_user
+    return answer, prompt
+
+
+def _violating(rules: RuleSet | None, rule: str, record: Any) -> str:
+    """HTML of the answer with the words that break `rule` marked, where the rule can say which."""
+    answer, prompt = _turn(record)
+    spans = violation_spans(rules, answer, prompt, [rule]).get(rule, []) if rules is not None else []
+    return highlight(answer, spans)
 
 
 def histogram(lengths: list[int], limit: int | None, unit: str) -> str:
@@ -112,9 +124,22 @@ def histogram(lengths: list[int], limit: int | None, unit: str) -> str:
     return bar_chart(rows, f"{unit} per record" + (f" (limit {limit})" if limit else ""))
 
 
+def file_sources(files: list[Path]) -> list[Source]:
+    """`data report FILES`: each file given is its own "split", named by its stem (its path if two share one)."""
+    stems = [p.stem for p in files]
+    return [Source(p.stem if stems.count(p.stem) == 1 else str(p), p, None,
+                   hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
+
+
 def context(ref: RunRef, params: dict[str, str]) -> dict[str, Any]:
     srcs = sources(ref)
     a, note = check_run(ref, srcs)
+    return view(a, srcs, note, params)
+
+
+def view(a: Analysis, srcs: list[Source], note: str | None, params: dict[str, str],
+         static: bool = False) -> dict[str, Any]:
+    """The Data page's context for an analysis of `srcs`; static: one file with no server (no search)."""
     report = a.report()
     split_of = {str(s.path): s.split for s in srcs}
 
@@ -130,9 +155,12 @@ def context(ref: RunRef, params: dict[str, str]) -> dict[str, Any]:
         ta, tb = dedup_text(a.records[d.index]), dedup_text(a.records[d.duplicate_of])
         pairs.append({"kind": "near", "a": where(d.index), "b": where(d.duplicate_of), "similarity": d.similarity,
                       "html": word_diff(ta, tb) or escape(ta)})
-    violations = [{"rule": rule, "records": [{**where(i), "answer": _answer(a.records[i])} for i in idx[:50]],
-                   "n": len(idx)} for rule, idx in a.violations.items()]
-    q = params.get("q", "")[:200].lower()
+    violations = [{"rule": rule, "n": len(idx),
+                   "records": [{**where(i), "html": _violating(a.rules, rule, a.records[i])} for i in idx[:50]]}
+                  for rule, idx in a.violations.items()]
+    over = [{**where(i), "length": a.lengths[i]} for i in a.over_length[:200]]
+    query = "" if static else params.get("q", "")[:200]
+    q = query.lower()
     page = int(params["page"]) if params.get("page", "").isdigit() and int(params["page"]) > 0 else 1
     matching = [i for i in range(len(a.records)) if not q or q in dedup_text(a.records[i]).lower()]
     browse = [{**where(i), "text": dedup_text(a.records[i])} for i in matching[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]]
@@ -143,6 +171,7 @@ def context(ref: RunRef, params: dict[str, str]) -> dict[str, Any]:
         "invalid_per_file": Counter(split_of.get(x.file, "?") for x in a.read.invalid),
         "histogram": histogram(a.lengths, a.max_seq_len, a.length_unit),
         "labels_chart": bar_chart([(k, {"records": v}) for k, v in labels.items()], "label balance") if labels else "",
-        "browse": browse, "matching": len(matching), "q": params.get("q", "")[:200], "page": page,
+        "over": over, "static": static, "file_names": ", ".join(s.path.name for s in srcs),
+        "browse": browse, "matching": len(matching), "q": query, "page": page,
         "pages": max(1, -(-len(matching) // PAGE_SIZE)),
     }

@@ -68,8 +68,9 @@ def _failures(ex: dict[str, Any], systems: list[str]) -> int:
     return sum(not ok for s in systems for ok in (ex.get("passes") or {}).get(s, {}).values())
 
 
-def select(examples: list[dict[str, Any]], f: Filters) -> tuple[list[dict[str, Any]], int]:
-    """(this page's examples, how many match the filters in all)."""
+def select(examples: list[dict[str, Any]], f: Filters, page_size: int | None = PAGE_SIZE
+           ) -> tuple[list[dict[str, Any]], int]:
+    """(this page's examples, how many match the filters in all); page_size None: every match."""
     systems = [f.system] if f.system else None
     q = f.q.lower()
     out = []
@@ -87,8 +88,10 @@ def select(examples: list[dict[str, Any]], f: Filters) -> tuple[list[dict[str, A
         out.sort(key=lambda ex: -_failures(ex, systems or list(ex.get("outputs") or {})))
     elif f.sort == "length":
         out.sort(key=lambda ex: -max((len(str(v)) for v in (ex.get("outputs") or {}).values()), default=0))
-    start = (f.page - 1) * PAGE_SIZE
-    return out[start:start + PAGE_SIZE], len(out)
+    if page_size is None:
+        return out, len(out)
+    start = (f.page - 1) * page_size
+    return out[start:start + page_size], len(out)
 
 
 def word_diff(text: str, reference: str) -> str | None:
@@ -149,3 +152,18 @@ def view(ex: dict[str, Any], systems: list[str], rules: RuleSet | None = None) -
                      "checks": list((ex.get("passes") or {}).get(s, {}).items())})
     return {"id": ex.get("id"), "line": ex.get("line"), "prompt": str(ex.get("prompt", "")),
             "reference": ref if isinstance(ref, str) else None, "cols": cols, "differs": differs(ex)}
+
+
+def every_selection(examples: list[dict[str, Any]], systems: list[str], rules: list[str]) -> dict[str, list[int]]:
+    """For a page with no server behind it (report.html): the ordered indices `select` picks for every
+    system × failing rule × "systems differ" × sort, keyed "system|rule|0 or 1|sort"; the page's script
+    only looks its filters up here, so the filtering itself stays in this module."""
+    index = {id(ex): i for i, ex in enumerate(examples)}
+    out = {}
+    for system in ["", *systems]:
+        for rule in ["", *rules]:
+            for differ in (False, True):
+                for sort in SORTS:
+                    picked, _ = select(examples, Filters(system, rule, differ, "", sort), page_size=None)
+                    out[f"{system}|{rule}|{int(differ)}|{sort}"] = [index[id(ex)] for ex in picked]
+    return out

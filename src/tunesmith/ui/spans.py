@@ -8,14 +8,13 @@ import re
 from pathlib import Path
 
 from tunesmith.rules import Rule, RuleSet, RulesError, load_rules
-from tunesmith.ui.catalog import RunRef
 
 
-def run_rules(ref: RunRef, declared: str | None) -> RuleSet | None:
-    """The rules file the run names (relative to the run dir when relative); None when absent or unusable."""
+def run_rules(run_dir: Path, declared: str | None) -> RuleSet | None:
+    """The rules file a run names (relative to the run dir when relative); None when absent or unusable."""
     if not declared:
         return None
-    path = Path(declared) if Path(declared).is_absolute() else ref.path / declared
+    path = Path(declared) if Path(declared).is_absolute() else run_dir / declared
     try:
         return load_rules(path) if path.is_file() else None
     except (RulesError, OSError):

@@ -1,4 +1,5 @@
-// tunesmith ui: the only script. Filters submit when changed; a training run's curves follow metrics.jsonl.
+// tunesmith ui: the only script, also inlined into report.html. Filters submit when changed (or, in
+// report.html, pick from the selections the page carries); a training run's curves follow metrics.jsonl.
 "use strict";
 
 document.querySelectorAll("form[data-autosubmit]").forEach((form) => {
@@ -53,3 +54,30 @@ document.querySelectorAll("form[data-live]").forEach((form) => {
     box.addEventListener("input", () => { range.value = box.value; refresh(); });
   });
 });
+
+// report.html has no server: its filters look their answer up in the selections the page carries
+// (tunesmith.ui.examples.every_selection wrote them) and show those examples in that order.
+const selections = document.getElementById("example-selections");
+const offline = document.querySelector("form[data-static]");
+if (selections && offline) {
+  const table = JSON.parse(selections.textContent);
+  const list = document.getElementById("example-list");
+  const articles = Array.from(list.querySelectorAll("article.example"));
+  const apply = () => {
+    const f = new FormData(offline);
+    const system = f.get("system") || "";
+    const order = table[[system, f.get("rule") || "", f.get("differ") ? "1" : "0", f.get("sort") || "id"].join("|")] || [];
+    const picked = new Set(order);
+    articles.forEach((a, i) => { a.hidden = !picked.has(i); });
+    order.forEach((i) => list.appendChild(articles[i]));
+    list.querySelectorAll(".col").forEach((c) => { c.hidden = system !== "" && c.dataset.system !== system; });
+    document.getElementById("example-matches").textContent = String(order.length);
+    document.getElementById("no-examples").hidden = order.length > 0;
+  };
+  offline.addEventListener("change", apply);
+  offline.addEventListener("reset", () => setTimeout(apply, 0));
+  document.querySelectorAll("a[data-rule]").forEach((a) => a.addEventListener("click", () => {
+    offline.elements.rule.value = a.dataset.rule;
+    apply();
+  }));
+}
