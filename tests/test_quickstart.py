@@ -54,7 +54,7 @@ def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
     assert {"train", "eval", "eval.regression.base", "eval.regression.tuned"} <= set(summary["seconds"])
 
     html = (out / "report.html").read_text()
-    for fragment in ("base", "prompted", "tuned", "disclaimer", "<img"):
+    for fragment in ("base", "prompted", "tuned", "disclaimer", "<svg class=\"chart\"", "id=\"verdict\""):
         assert fragment in html
 
     # generations are cached: a second evaluation does not regenerate

@@ -97,7 +97,7 @@ def test_regression_flag_runs_the_suite_when_the_config_does_not(tiny_run):
     assert saved["regression"] == reg
     html = (tiny_run / "report.html").read_text(encoding="utf-8")
     assert 'id="regression"' in html
-    assert "test.jsonl (2 examples) · prompted baseline: 1-shot from train</p>" in html
+    assert "test.jsonl (2 examples) · prompted baseline 1-shot from train</p>" in html
 
 
 def test_empty_test_file_is_an_error_and_keeps_the_last_results(tiny_run, tmp_path):

@@ -1,7 +1,8 @@
-"""The eval HTML report renders what is present, and only that."""
+"""report.html: the web app's Eval page body as one file, rendering what is present and only that."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,8 @@ from tunesmith.evaluate import metrics
 from tunesmith.evaluate.gate import decide
 from tunesmith.evaluate.regression import compare_regression, load_suite, score_regression
 from tunesmith.report.eval_report import render_eval_report
-from tunesmith.report.html import esc, page, table
+from tunesmith.ui.evalpage import collapsed_confusion
+from html import escape as esc, unescape
 from tunesmith.rules import parse_rules
 
 RULES = parse_rules({"rules": [{"name": "disclaimer", "ends_with": "Not legal advice."}, {"name": "short", "max_words": 8}]})
@@ -61,35 +63,66 @@ def compliance_results() -> dict:
     }
 
 
-def test_compliance_report_with_loss_curve_and_gate(tmp_path: Path) -> None:
+def section(html: str, ident: str) -> str:
+    """The markup of the element with this id, up to the end of its section."""
+    rest = html[html.index(f'id="{ident}"'):]
+    return rest[: rest.index("</section>")]
+
+
+def rows(html: str) -> list[list[str]]:
+    """Each body row's cells as text (tags dropped)."""
+    body = html[html.index("<tbody>"): html.index("</tbody>")]
+    return [[unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def test_compliance_report_is_one_file_decision_first(tmp_path: Path) -> None:
     out = render_eval_report(compliance_results(), tmp_path / "sub" / "eval.html")
     html = out.read_text(encoding="utf-8")
-    for title in ("Promotion gate", "Metrics", "Format compliance", "Training loss", "Regression suite", "Where the systems differ"):
-        assert f"<h2>{title}</h2>" in html
-    for title in ("Per-class F1", "Confusion matrices", "Field accuracy"):
-        assert title not in html
-    for system in ("base", "prompted", "tuned"):
-        assert f"{system}</th>" in html
-    # tuned passes all rules on 3/3, prompted on 2/3: compliance table shows both
-    assert "1.000" in html and "0.667" in html
-    assert "final train loss 1.2000; final validation loss 1.6000" in html
+    # self-contained: nothing to fetch, the app's stylesheet and script inlined, charts as SVG
+    assert not re.search(r"<link|<img|<script[^>]*\bsrc=|https?://|href=\"/", html)
+    assert "<style>" in html and "--okbg" in html and "every_selection" in html
+    assert len(re.findall(r'<svg class="chart"', html)) == 4  # metrics, rules, loss, general ability
+    for ident in ("verdict", "gate", "metrics", "rules", "loss", "regression", "examples"):
+        assert f'id="{ident}"' in html
+    for absent in ("per-class", "confusion", "fields", "judge"):
+        assert f'id="{absent}"' not in html
+    # decision first: the verdict sentence, then one row per gate check with value, threshold, n and result
+    assert html.index('id="verdict"') < html.index('id="gate"') < html.index('id="metrics"')
+    assert ('<p class="verdict">DO NOT PROMOTE — compliance 1.00 tuned vs 0.67 prompted, but general ability '
+            "−34.6 points overall, facts −100.0 points: 126 lost / 2 gained of 358</p>") in html
+    assert rows(section(html, "gate")) == [
+        ["compliance: tuned − prompted", "+0.333", "> 0.000", "3", "✓ pass"],
+        ["general ability: arithmetic", "+2.5 points", "≥ −15.0 points", "80", "? inconclusive"],
+        ["general ability: facts", "−100.0 points", "≥ −15.0 points", "118", "✗ fail"],
+        ["general ability: format", "+0.0 points", "≥ −15.0 points", "80", "✓ pass"],
+        ["general ability: instructions", "−10.0 points", "≥ −15.0 points", "80", "✓ pass"],
+        ["general ability: overall", "−34.6 points", "≥ −5.0 points", "358", "✗ fail"],
+    ]
+    # tuned passes every rule on 3/3, prompted on 2/3, base on none
+    assert rows(section(html, "rules"))[-1] == ["all rules", "0.0%", "66.7%", "100.0%"]
+    assert "final train loss 1.2000; final validation loss 1.6000" in section(html, "loss")
+    # the regression items lost and gained, the lost ones collapsed under one summary
+    reg = section(html, "regression")
+    assert "<b>126 lost</b>" in reg and '<h3 id="gained">2 gained</h3>' in reg
+    gained = [c for c in compliance_results()["regression"]["changed"] if c["change"] == "gained"]
+    assert esc(gained[0]["prompt"]) in reg
     # prompts and outputs are escaped, never injected
     assert "&lt;b&gt;tort&lt;/b&gt;" in html and "<b>tort</b>" not in html
-    # every example differs between systems here, so all three are shown
-    assert "3 of 3 test examples" in html
-    # "42" answers the arithmetic items whose result is 42 where "x" did not: listed as gained, both answers shown
-    results = compliance_results()
-    gained = [c for c in results["regression"]["changed"] if c["change"] == "gained"]
-    assert gained and esc(gained[0]["prompt"]) in html and "gained" in html
-    # metrics chart, compliance chart, loss curve
-    assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)) == 3
-    # every fact forgotten: the gate refuses and says by how much
-    facts = results["regression"]["by_category"]["facts"]
-    assert "do not promote" in html and f"regression facts dropped {facts['drop'] * 100:.1f} points" in html
-    # decision first: the verdict sentence opens the report, then one row per gate check
-    banner = html[html.index('id="verdict">') + len('id="verdict">'):]
-    assert banner.startswith("DO NOT PROMOTE — compliance 1.00 tuned vs 0.67 prompted, but general ability")
-    assert html.index('id="verdict"') < html.index("<h2>Metrics</h2>")
+    examples = section(html, "examples")
+    assert examples.count("<article") == 3 and examples.count('class="col"') == 9
+    assert '<span class="res bad">✗ short</span>' in examples and examples.count("✓ disclaimer") == 5
+
+
+def test_report_filters_are_the_ui_selection_precomputed(tmp_path: Path) -> None:
+    html = render_eval_report(compliance_results(), tmp_path / "r.html").read_text(encoding="utf-8")
+    raw = html[html.index('id="example-selections">') + len('id="example-selections">'):]
+    picks = json.loads(raw[: raw.index("</script>")])
+    assert len(picks) == 4 * 3 * 2 * 3  # (all + 3 systems) x (any + 2 rules) x differ x 3 sorts
+    assert picks["||0|id"] == [0, 1, 2]
+    assert picks["|short|0|id"] == [1]  # only base's 9-word answer breaks "short"
+    assert picks["prompted|disclaimer|0|id"] == [2] and picks["tuned|disclaimer|0|id"] == []
+    assert picks["||0|failures"] == [1, 2, 0]  # 2, 2 and 1 failed checks; ties keep id order
 
 
 def test_classification_report_renders_only_present_parts(tmp_path: Path) -> None:
@@ -99,12 +132,16 @@ def test_classification_report_renders_only_present_parts(tmp_path: Path) -> Non
         "tuned": metrics.classification(["bug", "bug", "billing", "feature"], refs),
     }
     html = render_eval_report({"task": "classification", "systems": systems}, tmp_path / "c.html").read_text()
-    for title in ("Metrics", "Per-class F1", "Confusion matrices"):
-        assert f"<h2>{title}</h2>" in html
-    for absent in ("Format compliance", "Training loss", "Regression suite", "Promotion gate", "Where the systems differ"):
-        assert absent not in html
-    assert '<td class="num best">1.000</td>' in html  # tuned's perfect accuracy is the best in its row
-    assert "other" in html  # the invented label appears as a class
+    for ident in ("metrics", "per-class", "confusion"):
+        assert f'id="{ident}"' in html
+    for absent in ("rules", "loss", "regression", "gate", "examples", "checks"):
+        assert f'id="{absent}"' not in html
+    assert "NO GATE — this evaluation ran without a promotion gate" in section(html, "verdict")
+    assert rows(section(html, "metrics"))[0] == ["Accuracy", "0.500", "1.000"]
+    assert ["other", "0", "0.000", "–"] in rows(section(html, "per-class"))  # base's invented label is a class
+    tuned = section(html, "confusion").split("<h3>tuned</h3>")[1]
+    assert rows(tuned) == [["billing", "1", "0", "0"], ["bug", "0", "2", "0"],
+                           ["feature", "0", "0", "1"]]
 
 
 def test_report_shows_judge_scores_and_names_the_empty_answer_class(tmp_path):
@@ -116,43 +153,34 @@ def test_report_shows_judge_scores_and_names_the_empty_answer_class(tmp_path):
                "judge": {"base": {"n": 3, "scored": 2, "unparseable": 1, "mean_score": 3.5},
                          "tuned": {"n": 3, "scored": 0, "unparseable": 3, "mean_score": None}}}
     html = render_eval_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
-    judge = html[html.index('id="judge"'):]
-    judge = judge[: judge.index("</section>")]
-    cells = [c for c in judge.split("<td") if c.startswith(' class="num">')]
-    assert [c.split(">")[1].split("<")[0] for c in cells] == ["3.50", "2", "1", "3", "–", "0", "3", "3"]
-    per_class = html[html.index('id="per-class"'):]
-    assert "<td>(empty answer)</td>" in per_class and "<td></td>" not in per_class
+    assert rows(section(html, "judge")) == [["base", "3.50", "2", "1", "3"], ["tuned", "–", "0", "3", "3"]]
+    per_class = section(html, "per-class")
+    assert ["(empty answer)", "0", "0.000", "–"] in rows(per_class) and "<td></td>" not in per_class
     assert "&lt;i&gt;x&lt;/i&gt;" in per_class and "<i>x</i>" not in html
 
 
 def test_prose_answers_are_summed_up_not_one_class_each_in_the_report(tmp_path):
     from tunesmith.evaluate.metrics import classification
-    from tunesmith.report.eval_report import _collapsed_confusion
 
     refs = ["billing", "tech", "other"] * 4
     base = [f"I believe this ticket is about topic number {i}, probably" for i in range(12)]
     base[0], base[1] = "billing", ""
     tuned = refs[:2] + ["billing"] + refs[3:]
     metrics = {"base": classification(base, refs), "tuned": classification(tuned, refs)}
-    rows, cols, matrix = _collapsed_confusion(metrics["base"]["confusion"])
-    assert rows == ["billing", "other", "tech"]
+    labels, cols, matrix = collapsed_confusion(metrics["base"]["confusion"])
+    assert labels == ["billing", "other", "tech"]
     assert cols == ["billing", "other", "tech", "other answers (11)"]
     assert matrix == [[1, 0, 0, 3], [0, 0, 0, 4], [0, 0, 0, 4]]
-    assert _collapsed_confusion(metrics["tuned"]["confusion"])[2] == [[4, 0, 0], [1, 3, 0], [0, 0, 4]]
+    assert collapsed_confusion(metrics["tuned"]["confusion"])[2] == [[4, 0, 0], [1, 3, 0], [0, 0, 4]]
 
     results = {"task": "classification", "systems": {s: {"metrics": m} for s, m in metrics.items()}}
     html = render_eval_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
-    per_class = html[html.index('id="per-class"'):]
-    per_class = per_class[: per_class.index("</section>")]
-    body = per_class[per_class.index("<tbody>"):]
-    row_labels = [cell.split("</td>")[0] for cell in body.split("<tr><td>")[1:]]
-    assert row_labels == ["billing", "other", "tech", "other answers (11 labels no reference has)"]
-    assert "distinct ones per system: base 11, tuned 0." in per_class
+    per_class = section(html, "per-class")
     # billing: base 1 right of 1 predicted, 4 true -> F1 2*(1*0.25)/1.25 = 0.4; tuned 4 of 5 predicted -> 8/9
-    assert '<td>billing</td><td class="num">4</td><td class="num">0.400</td><td class="num">0.889</td>' in body
-
-
-def test_html_helpers_escape() -> None:
-    assert esc('<a href="x">') == "&lt;a href=&quot;x&quot;&gt;"
-    doc = page("T & Co", table(["h"], [[esc("<x>")], [("1", "best")]], numeric=[True]))
-    assert "<title>T &amp; Co</title>" in doc and "&lt;x&gt;" in doc and '<td class="num best">1</td>' in doc
+    assert rows(per_class) == [["billing", "4", "0.400", "0.889"], ["other", "4", "0.000", "0.857"],
+                               ["tech", "4", "0.000", "1.000"],
+                               ["other answers (11 labels no reference has)", "0", "0.000", "–"]]
+    assert "distinct ones per system: base 11, tuned 0." in per_class
+    # the chart draws the real classes only, each bar labelled with its value
+    chart = per_class[per_class.index("<svg"):]
+    assert chart.count("<rect") == 2 + 3 * 2 and ">0.889</text>" in chart and "other answers" not in chart

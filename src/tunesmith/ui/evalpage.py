@@ -34,8 +34,9 @@ STATIC_EXAMPLES = 500
 
 
 def system_metrics(entry: dict[str, Any]) -> dict[str, Any]:
-    """A system's score dict, with compliance rates given beside "metrics" folded into it."""
-    metrics = dict(entry.get("metrics", entry))
+    """A system's score dict, with compliance rates given beside "metrics" folded into it (a bare
+    score dict, as `eval score --json` prints it, is taken as the metrics themselves)."""
+    metrics = dict(entry.get("metrics") or {k: v for k, v in entry.items() if k != "metrics"})
     if "compliance" in entry and "metrics" in entry:
         metrics["compliance"] = entry["compliance"]
     return metrics
