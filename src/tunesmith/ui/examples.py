@@ -146,7 +146,10 @@ def view(ex: dict[str, Any], systems: list[str], rules: RuleSet | None = None) -
             if isinstance(spans.get(s), dict) else []
         diff = word_diff(text, ref) if isinstance(ref, str) and ref and not sys_spans else None
         body = highlight(text, sys_spans) if sys_spans else diff if diff is not None else escape(text)
+        if not text.strip():  # an empty box reads as "not loaded"; say the model answered nothing
+            body = '<span class="muted">(empty output)</span>'
         cols.append({"system": s, "html": body, "long": len(text) > COLLAPSE_CHARS, "words": len(text.split()),
+                     "empty": not text.strip(),
                      "diffed": diff is not None,
                      "cut_off": bool(cut.get(s)) if isinstance(cut, dict) else False,
                      "checks": list((ex.get("passes") or {}).get(s, {}).items())})
