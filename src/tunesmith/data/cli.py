@@ -182,7 +182,7 @@ def report(
     near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold", help="Jaccard similarity for near duplicates."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Self-contained HTML report: length histogram, labels, duplicates, violations, warnings.
+    """The web app's Data page as one self-contained HTML file: counts, rejected lines, duplicates, violations, lengths.
 
     Example: tunesmith data report train.jsonl --rules rules.yaml -o data_report.html
     """
