@@ -55,6 +55,7 @@ def test_report_fits_has_no_errors_and_fetches_nothing(reports, open_page, name,
     assert scroll <= inner, f"{name} report at {width}px overflows: {scroll} > {inner}"
     assert w.errors == []
     assert w.requests == [path.as_uri()]  # the file itself and not one request more
+    assert w.page.locator("a[href]:not([href^='#'])").count() == 0  # no link that needs the app
     banner = w.page.locator("#verdict" if name == "eval" else "#data-verdict").inner_text()
     if name == "eval":  # world.py plants the forgetting: every arithmetic item (80 of the suite's 358) lost
         assert banner == ("DO NOT PROMOTE — compliance 0.92 tuned vs 0.50 prompted, but general ability −22.3 "
