@@ -26,6 +26,9 @@ def test_line_chart_labels_each_last_value_apart():
     ys = [float(y) for y in re.findall(r'y="([\d.]+)" fill="[^"]+" class="val"', svg)]
     assert len(ys) == 2 and abs(ys[0] - ys[1]) >= 13  # two nearly equal end values do not overprint
     assert "no values logged yet" in line_chart({"x": []}, "loss")
+    # a run that logged one loss: its axis is centred on it (6.25 +- 10%), not pinned at the bottom
+    one = line_chart({"train": [(1, 6.25)]}, "loss")
+    assert re.findall(r'text-anchor="end">([^<]+)<', one) == ["5.5", "6.0", "6.5", "7.0"]
 
 
 def test_word_diff_marks_changed_words_and_gives_up_on_unrelated_text():

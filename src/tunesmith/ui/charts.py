@@ -78,7 +78,9 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_l
     left, right, top, bottom = 56, 64, 46, 36
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     xt = nice_ticks(min(xs), max(xs), 6)
-    yt = nice_ticks(min(ys), max(ys), 5)
+    # one value (a run that logged a single loss): centre it instead of pinning it to the bottom axis
+    pad = 0.0 if max(ys) > min(ys) else abs(ys[0]) * 0.1 or 1.0
+    yt = nice_ticks(min(ys) - pad, max(ys) + pad, 5)
     w, h = width - left - right, height - top - bottom
 
     def sx(x: float) -> float:
