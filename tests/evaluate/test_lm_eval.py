@@ -1,5 +1,5 @@
 """eval.lm_eval: lm-evaluation-harness tasks on base and tuned (tunesmith.evaluate.lm_eval_backend), on a tiny
-trained run whose adapter is planted (random LoRA B, so tuned picks differently): a local task YAML over a
+finished run whose adapter is planted (random LoRA B, so tuned picks differently): a local task YAML over a
 JSONL file, its items paired into the regression check, the scores checked against choice likelihoods
 computed here with transformers, the answers cached, and tasks that cannot run named before a model loads."""
 
@@ -13,9 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.helpers import FIXTURES, write_rows as _write
-
-pytest.importorskip("lm_eval", reason="lm-eval is in the dev extra (scripts/install.sh --dev)")
+from tests.helpers import FIXTURES, make_run
 
 runner = CliRunner()
 TASK_DIR = FIXTURES / "eval" / "lm_eval"
@@ -24,35 +22,18 @@ LIMIT = 16
 
 @pytest.fixture(scope="module")
 def lm_run(tiny_model_dir, tmp_path_factory) -> Path:
-    """A 1-step LoRA run with eval.lm_eval over a copy of the fixture task (named relative to the config), its
-    adapter's B matrices then set to planted random values."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from tunesmith.cli import app as main_app
+    """A finished LoRA run whose adapter is planted (random B: tuned picks differently from base), with
+    eval.lm_eval over a copy of the fixture task named relative to the config."""
+    from tunesmith.config import dump_config, load_config
 
     root = tmp_path_factory.mktemp("lm-eval-run")
     shutil.copytree(TASK_DIR, root / "tasks")
-    _write(root / "train.jsonl", [{"messages": [{"role": "user", "content": f"ticket {i}"},
-                                                {"role": "assistant", "content": "ok"}]} for i in range(8)])
-    _write(root / "test.jsonl", [{"messages": [{"role": "user", "content": "ticket 9"},
-                                               {"role": "assistant", "content": "ok"}]}])
+    run = make_run(root / "runs", tiny_model_dir, "r", seed=3)
     (root / "cfg.yaml").write_text(
-        f"name: r\nmodel: {tiny_model_dir}\nmethod: lora\noutput_dir: runs\n"
-        "data: {train: train.jsonl, test: test.jsonl, max_seq_len: 64}\nlora: {r: 2, alpha: 4}\n"
-        "train: {max_steps: 1, batch_size: 4, logging_steps: 1}\n"
+        f"name: r\nmodel: {tiny_model_dir}\noutput_dir: runs\ndata: {{test: {run / 'data' / 'test.jsonl'}}}\n"
         f"eval: {{systems: [base, tuned], max_new_tokens: 2, lm_eval: {{tasks: [tasks/sums.yaml], limit: {LIMIT}}}}}\n",
         encoding="utf-8")
-    res = runner.invoke(main_app, ["train", str(root / "cfg.yaml"), "--json"])
-    assert res.exit_code == 0, res.output
-    run = root / "runs" / "r"
-    weights = run / "adapter" / "adapter_model.safetensors"
-    tensors = load_file(str(weights))
-    gen = torch.Generator().manual_seed(3)
-    for name, t in tensors.items():
-        if "lora_B" in name:
-            tensors[name] = torch.randn(t.shape, generator=gen) * 0.5
-    save_file(tensors, str(weights))
+    (run / "config.yaml").write_text(dump_config(load_config(root / "cfg.yaml")), encoding="utf-8")
     return run
 
 
@@ -114,7 +95,7 @@ def test_lm_eval_task_runs_on_base_and_tuned_and_is_paired_into_the_regression_c
     changed = [c for c in summary["regression"]["changed"] if c["category"] == "lm-eval:tiny_sums"]
     assert len(changed) == lost + gained and sum(c["change"] == "lost" for c in changed) == lost
     assert all(c["prompt"].startswith("Question: What is ") for c in changed)
-    assert any("lm-eval:tiny_sums" in r for r in [json.dumps(summary["regression"])])
+    assert "lm-eval:tiny_sums" in (lm_run / "report.html").read_text(encoding="utf-8")
 
     # a second evaluation reads both systems' answers from the cache: lm-eval does not run again
     def no_run(*args, **kwargs):

@@ -38,7 +38,13 @@ class LmEvalError(UserError):
 
 
 def _lm_eval():
-    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"  # before datasets reads them
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets.config
+    import huggingface_hub.constants
+
+    # both read the variables when first imported, which may have been before this: set where they keep them too
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
@@ -201,7 +207,8 @@ def run_tasks(tasks: dict[str, Any], args: dict[str, Any], settings: LmEvalSetti
         metric_names = [m for m in samples[0]["metrics"] if m in samples[0]] if samples else []
         metric = next((m for m in metric_names if all(_binary(s[m]) for s in samples)), None)
         metrics = {k.split(",")[0]: v for k, v in out["results"][name].items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and "_stderr" not in k}
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and "_stderr" not in k
+                   and k != "sample_len"}
         results[name] = {"metrics": metrics, "metric": metric, "n": len(samples),
                          "items": [_item(s, metric_names) for s in samples]}
     return results

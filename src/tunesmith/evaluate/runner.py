@@ -246,7 +246,7 @@ def evaluate_run(
             suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
             timings[f"regression.{system}"] = time.time() - t
 
-    lm_results = _run_lm_eval(lm, timings) if lm else None
+    lm_results = _run_lm_eval(lm, timings, console) if lm else None
 
     scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
     forgetting = None
@@ -334,12 +334,13 @@ def _lm_eval_plan(ev, systems, run: RunDir, info: RunInfo, own, template, tuned_
     return plan
 
 
-def _run_lm_eval(plan: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+def _run_lm_eval(plan: dict[str, Any], timings: dict[str, float], console: Console) -> dict[str, Any]:
     from tunesmith.evaluate.lm_eval_backend import run_tasks
 
     for system in ("base", "tuned"):
         if system in plan["results"]:
             continue
+        console.print(f"lm-eval {system}: {', '.join(plan['tasks'])} (lm-eval's own progress bars follow)")
         t = time.time()
         plan["results"][system] = run_tasks(plan["tasks"], plan["args"][system], plan["settings"])
         plan["caches"][system].write_text(json.dumps(plan["results"][system], ensure_ascii=False), encoding="utf-8")
