@@ -251,9 +251,63 @@ def as_suite_scores(results: dict[str, Any]) -> dict[str, Any]:
     return rates(items)
 
 
-def summary(base: dict[str, Any], tuned: dict[str, Any], settings: LmEvalSettings, version: str) -> dict[str, Any]:
+def _summary(base: dict[str, Any], tuned: dict[str, Any], settings: LmEvalSettings, version: str) -> dict[str, Any]:
     """results.json `lm_eval`: per task the metric that pairs items, n, and both systems' lm-eval scores."""
     return {"version": version, "limit": settings.limit, "num_fewshot": settings.num_fewshot,
             "tasks": {name: {"metric": base[name]["metric"], "n": base[name]["n"], "category": f"{CATEGORY}{name}"
                              if base[name]["metric"] else None,
                              "base": base[name]["metrics"], "tuned": tuned[name]["metrics"]} for name in base}}
+
+
+class LmEvalPlan:
+    """eval.lm_eval for one run: its tasks built, both systems' lm-eval model arguments and cache files (under
+    eval/generations/, keyed by the lm-eval version, each task's fingerprint, limit, few-shot, the model (the
+    adapter's hash for tuned) and the tokenizer), and what the cache already holds."""
+
+    def __init__(self, settings: LmEvalSettings, tasks: dict[str, Any], args: dict[str, dict[str, Any]],
+                 caches: dict[str, Path], version: str):
+        self.settings, self.tasks, self.args, self.caches, self.version = settings, tasks, args, caches, version
+        self.results: dict[str, Any] = {s: json.loads(c.read_text(encoding="utf-8"))
+                                        for s, c in caches.items() if c.is_file()}
+
+    @classmethod
+    def prepare(cls, settings: LmEvalSettings, run, base_model: str, tuned_sha: str | None, tokenizer: str | Path,
+                template: Any, dtype: str, gen_dir: Path, console) -> "LmEvalPlan":
+        adapter = run.adapter if run.adapter.is_dir() else None
+        if adapter is not None:
+            peft_type = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+            if peft_type != "LORA":  # prompt/prefix tuning put virtual tokens before the ones lm-eval scores
+                raise LmEvalError(f"eval.lm_eval scores LoRA adapters and full fine-tunes; {adapter} is a {peft_type} "
+                                  "adapter")
+        tasks = load_tasks(settings)
+        lm_eval, _ = _lm_eval()
+        prints = {name: task_fingerprint(t) for name, t in tasks.items()}
+        args, caches = {}, {}
+        for system in ("base", "tuned"):
+            model = tuned_sha if system == "tuned" else base_model
+            key = hashlib.sha256(json.dumps([lm_eval.__version__, prints, settings.limit, settings.num_fewshot, model,
+                                             template, str(tokenizer)], sort_keys=True, default=str).encode())
+            caches[system] = gen_dir / f"lm_eval-{system}-{key.hexdigest()[:16]}.json"
+            args[system] = model_args(base_model, tokenizer, dtype, adapter=adapter if system == "tuned" else None,
+                                      full_model=run.path / "model" if system == "tuned" and adapter is None else None)
+        plan = cls(settings, tasks, args, caches, lm_eval.__version__)
+        for system in plan.results:
+            console.print(f"[dim]lm-eval {system}: {len(tasks)} task(s) from cache[/]")
+        return plan
+
+    def run(self, timings: dict[str, float], console) -> dict[str, Any]:
+        """Both systems' task results ({"base": run_tasks(...), "tuned": ...}), running what is not cached."""
+        import time
+
+        for system in ("base", "tuned"):
+            if system in self.results:
+                continue
+            console.print(f"lm-eval {system}: {', '.join(self.tasks)} (lm-eval's own progress bars follow)")
+            t = time.time()
+            self.results[system] = run_tasks(self.tasks, self.args[system], self.settings)
+            self.caches[system].write_text(json.dumps(self.results[system], ensure_ascii=False), encoding="utf-8")
+            timings[f"lm_eval.{system}"] = time.time() - t
+        return self.results
+
+    def summary(self) -> dict[str, Any]:
+        return _summary(self.results["base"], self.results["tuned"], self.settings, self.version)

@@ -8,7 +8,8 @@
 One base model is loaded; the adapter is merged for `tuned` and unmerged afterwards.
 Generations are cached per system under eval/generations/, keyed by the test file's hash and
 the generation settings, so re-scoring never regenerates; the regression suite's answers likewise,
-keyed by the suite's hash, the model (adapter hash) and the chat template.
+keyed by the suite's hash, the model (adapter hash) and the chat template; eval.lm_eval's task results
+(tunesmith.evaluate.lm_eval_backend) by each task's content, the model and the tokenizer.
 
 An answer is given at most as many new tokens as the longest reference needs, with 25% slack:
 anything longer has already missed the reference's form, and on a CPU every token costs.
@@ -202,7 +203,14 @@ def evaluate_run(
                 suite_answers[system] = json.loads(suite_caches[system].read_text(encoding="utf-8"))
                 console.print(f"[dim]regression {system}: {len(suite_answers[system])} answers from cache[/]")
 
-    lm = _lm_eval_plan(ev, systems, run, info, own, template, tuned_sha, gen_dir, cfg.train.dtype, console)
+    lm = None
+    if ev.lm_eval is not None:  # its tasks are built now, so one whose data is not here fails before any model loads
+        if not {"base", "tuned"} <= set(systems):
+            raise ValueError("eval.lm_eval compares base with tuned; the systems evaluated need both")
+        from tunesmith.evaluate.lm_eval_backend import LmEvalPlan
+
+        lm = LmEvalPlan.prepare(ev.lm_eval, run, info.base_model, tuned_sha, own, template, cfg.train.dtype, gen_dir,
+                                console)
 
     # seconds per stage that ran (cached stages are absent): where an evaluation's time goes
     timings: dict[str, float] = {}
@@ -246,7 +254,7 @@ def evaluate_run(
             suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
             timings[f"regression.{system}"] = time.time() - t
 
-    lm_results = _run_lm_eval(lm, timings, console) if lm else None
+    lm_results = lm.run(timings, console) if lm else None
 
     scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
     forgetting = None
@@ -289,69 +297,13 @@ def evaluate_run(
         "systems": {s: {"metrics": scores[s]} for s in systems},
         "examples": examples,
         "regression": forgetting,
-        "lm_eval": _lm_summary(lm, lm_results) if lm else None,
+        "lm_eval": lm.summary() if lm else None,
         "gate": gate,
         "loss_curve": run.read_metrics(),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     run.write_results(EvalResults.model_validate(results))
     return results
-
-
-def _lm_eval_plan(ev, systems, run: RunDir, info: RunInfo, own, template, tuned_sha, gen_dir: Path, dtype: str,
-                  console: Console) -> dict[str, Any] | None:
-    """eval.lm_eval before any model loads: its tasks built (a task whose data is not here fails now), each
-    system's cache file and what is already cached."""
-    if ev.lm_eval is None:
-        return None
-    if not {"base", "tuned"} <= set(systems):
-        raise ValueError("eval.lm_eval compares base with tuned; the systems evaluated need both")
-    from tunesmith.evaluate import lm_eval_backend as backend
-
-    adapter = run.adapter if run.adapter.is_dir() else None
-    if adapter is not None:
-        peft_type = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
-        if peft_type != "LORA":
-            raise backend.LmEvalError(f"eval.lm_eval scores LoRA adapters and full fine-tunes; {adapter} is a "
-                                      f"{peft_type} adapter, whose virtual tokens lm-eval's scoring does not expect")
-    tasks = backend.load_tasks(ev.lm_eval)
-    import lm_eval
-
-    prints = {name: backend.task_fingerprint(t) for name, t in tasks.items()}
-    settings = ev.lm_eval
-    plan: dict[str, Any] = {"tasks": tasks, "settings": settings, "caches": {}, "results": {}, "args": {},
-                            "version": lm_eval.__version__}
-    for system in ("base", "tuned"):
-        key = _cache_key("lm_eval", lm_eval.__version__, prints, settings.limit, settings.num_fewshot,
-                         tuned_sha if system == "tuned" else info.base_model, template, str(own))
-        plan["caches"][system] = cache = gen_dir / f"lm_eval-{system}-{key}.json"
-        plan["args"][system] = backend.model_args(
-            info.base_model, own, dtype, adapter=adapter if system == "tuned" else None,
-            full_model=run.path / "model" if system == "tuned" and adapter is None else None)
-        if cache.is_file():
-            plan["results"][system] = json.loads(cache.read_text(encoding="utf-8"))
-            console.print(f"[dim]lm-eval {system}: {len(tasks)} task(s) from cache[/]")
-    return plan
-
-
-def _run_lm_eval(plan: dict[str, Any], timings: dict[str, float], console: Console) -> dict[str, Any]:
-    from tunesmith.evaluate.lm_eval_backend import run_tasks
-
-    for system in ("base", "tuned"):
-        if system in plan["results"]:
-            continue
-        console.print(f"lm-eval {system}: {', '.join(plan['tasks'])} (lm-eval's own progress bars follow)")
-        t = time.time()
-        plan["results"][system] = run_tasks(plan["tasks"], plan["args"][system], plan["settings"])
-        plan["caches"][system].write_text(json.dumps(plan["results"][system], ensure_ascii=False), encoding="utf-8")
-        timings[f"lm_eval.{system}"] = time.time() - t
-    return plan["results"]
-
-
-def _lm_summary(plan: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    from tunesmith.evaluate.lm_eval_backend import summary
-
-    return summary(results["base"], results["tuned"], plan["settings"], plan["version"])
 
 
 def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:
