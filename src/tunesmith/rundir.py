@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.errors import UserError
-from tunesmith.evaluate.verdicts import GateResult, RegressionResult
+from tunesmith.evaluate.verdicts import GateResult, LmEvalResult, RegressionResult
 
 RUN_FILE = "run.json"  # what makes a folder a run directory (the web app finds runs by it)
 RUN_SCHEMA = 1
@@ -119,6 +119,7 @@ class EvalResults(_Artefact):
     systems: dict[str, SystemResult] = {}
     examples: list[Example] = []
     regression: RegressionResult | None = None  # the suite, base vs tuned; fields documented in evaluate/verdicts.py
+    lm_eval: LmEvalResult | None = None  # eval.lm_eval tasks' scores; their paired rows are in `regression`
     gate: GateResult | None = None  # the promotion decision; fields documented in evaluate/verdicts.py
     loss_curve: list[dict[str, Any]] = []
 

@@ -9,7 +9,8 @@ both systems) rather than on two rates:
    here, but by too few examples to tell. With per-example passes (compliance tasks) the interval is
    the paired one of tuned - prompted (stats.drop_interval); for metrics that are not a per-example
    pass rate (macro F1, mean field accuracy) no interval is computed and the delta alone decides.
-2. Regression (the built-in suite, base vs tuned): did general ability drop? Per category and overall:
+2. Regression (the built-in suite and any eval.lm_eval tasks, each one category "lm-eval:TASK"; base vs
+   tuned): did general ability drop? Per category and overall:
    - FAIL: a significant drop (one-sided exact McNemar, p < alpha) larger than the threshold;
    - PASS: no drop beyond the threshold that the test can see, and the suite had the power to see one:
      the smallest drop it detects with POWER (80%) at its n is at most the threshold;

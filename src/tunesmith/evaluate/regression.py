@@ -117,6 +117,12 @@ def score_regression(outputs: dict[str, str]) -> dict[str, Any]:
         failed = _check(it, outputs[it["id"]])
         items.append({"id": it["id"], "category": it["category"], "prompt": it["prompt"],
                       "output": outputs[it["id"]], "passed": not failed, "failed_checks": failed})
+    return rates(items)
+
+
+def rates(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """score_regression's shape for scored items (each with "category" and "passed"): the suite's, an lm-eval
+    task's (tunesmith.evaluate.lm_eval_backend), or both together, where "overall" pools every item."""
     by_category: dict[str, dict[str, Any]] = {}
     for item in items:
         cat = by_category.setdefault(item["category"], {"passed": 0, "n": 0})
@@ -124,7 +130,8 @@ def score_regression(outputs: dict[str, str]) -> dict[str, Any]:
         cat["n"] += 1
     for cat in by_category.values():
         cat["rate"] = cat["passed"] / cat["n"]
-    return {"overall": sum(i["passed"] for i in items) / len(items), "by_category": by_category, "items": items}
+    overall = sum(i["passed"] for i in items) / len(items) if items else 0.0
+    return {"overall": overall, "by_category": by_category, "items": items}
 
 
 def _ids(ids: list[str]) -> str:

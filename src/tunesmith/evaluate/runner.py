@@ -8,7 +8,8 @@
 One base model is loaded; the adapter is merged for `tuned` and unmerged afterwards.
 Generations are cached per system under eval/generations/, keyed by the test file's hash and
 the generation settings, so re-scoring never regenerates; the regression suite's answers likewise,
-keyed by the suite's hash, the model (adapter hash) and the chat template.
+keyed by the suite's hash, the model (adapter hash) and the chat template; eval.lm_eval's task results
+(tunesmith.evaluate.lm_eval_backend) by each task's content, the model and the tokenizer.
 
 An answer is given at most as many new tokens as the longest reference needs, with 25% slack:
 anything longer has already missed the reference's form, and on a CPU every token costs.
@@ -202,6 +203,15 @@ def evaluate_run(
                 suite_answers[system] = json.loads(suite_caches[system].read_text(encoding="utf-8"))
                 console.print(f"[dim]regression {system}: {len(suite_answers[system])} answers from cache[/]")
 
+    lm = None
+    if ev.lm_eval is not None:  # its tasks are built now, so one whose data is not here fails before any model loads
+        if not {"base", "tuned"} <= set(systems):
+            raise ValueError("eval.lm_eval compares base with tuned; the systems evaluated need both")
+        from tunesmith.evaluate.lm_eval_backend import LmEvalPlan
+
+        lm = LmEvalPlan.prepare(ev.lm_eval, run, info.base_model, tuned_sha, own, template, cfg.train.dtype, gen_dir,
+                                console)
+
     # seconds per stage that ran (cached stages are absent): where an evaluation's time goes
     timings: dict[str, float] = {}
     # re-scoring from the cache (new rules, say) must not pay for loading a model it will not run
@@ -244,12 +254,24 @@ def evaluate_run(
             suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
             timings[f"regression.{system}"] = time.time() - t
 
+    lm_results = lm.run(timings, console) if lm else None
+
     scores = {s: score_system(task, outputs[s], tests, rules) for s in systems}
     forgetting = None
+    # the lm-eval tasks are more categories of the same check: paired by item, Bonferroni over all categories
+    paired = {s: [] for s in ("base", "tuned")}
     if wants_regression:
-        from tunesmith.evaluate.regression import compare_regression, score_regression
+        from tunesmith.evaluate.regression import score_regression
 
-        forgetting = compare_regression(score_regression(suite_answers["base"]), score_regression(suite_answers["tuned"]))
+        paired = {s: score_regression(suite_answers[s])["items"] for s in paired}
+    if lm_results:
+        from tunesmith.evaluate.lm_eval_backend import as_suite_scores
+
+        paired = {s: paired[s] + as_suite_scores(lm_results[s])["items"] for s in paired}
+    if paired["base"]:
+        from tunesmith.evaluate.regression import compare_regression, rates
+
+        forgetting = compare_regression(rates(paired["base"]), rates(paired["tuned"]))
     examples = []
     for i, conv in enumerate(tests):
         examples.append({
@@ -275,6 +297,7 @@ def evaluate_run(
         "systems": {s: {"metrics": scores[s]} for s in systems},
         "examples": examples,
         "regression": forgetting,
+        "lm_eval": lm.summary() if lm else None,
         "gate": gate,
         "loss_curve": run.read_metrics(),
         "timings": {k: round(v, 2) for k, v in timings.items()},

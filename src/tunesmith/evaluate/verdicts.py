@@ -94,3 +94,24 @@ class GateResult(_Loose):
     regression_verdict: Verdict | None = Field(None, description="The suite's verdict; null when it was not run.")
     regression_flagged: list[str] = Field([], description="Suite rows that failed.")
     regression_inconclusive: list[str] = Field([], description="Suite rows without the power to decide.")
+
+
+class LmEvalTask(_Loose):
+    """One lm-evaluation-harness task, run on base and tuned (tunesmith.evaluate.lm_eval_backend)."""
+
+    metric: str | None = Field(None, description="Per-item 0/1 metric that pairs base and tuned (acc, acc_norm, "
+                               "exact_match); null: the task has none, so it is scored but not in the regression check.")
+    n: int = Field(description="Items scored (after eval.lm_eval.limit).")
+    category: str | None = Field(None, description="Its row in regression.by_category (lm-eval:TASK); null when "
+                                 "not paired.")
+    base: dict[str, Any] = Field({}, description="lm-eval's aggregate scores of the base model (metric -> value).")
+    tuned: dict[str, Any] = Field({}, description="lm-eval's aggregate scores of the tuned model.")
+
+
+class LmEvalResult(_Loose):
+    """eval.lm_eval: the lm-eval tasks' scores; their paired verdicts are rows of `regression`."""
+
+    version: str | None = Field(None, description="lm-eval version that scored them.")
+    limit: int | None = Field(None, description="Items per task (null: all).")
+    num_fewshot: int | None = Field(None, description="Few-shot override (null: each task's own).")
+    tasks: dict[str, LmEvalTask] = {}
