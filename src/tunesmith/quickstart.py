@@ -8,7 +8,6 @@ stand-alone commands run; the quickstart only chooses small, CPU-friendly settin
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -149,6 +148,7 @@ def run_quickstart(
         "train_seconds": round(result.train_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
         "test_examples": results["test"]["n"],
+        "seed": config["train"]["seed"],
         "gate": results["gate"],
         "torch_threads": threads,
         "lost_items": [c for c in (results["regression"] or {}).get("changed", []) if c["change"] == "lost"],
@@ -164,23 +164,14 @@ def run_quickstart(
 def _write_replay(config: dict[str, Any], path: Path, console: Console, show_progress: bool) -> None:
     """The base model answers the shipped general prompts; with no usable answer the mix is left out."""
     from tunesmith.data.formats import write_jsonl
-    from tunesmith.data.replay import Replay, general_prompts, self_distill
-    from tunesmith.models import cache_dir, resolve_model
+    from tunesmith.data.replay import cached_self_distill, general_prompts
 
     t = time.time()
-    prompts = general_prompts()
-    # greedy answers of the same weights to the same prompts never change: computed once per model
-    key = hashlib.sha256(json.dumps([str(resolve_model(config["model"])), prompts]).encode()).hexdigest()[:16]
-    cached = cache_dir() / "replay" / f"{key}.json"
-    if cached.is_file():
-        result = Replay(**json.loads(cached.read_text(encoding="utf-8")))
-    else:
-        result = self_distill(config["model"], prompts, console=console, show_progress=show_progress)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_text(json.dumps({"records": result.records, "empty": result.empty}), encoding="utf-8")
+    result, origin = cached_self_distill(config["model"], general_prompts(), console=console,
+                                         show_progress=show_progress)
     write_jsonl(result.records, path)
     console.print(f"replay: {len(result.records)} general answers of the base model in {path} "
-                  f"({len(result.empty)} empty left out, {time.time() - t:.1f}s)")
+                  f"({len(result.empty)} empty left out; {origin}, {time.time() - t:.1f}s)")
     if not result.records:
         config["data"].pop("mix", None)
         console.print("[yellow]replay:[/] no usable answer, so nothing is mixed into training")

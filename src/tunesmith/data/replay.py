@@ -10,6 +10,8 @@ replay prompt is a near duplicate of a suite prompt, so the suite keeps measurin
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,6 +19,10 @@ from pathlib import Path
 from rich.console import Console
 
 PROMPTS_FILE = "replay_prompts.txt"
+# Answers of the embedded models to the shipped prompts, made by `cached_self_distill` itself: a first
+# quickstart then spends no time on them. Looked up by the same key as the cache, so they are only
+# used for exactly those weights (the GGUF's sha256), prompts and settings.
+SHIPPED_DIR = "replay_answers"
 
 
 def general_prompts() -> list[str]:
@@ -68,3 +74,35 @@ def self_distill(model_spec: str, prompts: list[str], *, system_prompt: str | No
         else:
             out.empty.append(conv[-1]["content"])
     return out
+
+
+def replay_key(model_dir: Path, prompts: list[str], system_prompt: str | None, max_new_tokens: int) -> str:
+    """Greedy answers of the same weights to the same prompts never change: the weights are named by the
+    GGUF's sha256 where the model came from one (the same file converts to the same folder anywhere), else
+    by the folder."""
+    from tunesmith.models import model_facts
+
+    source = model_facts(model_dir).get("model_source") or {}
+    identity = source.get("sha256") or str(Path(model_dir).resolve())
+    blob = json.dumps([identity, prompts, system_prompt, max_new_tokens], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_self_distill(model_spec: str, prompts: list[str], *, system_prompt: str | None = None,
+                        max_new_tokens: int = 128, console: Console | None = None,
+                        show_progress: bool = True) -> tuple[Replay, str]:
+    """`self_distill`, computed once per model: (the answers, "cache" | "shipped" | "computed")."""
+    from tunesmith.models import cache_dir, resolve_model
+
+    key = replay_key(resolve_model(model_spec), prompts, system_prompt, max_new_tokens)
+    cached = cache_dir() / "replay" / f"{key}.json"
+    shipped = resources.files("tunesmith.data").joinpath(SHIPPED_DIR, f"{key}.json")
+    for origin, path in (("cache", cached), ("shipped", shipped)):
+        if path.is_file():
+            return Replay(**json.loads(path.read_text(encoding="utf-8"))), origin
+    result = self_distill(model_spec, prompts, system_prompt=system_prompt, max_new_tokens=max_new_tokens,
+                          console=console, show_progress=show_progress)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps({"records": result.records, "empty": result.empty}, ensure_ascii=False),
+                      encoding="utf-8")
+    return result, "computed"
