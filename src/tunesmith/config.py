@@ -176,15 +176,70 @@ class TrainSettings(_Section):
     )
 
 
+LOCAL_SYSTEMS = ("base", "prompted", "tuned")
+
+
+class EndpointSystem(_Section):
+    """An eval system answered by an OpenAI-compatible endpoint (a hosted model with the production prompt, a
+    vLLM server, `tunesmith serve`), generated and scored like the local systems."""
+
+    name: str = Field(description="Name of the system in results, report and gate (not base/prompted/tuned).")
+    url: str = Field(description="OpenAI-compatible API root, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1.")
+    model: str = Field(description="Model name as the endpoint knows it.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (read at run "
+                             "time, never stored); unset is fine for local servers.")
+    system_prompt: str | None = Field(None, description="System prompt sent instead of the test conversation's own "
+                                      "(e.g. the production prompt); null: the conversation's.")
+    few_shot: int = Field(0, ge=0, description="Few-shot examples from train put before each question, drawn like "
+                          "the prompted baseline's.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_tokens: int | None = Field(None, ge=1, description="Answer length limit; null: the one the local systems "
+                                   "get (longest reference + 25%, at most eval.max_new_tokens).")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for one reply.")
+    retries: int = Field(3, ge=0, description="Retries with backoff after a 429, a 5xx, a timeout or a lost "
+                         "connection; then the item counts as failed to generate (scored as an empty answer).")
+    rate_limit: float | None = Field(None, gt=0, description="Requests per minute at most; null: no limit.")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_local(cls, v: str) -> str:
+        if v in LOCAL_SYSTEMS or not v.strip() or "/" in v:
+            raise ValueError(f"endpoint name {v!r}: must be non-empty, without '/', and not one of "
+                             f"{', '.join(LOCAL_SYSTEMS)}")
+        return v
+
+
 class EvalSettings(_Section):
-    systems: list[Literal["base", "prompted", "tuned"]] = Field(
-        default_factory=lambda: ["base", "prompted", "tuned"], description="Systems compared on the test split."
+    systems: list[Literal["base", "prompted", "tuned"] | EndpointSystem] = Field(
+        default_factory=lambda: ["base", "prompted", "tuned"],
+        description="Systems compared on the test split: base, prompted, tuned, and any OpenAI-compatible "
+        "endpoint as {name, url, model, api_key_env, system_prompt, few_shot, rate_limit, concurrency, retries}.",
     )
     few_shot: int = Field(3, ge=0, description="Few-shot examples from train in the prompted baseline.")
     max_new_tokens: int = Field(256, ge=1, description="Generation limit per answer.")
     batch_size: int = Field(16, ge=1, description="Prompts generated together (left padding, KV cache).")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N test examples.")
     regression: bool = Field(False, description="Also run the built-in general-prompt regression suite.")
+    gate_against: str = Field("prompted", description="System the gate compares tuned with: prompted or an "
+                              "endpoint system's name (`eval run --against NAME` overrides it).")
+
+    @model_validator(mode="after")
+    def _names(self) -> "EvalSettings":
+        names = self.names()
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"eval.systems: {', '.join(twice)} listed twice")
+        if self.gate_against != "prompted" and self.gate_against not in names:
+            raise ValueError(f"eval.gate_against: {self.gate_against!r} is not in eval.systems "
+                             f"({', '.join(names)})")
+        return self
+
+    def names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.systems]
+
+    def endpoints(self) -> dict[str, EndpointSystem]:
+        return {s.name: s for s in self.systems if isinstance(s, EndpointSystem)}
 
 
 class RunConfig(_Section):

@@ -308,6 +308,31 @@ def _judge_section(judge: dict[str, Any], colors: dict[str, str]) -> str:
     )
 
 
+def _usage_section(entries: dict[str, Any], colors: dict[str, str]) -> str:
+    """Tokens per request of each system, and what an endpoint failed to answer."""
+    rows = []
+    for system, entry in entries.items():
+        u = entry.get("usage") or {}
+        if u.get("requests") is None:
+            continue
+        mean = [("–" if u.get(k) is None else f"{u[k]:.1f}") for k in ("mean_prompt_tokens", "mean_completion_tokens")]
+        ep = entry.get("endpoint") or {}
+        where = f"{ep.get('model')} at {ep.get('url')}" if ep else "local"
+        failed = f"{ep.get('failed', 0)} of {ep.get('requests')}" if ep else "–"
+        rows.append([swatch(colors.get(system, "#999999")) + esc(system), esc(where), str(u["requests"]), *mean,
+                     esc(u.get("source") or "–"), failed])
+    if not rows:
+        return ""
+    failures = [e["endpoint"]["summary"] for e in entries.values() if (e.get("endpoint") or {}).get("summary")]
+    note = " ".join(failures + ["A failed request is scored as an empty answer. Tokens: api = the endpoint's usage, "
+                                "tokenizer/estimated = counted with the run's tokenizer."])
+    return section("Requests and tokens",
+                   table(["system", "answered by", "requests", "prompt tokens / request",
+                          "completion tokens / request", "counted by", "failed"], rows,
+                         numeric=[False, False, True, True, True, False, True]),
+                   note=note, anchor="usage")
+
+
 def _gate_section(gate: dict[str, Any], regression: dict[str, Any] | None, n_test: int | None) -> str:
     """Decision first, as on the web app's Eval page: the verdict in one sentence, then one row per check."""
     v = verdict(gate, regression, n_test)
@@ -375,6 +400,7 @@ def render_eval_report(results: dict[str, Any], path: str | Path, max_examples: 
             _per_class_section(systems, colors),
             _confusion_section(systems),
             _field_section(systems, colors),
+            _usage_section(results.get("systems") or {}, colors),
         ]
     if results.get("judge"):
         parts.append(_judge_section(results["judge"], colors))
