@@ -115,6 +115,19 @@ def test_endpoint_answers_are_the_local_base_s_with_exact_usage_and_a_gate_again
     html = (run / "report.html").read_text(encoding="utf-8")
     assert "hosted" in html and "sk-secret-value" not in html
 
+    # the crossover from what was measured: hosted's tokens at its prices, tuned's at the same prices
+    from tunesmith.plan.cli import app as plan_app
+
+    plan = runner.invoke(plan_app, ["breakeven", "--from-eval", str(run), "--price-in", "2", "--price-out", "8",
+                                    "--training-cost", "0.5", "--json"])
+    assert plan.exit_code == 0, plan.output
+    tuned = results["systems"]["tuned"]["usage"]
+    per_request = {s: u["mean_prompt_tokens"] * 2e-6 + u["mean_completion_tokens"] * 8e-6
+                   for s, u in (("hosted", hosted["usage"]), ("tuned", tuned))}
+    priced = json.loads(plan.stdout)["systems"]["hosted"]
+    assert priced["prompt_cost_per_request"] == pytest.approx(per_request["hosted"], rel=1e-12)
+    assert priced["ft_cost_per_request"] == pytest.approx(per_request["tuned"], rel=1e-12)
+
     calls = served["layer"].calls
     again = runner.invoke(app, [str(run), "--json"])
     assert again.exit_code == 0, again.output
@@ -152,7 +165,12 @@ def test_endpoint_that_times_out_is_named_counted_and_the_eval_completes(served,
     assert [ex["outputs"]["slow"] for ex in results["examples"]] == ["", "", ""]
     assert summary in (run / "report.html").read_text(encoding="utf-8")
 
-    served["layer"].delay = 0.0  # the endpoint is back: the failed items are asked again, and now answered
+    # the endpoint is back (and the timeout, no part of the cache key, generous): the failed items are asked
+    # again, and now answered
+    served["layer"].delay = 0.0
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    cfg["eval"]["systems"][3]["timeout_s"] = 60
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     res = runner.invoke(app, [str(run), "--systems", "base,slow", "--json"])
     assert res.exit_code == 0, res.output
     assert "slow: 0 answers from cache; asking again for 3 that failed" in res.stderr
