@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from tunesmith.errors import UserError
 from tunesmith.templates import is_template_name
@@ -204,14 +205,22 @@ class EndpointSystem(_Section):
     @field_validator("name")
     @classmethod
     def _not_local(cls, v: str) -> str:
-        if v in LOCAL_SYSTEMS or not v.strip() or "/" in v:
-            raise ValueError(f"endpoint name {v!r}: must be non-empty, without '/', and not one of "
-                             f"{', '.join(LOCAL_SYSTEMS)}")
+        # the other names are keys beside the systems' in `eval RUN --json`
+        taken = (*LOCAL_SYSTEMS, "task", "gate", "regression", "judge", "report", "run_dir", "usage", "endpoints")
+        if v in taken or not v.strip() or "/" in v:
+            raise ValueError(f"endpoint name {v!r}: must be non-empty, without '/', and not one of {', '.join(taken)}")
         return v
 
 
+# a name is a local system, a mapping an endpoint: errors then name the one kind the entry meant
+SystemEntry = Annotated[
+    Union[Annotated[Literal["base", "prompted", "tuned"], Tag("local")], Annotated[EndpointSystem, Tag("endpoint")]],
+    Discriminator(lambda v: "local" if isinstance(v, str) else "endpoint"),
+]
+
+
 class EvalSettings(_Section):
-    systems: list[Literal["base", "prompted", "tuned"] | EndpointSystem] = Field(
+    systems: list[SystemEntry] = Field(
         default_factory=lambda: ["base", "prompted", "tuned"],
         description="Systems compared on the test split: base, prompted, tuned, and any OpenAI-compatible "
         "endpoint as {name, url, model, api_key_env, system_prompt, few_shot, rate_limit, concurrency, retries}.",

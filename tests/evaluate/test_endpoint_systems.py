@@ -200,3 +200,20 @@ def test_gate_target_from_config_and_bad_names_are_refused_before_any_request(se
     # its own system prompt and one shot from train: a longer prompt than tuned's, measured by the server
     assert results["systems"]["hosted"]["usage"]["mean_prompt_tokens"] > \
         results["systems"]["tuned"]["usage"]["mean_prompt_tokens"]
+
+
+@pytest.mark.parametrize("systems, extra, message", [
+    (["base", {"name": "base", "url": "u", "model": "m"}], {}, "endpoint name 'base': must be non-empty"),
+    (["tuned", {"name": "x", "url": "u", "model": "m"}, {"name": "x", "url": "v", "model": "m"}], {},
+     "eval.systems: x listed twice"),
+    (["tuned", "prompted"], {"gate_against": "hosted"}, "eval.gate_against: 'hosted' is not in eval.systems"),
+    (["tuned", {"name": "x", "url": "u"}], {}, "eval.systems.1.endpoint.model: Field required"),
+    (["tuned", "basee"], {}, "eval.systems.1.local: Input should be 'base', 'prompted' or 'tuned'"),
+])
+def test_endpoint_entries_are_checked_when_the_config_loads(tmp_path, systems, extra, message):
+    from tunesmith.config import ConfigError, load_config
+
+    (tmp_path / "run.yaml").write_text(json.dumps({"eval": {"systems": systems, **extra}}), encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "run.yaml")
+    assert message in str(e.value) and str(tmp_path / "run.yaml") in str(e.value)

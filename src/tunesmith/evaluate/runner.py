@@ -25,7 +25,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -220,9 +220,16 @@ def evaluate_run(
 
     # seconds per stage that ran (cached stages are absent): where an evaluation's time goes
     timings: dict[str, float] = {}
-    # counts every system's tokens per request (an endpoint's too, when its reply has no usage)
-    tokenizer = load_tokenizer(own, cfg.trust_remote_code, chat_template=cfg.data.chat_template)
-    token_count = token_counter(tokenizer)
+    loaded: list[Any] = []
+
+    def tokenizer() -> Any:  # loaded once, and only when something is generated or counted
+        if not loaded:
+            loaded.append(load_tokenizer(own, cfg.trust_remote_code, chat_template=cfg.data.chat_template))
+        return loaded[0]
+
+    def token_count(messages: list[dict[str, str]], text: str) -> tuple[int, int]:
+        return token_counter(tokenizer())(messages, text)
+
     asked: dict[str, list[dict[str, Any]]] = {}
     for name, e in endpoints.items():
         t = time.time()
@@ -253,10 +260,11 @@ def evaluate_run(
                 continue
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                outputs[system] = generate(gen_model, tokenizer, prompts[system],
+                outputs[system] = generate(gen_model, tokenizer(), prompts[system],
                                            max_new_tokens=limit, batch_size=ev.batch_size,
                                            label=f"generate {system:<8}", console=console, show_progress=show_progress)
             caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+            caches[system].with_suffix(".tokens.json").unlink(missing_ok=True)  # counted afresh below
             timings[f"generate.{system}"] = time.time() - t
         for system in suite_caches:
             if system in suite_answers:
@@ -265,7 +273,7 @@ def evaluate_run(
 
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                suite_answers[system] = answer_suite(gen_model, tokenizer, batch_size=ev.batch_size,
+                suite_answers[system] = answer_suite(gen_model, tokenizer(), batch_size=ev.batch_size,
                                                      label=f"regression {system:<6}", console=console,
                                                      show_progress=show_progress)
             suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
@@ -295,7 +303,7 @@ def evaluate_run(
         gate = decide(task, scores, forgetting, margin=margin, baseline=against, pairs=pairs)
     entries: dict[str, dict[str, Any]] = {s: {"metrics": scores[s]} for s in systems}
     for s in local:
-        entries[s]["usage"] = usage_record([token_count(m, o) for m, o in zip(prompts[s], outputs[s])], {"tokenizer"})
+        entries[s]["usage"] = usage_record(_local_tokens(caches[s], prompts[s], outputs[s], token_count), {"tokenizer"})
     for name, items in asked.items():
         entries[name]["usage"] = usage_record(
             [(it["prompt_tokens"], it["completion_tokens"]) if "text" in it else None for it in items],
@@ -318,6 +326,18 @@ def evaluate_run(
     }
     run.write_results(EvalResults.model_validate(results))
     return results
+
+
+def _local_tokens(cache: Path, prompts: list[list[dict[str, str]]], outputs: list[str],
+                  count: Callable[[list[dict[str, str]], str], tuple[int, int]]) -> list[tuple[int, int]]:
+    """(prompt, completion) tokens per request of a local system, kept beside its generations' cache so
+    re-scoring from the cache loads no tokenizer."""
+    kept = cache.with_suffix(".tokens.json")
+    if kept.is_file():
+        return [tuple(c) for c in json.loads(kept.read_text(encoding="utf-8"))]  # type: ignore[misc]
+    counts = [count(m, o) for m, o in zip(prompts, outputs)]
+    kept.write_text(json.dumps(counts), encoding="utf-8")
+    return counts
 
 
 def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:
