@@ -98,8 +98,9 @@ class TokenUsage(_Artefact):
     completion_tokens: int = 0
     mean_prompt_tokens: float | None = None
     mean_completion_tokens: float | None = None
-    # api: the endpoint's `usage`; estimated: an endpoint without usage, counted with the run's tokenizer;
-    # tokenizer: a local system, counted with the tokenizer it ran with; mixed: some of each
+    # api: the endpoint's `usage`; tokenizer: a local system, the tokens it was given and generated (up to
+    # its stop token); estimated: counted from the text with the run's tokenizer (an endpoint that sent no
+    # usage, or local generations cached before counts were kept); mixed: some of each
     source: Literal["api", "estimated", "tokenizer", "mixed"] | None = None
 
 

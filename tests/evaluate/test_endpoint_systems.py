@@ -25,10 +25,12 @@ PAIRS = [("question one", "answer one"), ("question two", "answer two"), ("quest
 
 class Misbehave:
     """ASGI layer over the served app: `fail_first` 500s per distinct request body (with a 10 ms retry-after-ms,
-    as OpenAI's API sends), or `delay` seconds before every answer. `calls` counts chat requests."""
+    as OpenAI's API sends), `delay` seconds before every answer, or replies without `usage` (`strip_usage`).
+    `calls` counts chat requests."""
 
     def __init__(self, inner):
         self.inner, self.fail_first, self.delay, self.calls, self.seen = inner, 0, 0.0, 0, Counter()
+        self.strip_usage = False
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
@@ -50,7 +52,39 @@ class Misbehave:
         async def replay():
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.inner(scope, replay, send)
+        if not self.strip_usage:
+            return await self.inner(scope, replay, send)
+        start, chunks = {}, []
+
+        async def without_usage(msg):
+            if msg["type"] == "http.response.start":
+                return start.update(msg)
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                reply = json.loads(b"".join(chunks))
+                reply.pop("usage", None)
+                data = json.dumps(reply).encode()
+                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                await send({**start, "headers": headers + [(b"content-length", str(len(data)).encode())]})
+                await send({"type": "http.response.body", "body": data})
+
+        await self.inner(scope, replay, without_usage)
+
+
+def _talkative(tiny: Path, out: Path) -> Path:
+    """The tiny model with seeded noise on its weights: it answers in varied (if meaningless) text, where the
+    random one answers only newlines, which strip to the same empty answer whatever served them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(tiny, out)
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(str(out), safe_serialization=True)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +96,16 @@ def served(tiny_model_dir, tmp_path_factory):
     from tunesmith.deploy.serve.state import Server
 
     root = tmp_path_factory.mktemp("endpoint-run")
+    base = _talkative(tiny_model_dir, root / "base")
     write_pairs(root / "train.jsonl", [(f"question {i}", f"answer {i}") for i in range(6)])
     write_pairs(root / "test.jsonl", PAIRS)
     (root / "cfg.yaml").write_text(
-        f"name: r\nmodel: {tiny_model_dir}\noutput_dir: runs\n"
+        f"name: r\nmodel: {base}\noutput_dir: runs\n"
         "data: {train: train.jsonl, test: test.jsonl, max_seq_len: 40}\nlora: {r: 2, alpha: 4}\n"
         "train: {max_steps: 1, batch_size: 2, logging_steps: 1}\neval: {few_shot: 1}\n", encoding="utf-8")
     res = runner.invoke(main_app, ["train", str(root / "cfg.yaml"), "--json"])
     assert res.exit_code == 0, res.output
-    settings = ServeSettings(registry=root / "registry.db", base=str(tiny_model_dir), seed=0, max_tokens_cap=64)
+    settings = ServeSettings(registry=root / "registry.db", base=str(base), seed=0, max_tokens_cap=64)
     srv = Server(settings)
     layer = Misbehave(create_app(settings, srv))
     running = Running(layer)
@@ -89,6 +124,7 @@ def _run_with(served, tmp_path: Path, *endpoints: dict, **eval_keys) -> Path:
     (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     served["layer"].fail_first, served["layer"].delay = 0, 0.0
     served["layer"].seen.clear()
+    served["layer"].strip_usage = False
     return run
 
 
@@ -98,13 +134,15 @@ def test_endpoint_answers_are_the_local_base_s_with_exact_usage_and_a_gate_again
                         env={"TUNESMITH_TEST_KEY": "sk-secret-value"})
     assert res.exit_code in (0, 1), res.output  # the verdict is the tiny model's business; it must be about hosted
     results = json.loads((run / "eval" / "results.json").read_text(encoding="utf-8"))
-    assert [ex["outputs"]["hosted"] for ex in results["examples"]] == [ex["outputs"]["base"] for ex in
-                                                                       results["examples"]]
+    answers = [ex["outputs"]["base"] for ex in results["examples"]]
+    assert [ex["outputs"]["hosted"] for ex in results["examples"]] == answers
+    assert len(set(answers)) == 3 and all(answers)  # three different answers, none empty
     hosted, base = results["systems"]["hosted"], results["systems"]["base"]
     assert hosted["metrics"] == base["metrics"]
     # the server counts the prompt as our tokenizer does, through the same chat template
     assert hosted["usage"]["source"] == "api" and base["usage"]["source"] == "tokenizer"
     assert hosted["usage"]["requests"] == 3 and hosted["usage"]["prompt_tokens"] == base["usage"]["prompt_tokens"]
+    assert hosted["usage"]["completion_tokens"] == base["usage"]["completion_tokens"], (hosted["usage"], base["usage"])
     assert hosted["endpoint"] | {"url": None} == {
         "url": None, "model": "base", "requests": 3, "failed": 0, "retries": 0, "max_retries": 3, "reasons": {},
         "failures": [], "summary": None}
@@ -147,6 +185,24 @@ def test_endpoint_answering_500_twice_is_retried_and_the_retries_counted(served,
     assert served["layer"].calls - calls == 9
     assert [ex["outputs"]["flaky"] for ex in results["examples"]] == [ex["outputs"]["base"] for ex in
                                                                       results["examples"]]
+
+
+def test_endpoint_without_usage_has_its_tokens_counted_and_marked_estimated(served, tmp_path):
+    from transformers import AutoTokenizer
+
+    run = _run_with(served, tmp_path, {"name": "bare"})
+    served["layer"].strip_usage = True
+    res = runner.invoke(app, [str(run), "--systems", "base,bare"])
+    assert res.exit_code == 0, res.output
+    assert "* estimated: the endpoint sent no usage" in res.stdout
+    results = json.loads((run / "eval" / "results.json").read_text(encoding="utf-8"))
+    bare, base = results["systems"]["bare"]["usage"], results["systems"]["base"]["usage"]
+    tok = AutoTokenizer.from_pretrained(str(run / "adapter"))
+    answers = [ex["outputs"]["bare"] for ex in results["examples"]]
+    assert answers == [ex["outputs"]["base"] for ex in results["examples"]]
+    # the prompt through the same template is exact; the answer's text lacks the tokens that decoded to nothing
+    assert bare["source"] == "estimated" and bare["prompt_tokens"] == base["prompt_tokens"]
+    assert bare["completion_tokens"] == sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
 
 
 def test_endpoint_that_times_out_is_named_counted_and_the_eval_completes(served, tmp_path):
@@ -217,3 +273,19 @@ def test_endpoint_entries_are_checked_when_the_config_loads(tmp_path, systems, e
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "run.yaml")
     assert message in str(e.value) and str(tmp_path / "run.yaml") in str(e.value)
+
+
+def test_rate_limit_spaces_request_starts_across_threads(monkeypatch):
+    from tunesmith.evaluate import endpoint
+
+    now, slept = [100.0], []
+    monkeypatch.setattr(endpoint.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(endpoint.time, "sleep", slept.append)
+    limit = endpoint._RateLimit(120)  # 120 a minute: one start every 0.5 s
+    for _ in range(3):
+        limit.wait()
+    now[0] = 102.0  # idle for a while: the next one starts at once
+    limit.wait()
+    assert slept == [0.0, 0.5, 1.0, 0.0]
+    endpoint._RateLimit(None).wait()
+    assert len(slept) == 4

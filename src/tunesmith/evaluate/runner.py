@@ -138,7 +138,7 @@ def evaluate_run(
     import torch
     from peft import PeftModel
 
-    from tunesmith.evaluate.generate import generate
+    from tunesmith.evaluate.generate import generate_counted
     from tunesmith.models import load_model, load_tokenizer
 
     console = console or Console(stderr=True)
@@ -260,11 +260,12 @@ def evaluate_run(
                 continue
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                outputs[system] = generate(gen_model, tokenizer(), prompts[system],
+                outputs[system], counted = generate_counted(gen_model, tokenizer(), prompts[system],
                                            max_new_tokens=limit, batch_size=ev.batch_size,
                                            label=f"generate {system:<8}", console=console, show_progress=show_progress)
             caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
-            caches[system].with_suffix(".tokens.json").unlink(missing_ok=True)  # counted afresh below
+            # beside the generations, so re-scoring from the cache loads no tokenizer to count them
+            caches[system].with_suffix(".tokens.json").write_text(json.dumps(counted), encoding="utf-8")
             timings[f"generate.{system}"] = time.time() - t
         for system in suite_caches:
             if system in suite_answers:
@@ -303,7 +304,7 @@ def evaluate_run(
         gate = decide(task, scores, forgetting, margin=margin, baseline=against, pairs=pairs)
     entries: dict[str, dict[str, Any]] = {s: {"metrics": scores[s]} for s in systems}
     for s in local:
-        entries[s]["usage"] = usage_record(_local_tokens(caches[s], prompts[s], outputs[s], token_count), {"tokenizer"})
+        entries[s]["usage"] = usage_record(*_local_tokens(caches[s], prompts[s], outputs[s], token_count))
     for name, items in asked.items():
         entries[name]["usage"] = usage_record(
             [(it["prompt_tokens"], it["completion_tokens"]) if "text" in it else None for it in items],
@@ -329,15 +330,14 @@ def evaluate_run(
 
 
 def _local_tokens(cache: Path, prompts: list[list[dict[str, str]]], outputs: list[str],
-                  count: Callable[[list[dict[str, str]], str], tuple[int, int]]) -> list[tuple[int, int]]:
-    """(prompt, completion) tokens per request of a local system, kept beside its generations' cache so
-    re-scoring from the cache loads no tokenizer."""
+                  count: Callable[[list[dict[str, str]], str], tuple[int, int]]) -> tuple[list[Any], set[str]]:
+    """(prompt, completion) tokens per request of a local system as generation counted them, and their source;
+    generations cached before counts were kept are counted from their text ("estimated": the special tokens
+    and whitespace the decoded answer dropped are missing)."""
     kept = cache.with_suffix(".tokens.json")
     if kept.is_file():
-        return [tuple(c) for c in json.loads(kept.read_text(encoding="utf-8"))]  # type: ignore[misc]
-    counts = [count(m, o) for m, o in zip(prompts, outputs)]
-    kept.write_text(json.dumps(counts), encoding="utf-8")
-    return counts
+        return [tuple(c) for c in json.loads(kept.read_text(encoding="utf-8"))], {"tokenizer"}
+    return [count(m, o) for m, o in zip(prompts, outputs)], {"estimated"}
 
 
 def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:
