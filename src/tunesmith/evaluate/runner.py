@@ -260,9 +260,9 @@ def evaluate_run(
                 continue
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                outputs[system], counted = generate_counted(gen_model, tokenizer(), prompts[system],
-                                           max_new_tokens=limit, batch_size=ev.batch_size,
-                                           label=f"generate {system:<8}", console=console, show_progress=show_progress)
+                outputs[system], counted = generate_counted(
+                    gen_model, tokenizer(), prompts[system], max_new_tokens=limit, batch_size=ev.batch_size,
+                    label=f"generate {system:<8}", console=console, show_progress=show_progress)
             caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
             # beside the generations, so re-scoring from the cache loads no tokenizer to count them
             caches[system].with_suffix(".tokens.json").write_text(json.dumps(counted), encoding="utf-8")
