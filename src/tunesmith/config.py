@@ -211,6 +211,14 @@ class EndpointSystem(_Section):
             raise ValueError(f"endpoint name {v!r}: must be non-empty, without '/', and not one of {', '.join(taken)}")
         return v
 
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r}: expected an http:// or https:// URL, the API's root (e.g. "
+                             "http://127.0.0.1:8000/v1)")
+        return v
+
 
 # a name is a local system, a mapping an endpoint: errors then name the one kind the entry meant
 SystemEntry = Annotated[

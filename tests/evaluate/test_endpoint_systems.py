@@ -259,12 +259,14 @@ def test_gate_target_from_config_and_bad_names_are_refused_before_any_request(se
 
 
 @pytest.mark.parametrize("systems, extra, message", [
-    (["base", {"name": "base", "url": "u", "model": "m"}], {}, "endpoint name 'base': must be non-empty"),
-    (["tuned", {"name": "x", "url": "u", "model": "m"}, {"name": "x", "url": "v", "model": "m"}], {},
+    (["base", {"name": "base", "url": "http://u", "model": "m"}], {}, "endpoint name 'base': must be non-empty"),
+    (["tuned", {"name": "x", "url": "http://u", "model": "m"}, {"name": "x", "url": "http://v", "model": "m"}], {},
      "eval.systems: x listed twice"),
     (["tuned", "prompted"], {"gate_against": "hosted"}, "eval.gate_against: 'hosted' is not in eval.systems"),
-    (["tuned", {"name": "x", "url": "u"}], {}, "eval.systems.1.endpoint.model: Field required"),
+    (["tuned", {"name": "x", "url": "http://u"}], {}, "eval.systems.1.endpoint.model: Field required"),
     (["tuned", "basee"], {}, "eval.systems.1.local: Input should be 'base', 'prompted' or 'tuned'"),
+    (["tuned", {"name": "x", "url": "localhost:8000", "model": "m"}], {},
+     "eval.systems.1.endpoint.url: 'localhost:8000': expected an http:// or https:// URL"),
 ])
 def test_endpoint_entries_are_checked_when_the_config_loads(tmp_path, systems, extra, message):
     from tunesmith.config import ConfigError, load_config

@@ -155,7 +155,7 @@ def breakeven(
     price_in: float = typer.Option(..., min=0, help="USD per million input tokens of the prompted model (of the endpoint, with --from-eval)."),
     price_out: Optional[float] = typer.Option(None, min=0, help="USD per million output tokens of the endpoint (--from-eval)."),
     training_cost: float = typer.Option(..., min=0, help="One-off cost of the fine-tune, USD (see `tunesmith plan cost`)."),
-    ft_cost_per_request: Optional[float] = typer.Option(None, min=0, help="Remaining prompt cost per request of the fine-tuned model, USD."),
+    ft_cost_per_request: Optional[float] = typer.Option(None, min=0, help="Remaining prompt cost per request of the fine-tuned model, USD (with --from-eval: its whole serving cost per request, e.g. GPU $/h / requests per hour)."),
     ft_prompt_tokens: Optional[int] = typer.Option(None, min=0, help="...or its remaining prompt tokens per request."),
     ft_price_in: Optional[float] = typer.Option(None, min=0, help="USD per million input tokens of the fine-tuned model (default: --price-in)."),
     ft_price_out: Optional[float] = typer.Option(None, min=0, help="USD per million output tokens of the fine-tuned model (--from-eval; default: --price-out)."),
@@ -165,6 +165,10 @@ def breakeven(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Per-request cost of prompting vs a fine-tune, and after how many requests (and days) the training pays back.
+
+    With --from-eval, the requests priced are those an evaluation measured: each endpoint system's mean prompt and
+    completion tokens at --price-in/--price-out against the tuned model's (at --ft-price-in/--ft-price-out, default
+    the same prices, or a fixed --ft-cost-per-request).
 
     Example: tunesmith plan breakeven --overhead-tokens 2300 --price-in 5 --ft-cost-per-request 0.00015 --training-cost 50 --requests-per-day 1000
 
