@@ -194,6 +194,8 @@ def test_from_eval_prices_each_endpoint_at_its_measured_tokens(tmp_path):
     assert "hosted: break-even after 14,500 requests" in text and "mini" not in text  # $29 / ($0.0031 - $0.0011)
     assert "hosted: 3 failed requests are not in its means" in text
 
+    assert json.loads(runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--json"]).stdout)["skipped"] == {}
+
     res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--ft-price-in", "0.5", "--ft-price-out", "1", "--json"])
     d = json.loads(res.stdout)  # tuned: 40 x 0.5/M + 10 x 1/M = $0.00003
     assert d["tuned"]["cost_per_request"] == pytest.approx(0.00003, rel=1e-12)
@@ -226,3 +228,16 @@ def test_from_eval_refuses_what_it_cannot_price(tmp_path, case, extra, message):
 def test_from_eval_needs_the_output_price():
     res = runner.invoke(app, ["breakeven", "--from-eval", "runs/x", "--price-in", "2", "--training-cost", "1"])
     assert res.exit_code == 2 and "--from-eval needs --price-out" in _text(res)
+
+
+def test_from_eval_skips_an_endpoint_that_answered_nothing_and_says_so(tmp_path):
+    gone = {"usage": {"requests": 0}, "endpoint": {"url": "http://u", "model": "m", "requests": 24, "failed": 24,
+                                                   "summary": "endpoint gone: 24 of 24 requests failed"}}
+    run = _planted(tmp_path, {**MEASURED, "gone": gone})
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert list(d["systems"]) == ["hosted", "mini"]
+    assert d["skipped"] == {"gone": "answered no request (endpoint gone: 24 of 24 requests failed)"}
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run])
+    assert "skipped: gone answered no request" in _text(res)

@@ -119,21 +119,25 @@ def from_eval(
             tuned_row["cost_per_request"] = request_cost(tuned_usage.mean_prompt_tokens,
                                                          tuned_usage.mean_completion_tokens or 0.0, ft_in, ft_out)
     rows: dict[str, Any] = {}
+    skipped: dict[str, str] = {}  # endpoints that answered nothing: nothing measured to price
     for name in systems or list(endpoints):
         usage, ep = endpoints[name].usage, endpoints[name].endpoint
         if usage is None or usage.mean_prompt_tokens is None:
-            raise FromEvalError(f"{where}: endpoint system {name} answered no request ({ep.summary or 'no usage'}); "
-                                "nothing was measured to price")
+            skipped[name] = f"answered no request ({ep.summary or 'no usage'})"
+            continue
         cost = request_cost(usage.mean_prompt_tokens, usage.mean_completion_tokens or 0.0, price_in, price_out)
         rows[name] = {"model": ep.model, "url": ep.url, "requests": usage.requests, "failed": ep.failed,
                       "mean_prompt_tokens": usage.mean_prompt_tokens,
                       "mean_completion_tokens": usage.mean_completion_tokens, "source": usage.source,
                       **breakeven(cost, tuned_row["cost_per_request"], training_cost, requests_per_day).to_dict()}
+    if not rows:
+        raise FromEvalError(f"{where}: " + "; ".join(f"endpoint system {n} {why}" for n, why in skipped.items())
+                            + "; nothing was measured to price")
     return {"run_dir": str(run.path), "results": where,
             "prices": {"price_in": price_in, "price_out": price_out, "ft_price_in": None if ft_cost_per_request
                        is not None else ft_in, "ft_price_out": None if ft_cost_per_request is not None else ft_out},
             "training_cost": training_cost, "requests_per_day": requests_per_day, "tuned": tuned_row,
-            "systems": rows}
+            "systems": rows, "skipped": skipped}
 
 
 def plot_cumulative(result: Breakeven, path: Path) -> Path:

@@ -254,6 +254,8 @@ def _print_from_eval(result: dict[str, Any]) -> None:
         days = "" if row["breakeven_days"] is None else \
             f" ({row['breakeven_days']:,.1f} days at {row['requests_per_day']:,.6g} requests/day)"
         out.print(f"{escape(name)}: break-even after [bold]{row['breakeven_requests']:,.0f}[/] requests{days}")
+    for name, why in result["skipped"].items():
+        out.print(f"[yellow]skipped:[/] {escape(name)} {escape(why)}", soft_wrap=True)
     if any(r.get("source") == "estimated" for r in [tuned, *result["systems"].values()]):
         out.print("* estimated: the endpoint sent no usage; counted with the run's tokenizer")
     for name, row in result["systems"].items():
