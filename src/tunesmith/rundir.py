@@ -90,10 +90,48 @@ class TestSplit(_Artefact):
     n: int | None = None
 
 
+class TokenUsage(_Artefact):
+    """results.json `systems[name].usage`: tokens per request of one system over the requests it answered."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    mean_prompt_tokens: float | None = None
+    mean_completion_tokens: float | None = None
+    # api: the endpoint's `usage`; tokenizer: a local system, the tokens it was given and generated (up to
+    # its stop token); estimated: counted from the text with the run's tokenizer (an endpoint that sent no
+    # usage, or local generations cached before counts were kept); mixed: some of each
+    source: Literal["api", "estimated", "tokenizer", "mixed"] | None = None
+
+
+class EndpointFailure(_Artefact):
+    id: int  # the example's id
+    reason: str  # timeout, connection failed, HTTP 500, ...
+
+
+class EndpointRun(_Artefact):
+    """results.json `systems[name].endpoint`: where an endpoint system was asked and what failed after retries
+    (a failed request is scored as an empty answer). The API key is never recorded."""
+
+    url: str
+    model: str
+    requests: int
+    failed: int = 0
+    retries: int = Field(0, description="Retries taken by all requests together.")
+    max_retries: int | None = None
+    reasons: dict[str, int] = {}
+    failures: list[EndpointFailure] = []
+    summary: str | None = Field(None, description="'endpoint X: 3 of 24 requests failed after 3 retries: timeout'; "
+                                "null when none failed.")
+
+
 class SystemResult(_Artefact):
-    """results.json `systems[name]`: the scores of one system (base, prompted, tuned)."""
+    """results.json `systems[name]`: the scores of one system (base, prompted, tuned, or an endpoint's name);
+    `usage` and `endpoint` are absent from results written before they existed."""
 
     metrics: dict[str, Any] = {}
+    usage: TokenUsage | None = None
+    endpoint: EndpointRun | None = None  # set for an endpoint system only
 
 
 class Example(_Artefact):

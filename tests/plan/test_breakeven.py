@@ -140,3 +140,104 @@ def test_unusable_arguments_exit_2(extra):
     res = runner.invoke(app, ["breakeven", "--overhead-tokens", "10", "--price-in", "5", "--training-cost", "50", *extra])
     assert res.exit_code == 2
     assert "Traceback" not in res.output
+
+
+# --- --from-eval: the tokens an evaluation measured --------------------------------------------------------
+
+def _planted(tmp_path, systems: dict) -> str:
+    """A run directory whose eval/results.json holds `systems` (metrics and usage as `tunesmith eval` writes them)."""
+    from tunesmith.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.write_info({"name": "run", "status": "finished"})
+    run.write_results({"task": "generation", "systems": systems})
+    return str(run.path)
+
+
+def _usage(prompt: float, completion: float, requests: int = 24, source: str = "api") -> dict:
+    return {"requests": requests, "prompt_tokens": round(prompt * requests), "completion_tokens": round(completion * requests),
+            "mean_prompt_tokens": prompt, "mean_completion_tokens": completion, "source": source}
+
+
+MEASURED = {
+    "prompted": {"metrics": {"n": 24}, "usage": _usage(900, 10, source="tokenizer")},
+    "tuned": {"metrics": {"n": 24}, "usage": _usage(40, 10, source="tokenizer")},
+    "hosted": {"metrics": {"n": 24}, "usage": _usage(1200, 10, requests=21),
+               "endpoint": {"url": "http://127.0.0.1:9/v1", "model": "big", "requests": 24, "failed": 3,
+                            "summary": "endpoint hosted: 3 of 24 requests failed after 3 retries: timeout"}},
+    "mini": {"metrics": {"n": 24}, "usage": _usage(1200, 12, source="estimated"),
+             "endpoint": {"url": "http://127.0.0.1:9/v1", "model": "mini", "requests": 24}},
+}
+FROM_EVAL = ["breakeven", "--price-in", "2.5", "--price-out", "10", "--training-cost", "29"]
+
+
+def test_from_eval_prices_each_endpoint_at_its_measured_tokens(tmp_path):
+    run = _planted(tmp_path, MEASURED)
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--requests-per-day", "500", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    # tuned at the endpoint's prices: 40 x 2.5/M + 10 x 10/M = $0.0002; hosted: 1200 x 2.5/M + 10 x 10/M = $0.0031
+    assert d["tuned"]["cost_per_request"] == pytest.approx(0.0002, rel=1e-12)
+    hosted = d["systems"]["hosted"]
+    assert hosted["prompt_cost_per_request"] == pytest.approx(0.0031, rel=1e-12)
+    assert hosted["saving_per_request"] == pytest.approx(0.0029, rel=1e-12)
+    assert hosted["breakeven_requests"] == pytest.approx(10_000, rel=1e-9)  # $29 / $0.0029
+    assert hosted["breakeven_days"] == pytest.approx(20, rel=1e-9)  # at 500 a day
+    assert (hosted["requests"], hosted["failed"], hosted["source"]) == (21, 3, "api")
+    mini = d["systems"]["mini"]  # 12 completion tokens: $0.00312, saving $0.00292
+    assert mini["breakeven_requests"] == pytest.approx(29 / 0.00292, rel=1e-9) and mini["source"] == "estimated"
+    assert list(d["systems"]) == ["hosted", "mini"]  # local systems are not priced per token
+
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--system", "hosted", "--ft-cost-per-request", "0.0011"])
+    assert res.exit_code == 0, res.output
+    text = _text(res)
+    assert "hosted: break-even after 14,500 requests" in text and "mini" not in text  # $29 / ($0.0031 - $0.0011)
+    assert "hosted: 3 failed requests are not in its means" in text
+
+    assert json.loads(runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--json"]).stdout)["skipped"] == {}
+
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--ft-price-in", "0.5", "--ft-price-out", "1", "--json"])
+    d = json.loads(res.stdout)  # tuned: 40 x 0.5/M + 10 x 1/M = $0.00003
+    assert d["tuned"]["cost_per_request"] == pytest.approx(0.00003, rel=1e-12)
+    assert d["systems"]["hosted"]["breakeven_requests"] == pytest.approx(29 / 0.00307, rel=1e-9)
+
+
+@pytest.mark.parametrize("case, extra, message", [
+    ("no-results", [], "no eval results"),
+    ("no-endpoints", [], "no endpoint systems to price (have: prompted, tuned)"),
+    ("measured", ["--system", "prompted"], "--system prompted: not an endpoint system"),
+    ("measured", ["--overhead-tokens", "10"], "give exactly one of --overhead-tokens or --from-eval"),
+    ("measured", ["--ft-prompt-tokens", "10"], "--ft-prompt-tokens does not apply with --from-eval"),
+    ("nothing-answered", [], "endpoint system hosted answered no request (endpoint hosted: 24 of 24"),
+])
+def test_from_eval_refuses_what_it_cannot_price(tmp_path, case, extra, message):
+    from tunesmith.rundir import RunDir
+
+    systems = {"no-endpoints": {k: MEASURED[k] for k in ("prompted", "tuned")}, "measured": MEASURED,
+               "nothing-answered": {"tuned": MEASURED["tuned"], "hosted": {
+                   "usage": {"requests": 0}, "endpoint": {"url": "u", "model": "m", "requests": 24, "failed": 24,
+                                                          "summary": "endpoint hosted: 24 of 24 failed"}}}}
+    run = _planted(tmp_path, systems.get(case, {}))
+    if case == "no-results":
+        RunDir(run).results_path.unlink()
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run, *extra, "--json"])
+    assert res.exit_code == 2 and res.stdout == ""
+    assert message in _text(res) and "Traceback" not in res.output
+
+
+def test_from_eval_needs_the_output_price():
+    res = runner.invoke(app, ["breakeven", "--from-eval", "runs/x", "--price-in", "2", "--training-cost", "1"])
+    assert res.exit_code == 2 and "--from-eval needs --price-out" in _text(res)
+
+
+def test_from_eval_skips_an_endpoint_that_answered_nothing_and_says_so(tmp_path):
+    gone = {"usage": {"requests": 0}, "endpoint": {"url": "http://u", "model": "m", "requests": 24, "failed": 24,
+                                                   "summary": "endpoint gone: 24 of 24 requests failed"}}
+    run = _planted(tmp_path, {**MEASURED, "gone": gone})
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run, "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert list(d["systems"]) == ["hosted", "mini"]
+    assert d["skipped"] == {"gone": "answered no request (endpoint gone: 24 of 24 requests failed)"}
+    res = runner.invoke(app, [*FROM_EVAL, "--from-eval", run])
+    assert "skipped: gone answered no request" in _text(res)

@@ -214,25 +214,26 @@ def run(
     rubric_file: Optional[Path] = typer.Option(None, "--rubric", help="Rubric text file for the judge."),
     gate: bool = typer.Option(False, "--gate", help="Exit 1 unless the gate's verdict is PASS (FAIL and inconclusive "
                               "exit 1); the verdict is printed either way."),
-    margin: float = typer.Option(0.0, "--margin", help="How much tuned must beat prompted by (gate)."),
+    margin: float = typer.Option(0.0, "--margin", help="How much tuned must beat the baseline by (gate)."),
+    against: Optional[str] = typer.Option(None, "--against", help="System the gate compares tuned with: prompted "
+                                          "or an endpoint system's name (default: eval.gate_against)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Generate with base, prompted baseline and tuned model on the sealed test split; score; gate; report.
+    """Generate with base, prompted baseline, tuned model and any endpoint systems on the sealed test split;
+    score; gate; report.
 
-    Generations are cached per system and test-file hash, so re-scoring never regenerates.
+    Generations are cached per system and test-file hash, so re-scoring never regenerates; an endpoint's
+    answers are cached per request, so a re-run asks only for those that failed.
 
     Example: tunesmith eval runs/legal-bot --regression --gate
+
+    Example: tunesmith eval runs/legal-bot --gate --against production
     """
     from tunesmith.config import ConfigError, load_config
     from tunesmith.evaluate.runner import SYSTEMS, evaluate_run
     from tunesmith.models import ModelError
     from tunesmith.report.eval_report import render_eval_report
 
-    if systems is not None:
-        chosen = [s.strip() for s in systems.split(",") if s.strip()]
-        unknown = [s for s in chosen if s not in SYSTEMS]
-        if unknown or not chosen:
-            _fail(f"--systems: unknown {', '.join(unknown) or 'empty'}; choose from {', '.join(SYSTEMS)}")
     if (judge_url is None) != (judge_model is None):
         _fail("--judge-url and --judge-model go together")
     rubric = _read_rubric(rubric_file)  # before generating, so a wrong path does not cost a whole evaluation
@@ -246,22 +247,37 @@ def run(
 
     if not RunDir(run_dir).is_run():
         _fail(f"{run_dir}: not a run directory (no run.json); train it first with `tunesmith train`")
-    if systems is None:
-        try:
-            chosen = list(load_config(run_dir / "config.yaml").eval.systems)
-        except ConfigError as e:
-            _fail(str(e))
+    try:
+        settings = load_config(run_dir / "config.yaml").eval
+    except ConfigError as e:
+        _fail(str(e))
+    known = [*SYSTEMS, *settings.endpoints()]
+    if systems is not None:
+        chosen = [s.strip() for s in systems.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in known]
+        if unknown or not chosen:
+            _fail(f"--systems: unknown {', '.join(unknown) or 'empty'}; choose from {', '.join(known)} "
+                  "(endpoint systems are defined in eval.systems of the run's config)")
+    else:
+        chosen = settings.names()
     named = "--systems" if systems is not None else f"eval.systems of {run_dir / 'config.yaml'}"
     if not chosen:
-        _fail(f"{named} is empty; choose from {', '.join(SYSTEMS)}")
-    if gate and not {"tuned", "prompted"} <= set(chosen):
-        _fail(f"--gate needs both the tuned and the prompted system in {named}")
+        _fail(f"{named} is empty; choose from {', '.join(known)}")
+    target = against or settings.gate_against
+    if against is not None and against not in known:
+        _fail(f"--against {against}: no such system; choose from {', '.join(s for s in known if s != 'tuned')}")
+    if against == "tuned":
+        _fail("--against tuned: the gate compares tuned with another system")
+    if against is not None and against not in chosen:
+        _fail(f"--against {against}: not among the systems evaluated ({named}: {', '.join(chosen)})")
+    if gate and not {"tuned", target} <= set(chosen):
+        _fail(f"--gate needs both the tuned and the {target} system in {named}")
     if regression and not {"base", "tuned"} <= set(chosen):
         _fail(f"--regression compares base with tuned; {named} needs both")
     try:
         results = evaluate_run(run_dir, test_path=str(test) if test else None, systems=chosen,
                                rules_path=str(rules) if rules else None, console=_err, margin=margin,
-                               regression=regression or None)
+                               regression=regression or None, against=against)
     except (ValueError, RulesError, OSError, ModelError) as e:
         _fail(str(e))
     if judge_url:
@@ -276,7 +292,9 @@ def run(
     summary = {s: v["metrics"] for s, v in results["systems"].items()} | {
         "task": results["task"], "gate": decision, "regression": results.get("regression"),
         "judge": {s: {k: v for k, v in j.items() if k != "items"} for s, j in results["judge"].items()}
-        if results.get("judge") else None, "report": str(report), "run_dir": str(run_dir)}
+        if results.get("judge") else None, "report": str(report), "run_dir": str(run_dir),
+        "usage": {s: v.get("usage") for s, v in results["systems"].items()},
+        "endpoints": {s: v["endpoint"] for s, v in results["systems"].items() if v.get("endpoint")}}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
@@ -332,7 +350,15 @@ def _print_comparison(results: dict[str, Any]) -> None:
         means = [judged.get(s, {}).get("mean_score") for s in systems]
         t.add_row("judge mean (1-5)", *["—" if m is None else f"{m:.2f}" for m in means])
         t.add_row("judge unparseable", *[str(judged.get(s, {}).get("unparseable", "—")) for s in systems])
+    usage = [results["systems"][s].get("usage") or {} for s in systems]
+    if any(u.get("mean_prompt_tokens") is not None for u in usage):
+        for key, label in (("mean_prompt_tokens", "prompt tokens / request"),
+                           ("mean_completion_tokens", "completion tokens / request")):
+            t.add_row(label, *["—" if u.get(key) is None else f"{u[key]:.1f}" + "*" * (u.get("source") == "estimated")
+                               for u in usage])
     _out.print(t)
+    if any(u.get("source") == "estimated" for u in usage):
+        _out.print("* estimated: the endpoint sent no usage; counted with the run's tokenizer")
     reg = results.get("regression")
     if reg:
         t = Table(title=f"regression suite (base → tuned): {reg['verdict']}")

@@ -3,7 +3,8 @@
 Two questions, each answered PASS, FAIL or inconclusive, on paired outcomes (the same items seen by
 both systems) rather than on two rates:
 
-1. Task: does tuned beat the prompted baseline on the primary metric by more than `margin`?
+1. Task: does tuned beat the baseline (the prompted one, or any system named by eval.gate_against, such as
+   an endpoint running the production prompt) on the primary metric by more than `margin`?
    FAIL when the observed delta is not above the margin (a tie does not justify a fine-tune);
    PASS when the whole interval of the delta lies above the margin; inconclusive in between: better
    here, but by too few examples to tell. With per-example passes (compliance tasks) the interval is
@@ -159,7 +160,7 @@ def decide(
                 f"(delta {row['delta']:+.3f} {relation} margin {margin:.3f}{interval})")]
     if row["verdict"] == "inconclusive":
         reasons.append(f"inconclusive: the interval reaches down to {row['delta_low']:+.3f}: too few test "
-                       "examples to tell tuned from prompted")
+                       f"examples to tell {candidate} from {baseline}")
     verdicts = [row["verdict"]]
     if regression is not None:
         rows = regression["by_category"] | {"overall": regression["overall"]}

@@ -49,6 +49,24 @@ def generate(
 ) -> list[str]:
     """One answer per conversation (the chat template's generation prompt appended), in input order;
     `max_new_tokens`: one limit for all, or one per conversation."""
+    return generate_counted(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            label=label, console=console, show_progress=show_progress)[0]
+
+
+def generate_counted(
+    model,
+    tokenizer,
+    conversations: Sequence[list[dict[str, str]]],
+    *,
+    max_new_tokens: int | Sequence[int] = 256,
+    batch_size: int = 16,
+    label: str = "generate",
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """`generate`'s answers, and (prompt, completion) tokens per conversation as the model saw and produced
+    them: the completion up to and including its stop token (what an API's `usage` counts), special tokens
+    and whitespace that the decoded answer drops included."""
     import torch
 
     from tunesmith.models import stop_token_ids
@@ -66,6 +84,7 @@ def generate(
         else:
             batches.append([i])
     outputs: list[str] = [""] * len(texts)
+    counts: list[tuple[int, int]] = [(n, 0) for n in lengths]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) or None
@@ -84,11 +103,14 @@ def generate(
                     pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
                 )
             for row, i in zip(out, idx):
-                outputs[i] = tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                new = row[enc["input_ids"].shape[1]:].tolist()
+                outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+                stop = next((k for k, t in enumerate(new) if t in (stop_ids or ())), None)
+                counts[i] = (lengths[i], len(new) if stop is None else stop + 1)
             if progress:
                 progress.update(task, advance=len(idx))
     finally:
         tokenizer.padding_side = side
         if progress:
             progress.stop()
-    return outputs
+    return outputs, counts

@@ -9,7 +9,6 @@ unparseable, never guessed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -94,14 +93,10 @@ def judge(items: list[dict[str, Any]], config: JudgeConfig, show_progress: bool 
     items in input order; an unparseable item has score None and its last raw reply as reason.
     """
     import openai
-    from openai.types.chat import ChatCompletion
 
-    client = openai.OpenAI(
-        base_url=config.base_url,
-        api_key=os.environ.get(config.api_key_env) or "not-set",
-        timeout=config.timeout_s,
-        max_retries=2,
-    )
+    from tunesmith.evaluate.openai_client import chat_choice, make_client, shown
+
+    client = make_client(config.base_url, config.api_key_env, config.timeout_s, retries=2)
 
     def grade(item: dict[str, Any]) -> dict[str, Any]:
         messages = judge_messages(config.rubric, item["prompt"], item["output"], item.get("reference"))
@@ -120,15 +115,13 @@ def judge(items: list[dict[str, Any]], config: JudgeConfig, show_progress: bool 
                                  "(3 tries); a slow judge needs a longer timeout") from None
             except openai.APIError as e:
                 raise JudgeError(f"judge endpoint {config.base_url}: {e}") from None
-            choices = getattr(resp, "choices", None) if isinstance(resp, ChatCompletion) else None
-            if not choices or getattr(choices[0], "message", None) is None:
-                # a proxy login page, a web server at the wrong path or an error body sent with status 200
-                shown = resp.model_dump_json() if isinstance(resp, ChatCompletion) else str(resp)
+            choice = chat_choice(resp)
+            if choice is None:
                 raise JudgeError(f"judge endpoint {config.base_url}: the reply is not an OpenAI chat completion "
-                                 f"(is the URL the API's /v1 root?): {shown[:200]!r}")
-            text = choices[0].message.content or ""
+                                 f"(is the URL the API's /v1 root?): {shown(resp)!r}")
+            text = choice.message.content or ""
             # a refusal or a content filter leaves no text; say so instead of an empty reason
-            raw = text or f"(no text; finish_reason {choices[0].finish_reason!r})"
+            raw = text or f"(no text; finish_reason {choice.finish_reason!r})"
             verdict = parse_verdict(raw)
             if verdict is not None:
                 return {"id": item["id"], "score": verdict[0], "reason": verdict[1], "attempts": attempt}

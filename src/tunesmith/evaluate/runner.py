@@ -4,6 +4,8 @@
 - `prompted`: the base model with the system prompt and k few-shot examples from train
   (the baseline a fine-tune must beat: "a fine-tune that does not beat prompting is wasted compute").
 - `tuned`: the base model with the run's adapter (merged into the weights while it generates).
+- any OpenAI-compatible endpoint named in eval.systems (evaluate/endpoint.py): the production prompt on a
+  hosted model, say. The gate compares tuned with `prompted` or with any of them (eval.gate_against).
 
 One base model is loaded; the adapter is merged for `tuned` and unmerged afterwards.
 Generations are cached per system under eval/generations/, keyed by the test file's hash and
@@ -24,20 +26,22 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
+from rich.markup import escape
 
-from tunesmith.config import RunConfig
+from tunesmith.config import LOCAL_SYSTEMS, RunConfig
 from tunesmith.data.records import Conversation, Message, Preference
 from tunesmith.evaluate import metrics
+from tunesmith.evaluate.endpoint import ask_endpoint, endpoint_messages, endpoint_record, token_counter, usage_record
 from tunesmith.evaluate.gate import decide
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
 from tunesmith.train.dataset import read_conversations, read_records
 from tunesmith.rundir import EvalResults, RunDir, RunInfo
 
-SYSTEMS = ("base", "prompted", "tuned")
+SYSTEMS = LOCAL_SYSTEMS
 
 
 def few_shot_messages(train: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:
@@ -128,13 +132,14 @@ def evaluate_run(
     show_progress: bool = True,
     margin: float = 0.0,
     regression: bool | None = None,
+    against: str | None = None,
 ) -> dict[str, Any]:
-    """Generate with each system (default: the config's eval.systems) on the test split, score, gate, and
-    write eval/results.json."""
+    """Generate with each system (default: the config's eval.systems) on the test split, score, gate tuned
+    against `against` (default: eval.gate_against), and write eval/results.json."""
     import torch
     from peft import PeftModel
 
-    from tunesmith.evaluate.generate import generate
+    from tunesmith.evaluate.generate import generate_counted
     from tunesmith.models import load_model, load_tokenizer
 
     console = console or Console(stderr=True)
@@ -146,7 +151,15 @@ def evaluate_run(
 
     cfg: RunConfig = load_config(run.path / "config.yaml")
     ev = cfg.eval
-    systems = list(ev.systems if systems is None else systems)
+    systems = list(ev.names() if systems is None else systems)
+    endpoints = {name: e for name, e in ev.endpoints().items() if name in systems}
+    unknown = [s for s in systems if s not in SYSTEMS and s not in endpoints]
+    if unknown:
+        raise ValueError(f"unknown system {', '.join(unknown)}; choose from {', '.join([*SYSTEMS, *ev.endpoints()])}")
+    if against is not None and (against not in systems or against == "tuned"):
+        raise ValueError(f"--against {against}: not a baseline among the systems evaluated ({', '.join(systems)})")
+    against = against or ev.gate_against  # the config's, when not among the systems evaluated: no gate
+    local = [s for s in systems if s in SYSTEMS]
     test_path = test_path or cfg.data.test
     if not test_path:
         raise ValueError("no test file: set data.test in the config or pass --test")
@@ -157,8 +170,11 @@ def evaluate_run(
         raise ValueError(f"{test_path}: no test examples")
     if ev.max_examples:
         tests = tests[: ev.max_examples]
-    train = few_shot_pool(cfg) if "prompted" in systems else []
+    train = few_shot_pool(cfg) if "prompted" in systems or any(e.few_shot for e in endpoints.values()) else []
     shots = few_shot_messages(train, ev.few_shot, cfg.train.seed)
+    prompts = {s: system_prompts(tests, s, shots) for s in local}
+    prompts |= {n: endpoint_messages(tests, e, few_shot_messages(train, e.few_shot, cfg.train.seed))
+                for n, e in endpoints.items()}
     task = task_of(tests, rules)
 
     full_model = run.path / "model"
@@ -182,8 +198,8 @@ def evaluate_run(
     limit = _token_limit(own, tests, ev.max_new_tokens, cfg.trust_remote_code)
     outputs: dict[str, list[str]] = {}
     caches: dict[str, Path] = {}
-    for system in systems:
-        key = _cache_key(system, test_sha, limit, len(tests), system_prompts(tests, system, shots),
+    for system in local:
+        key = _cache_key(system, test_sha, limit, len(tests), prompts[system],
                          tuned_sha if system == "tuned" else info.base_model, template)
         caches[system] = gen_dir / f"{system}-{key}.json"
         if caches[system].is_file():
@@ -214,13 +230,31 @@ def evaluate_run(
 
     # seconds per stage that ran (cached stages are absent): where an evaluation's time goes
     timings: dict[str, float] = {}
+    loaded: list[Any] = []
+
+    def tokenizer() -> Any:  # loaded once, and only when something is generated or counted
+        if not loaded:
+            loaded.append(load_tokenizer(own, cfg.trust_remote_code, chat_template=cfg.data.chat_template))
+        return loaded[0]
+
+    def token_count(messages: list[dict[str, str]], text: str) -> tuple[int, int]:
+        return token_counter(tokenizer())(messages, text)
+
+    asked: dict[str, list[dict[str, Any]]] = {}
+    for name, e in endpoints.items():
+        t = time.time()
+        max_tokens = e.max_tokens or limit
+        key = _cache_key("endpoint", e.url, e.model, prompts[name], e.temperature, max_tokens)
+        asked[name] = ask_endpoint(e, prompts[name], max_tokens=max_tokens, cache=gen_dir / f"{name}-{key}.json",
+                                   count_tokens=token_count, console=console, show_progress=show_progress)
+        outputs[name] = [it.get("text", "") for it in asked[name]]  # a failed request scores as no answer
+        timings[f"generate.{name}"] = time.time() - t
     # re-scoring from the cache (new rules, say) must not pay for loading a model it will not run
     if len(outputs) < len(systems) or len(suite_answers) < len(suite_caches):
         t = time.time()
         if Path(info.base_model).is_absolute() and not Path(info.base_model).is_dir():
             # else the hub client reports a local path as a malformed repo id
             raise ValueError(f"{run.info_path}: base model {info.base_model} is not there any more")
-        tokenizer = load_tokenizer(own, cfg.trust_remote_code, chat_template=cfg.data.chat_template)
         model = load_model(info.base_model, cfg.train.dtype, cfg.trust_remote_code)
         tuned_model = None  # a fully fine-tuned model is a second model; an adapter shares the base
         if "tuned" in systems:
@@ -231,15 +265,17 @@ def evaluate_run(
         # LoRA merges into the weights for fast generation; virtual-token adapters cannot merge.
         can_merge = isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value in ("LORA",)
         timings["load"] = time.time() - t
-        for system in systems:
+        for system in local:
             if system in outputs:
                 continue
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                outputs[system] = generate(gen_model, tokenizer, system_prompts(tests, system, shots),
-                                           max_new_tokens=limit, batch_size=ev.batch_size,
-                                           label=f"generate {system:<8}", console=console, show_progress=show_progress)
+                outputs[system], counted = generate_counted(
+                    gen_model, tokenizer(), prompts[system], max_new_tokens=limit, batch_size=ev.batch_size,
+                    label=f"generate {system:<8}", console=console, show_progress=show_progress)
             caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+            # beside the generations, so re-scoring from the cache loads no tokenizer to count them
+            caches[system].with_suffix(".tokens.json").write_text(json.dumps(counted), encoding="utf-8")
             timings[f"generate.{system}"] = time.time() - t
         for system in suite_caches:
             if system in suite_answers:
@@ -248,7 +284,7 @@ def evaluate_run(
 
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                suite_answers[system] = answer_suite(gen_model, tokenizer, batch_size=ev.batch_size,
+                suite_answers[system] = answer_suite(gen_model, tokenizer(), batch_size=ev.batch_size,
                                                      label=f"regression {system:<6}", console=console,
                                                      show_progress=show_progress)
             suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
@@ -283,18 +319,28 @@ def evaluate_run(
             "passes": {s: rules.check_answer(outputs[s][i], conv.last_user()) for s in systems} if rules else {},
         })
     gate = None
-    if {"tuned", "prompted"} <= set(systems):
+    if {"tuned", against} <= set(systems):
         # compliance is a per-example pass, so the two systems pair up example by example
-        pairs = [(all(ex["passes"]["prompted"].values()), all(ex["passes"]["tuned"].values())) for ex in examples] \
+        pairs = [(all(ex["passes"][against].values()), all(ex["passes"]["tuned"].values())) for ex in examples] \
             if rules is not None and "compliance" in scores["tuned"] else None
-        gate = decide(task, scores, forgetting, margin=margin, pairs=pairs)
+        gate = decide(task, scores, forgetting, margin=margin, baseline=against, pairs=pairs)
+    entries: dict[str, dict[str, Any]] = {s: {"metrics": scores[s]} for s in systems}
+    for s in local:
+        entries[s]["usage"] = usage_record(*_local_tokens(caches[s], prompts[s], outputs[s], token_count))
+    for name, items in asked.items():
+        entries[name]["usage"] = usage_record(
+            [(it["prompt_tokens"], it["completion_tokens"]) if "text" in it else None for it in items],
+            {it["usage"] for it in items if "text" in it})
+        entries[name]["endpoint"] = endpoint_record(endpoints[name], items)
+        if entries[name]["endpoint"]["summary"]:
+            console.print(f"[yellow]{escape(entries[name]['endpoint']['summary'])}[/]")
     results = {
         "task": task,
-        "title": f"{info.name or run.path.name}: base vs prompted vs tuned",
+        "title": f"{info.name or run.path.name}: {' vs '.join(systems)}",
         "test": {"path": str(test_path), "sha256": test_sha, "n": len(tests)},
         "rules": rules_path,
         "few_shot": ev.few_shot,
-        "systems": {s: {"metrics": scores[s]} for s in systems},
+        "systems": entries,
         "examples": examples,
         "regression": forgetting,
         "lm_eval": lm.summary() if lm else None,
@@ -304,6 +350,17 @@ def evaluate_run(
     }
     run.write_results(EvalResults.model_validate(results))
     return results
+
+
+def _local_tokens(cache: Path, prompts: list[list[dict[str, str]]], outputs: list[str],
+                  count: Callable[[list[dict[str, str]], str], tuple[int, int]]) -> tuple[list[Any], set[str]]:
+    """(prompt, completion) tokens per request of a local system as generation counted them, and their source;
+    generations cached before counts were kept are counted from their text ("estimated": the special tokens
+    and whitespace the decoded answer dropped are missing)."""
+    kept = cache.with_suffix(".tokens.json")
+    if kept.is_file():
+        return [tuple(c) for c in json.loads(kept.read_text(encoding="utf-8"))], {"tokenizer"}
+    return [count(m, o) for m, o in zip(prompts, outputs)], {"estimated"}
 
 
 def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:

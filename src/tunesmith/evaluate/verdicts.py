@@ -61,7 +61,7 @@ class RegressionResult(_Loose):
 
 
 class TaskRow(_Loose):
-    """Tuned vs the prompted baseline on the task's primary metric."""
+    """Tuned vs the baseline (prompted, or the system eval.gate_against names) on the task's primary metric."""
 
     delta: float = Field(description="candidate - baseline on the primary metric.")
     margin: float = Field(description="How much the candidate must beat the baseline by.")

@@ -150,22 +150,40 @@ _PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp")
 
 @app.command()
 def breakeven(
-    overhead_tokens: int = typer.Option(..., min=0, help="Prompt tokens per request that fine-tuning removes (instructions, few-shot examples)."),
-    price_in: float = typer.Option(..., min=0, help="USD per million input tokens of the prompted model."),
+    overhead_tokens: Optional[int] = typer.Option(None, min=0, help="Prompt tokens per request that fine-tuning removes (instructions, few-shot examples)."),
+    from_eval: Optional[Path] = typer.Option(None, "--from-eval", help="...or a run directory: the tokens per request its evaluation measured, for each endpoint system vs tuned."),
+    price_in: float = typer.Option(..., min=0, help="USD per million input tokens of the prompted model (of the endpoint, with --from-eval)."),
+    price_out: Optional[float] = typer.Option(None, min=0, help="USD per million output tokens of the endpoint (--from-eval)."),
     training_cost: float = typer.Option(..., min=0, help="One-off cost of the fine-tune, USD (see `tunesmith plan cost`)."),
-    ft_cost_per_request: Optional[float] = typer.Option(None, min=0, help="Remaining prompt cost per request of the fine-tuned model, USD."),
+    ft_cost_per_request: Optional[float] = typer.Option(None, min=0, help="Remaining prompt cost per request of the fine-tuned model, USD (with --from-eval: its whole serving cost per request, e.g. GPU $/h / requests per hour)."),
     ft_prompt_tokens: Optional[int] = typer.Option(None, min=0, help="...or its remaining prompt tokens per request."),
     ft_price_in: Optional[float] = typer.Option(None, min=0, help="USD per million input tokens of the fine-tuned model (default: --price-in)."),
+    ft_price_out: Optional[float] = typer.Option(None, min=0, help="USD per million output tokens of the fine-tuned model (--from-eval; default: --price-out)."),
+    system: Optional[list[str]] = typer.Option(None, "--system", help="Endpoint system to compare (--from-eval; repeatable; default: all)."),
     requests_per_day: Optional[float] = typer.Option(None, min=0, help="Traffic, to turn requests into days."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a cumulative-cost chart (PNG)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Per-request cost of prompting vs a fine-tune, and after how many requests (and days) the training pays back.
 
+    With --from-eval, the requests priced are those an evaluation measured: each endpoint system's mean prompt and
+    completion tokens at --price-in/--price-out against the tuned model's (at --ft-price-in/--ft-price-out, default
+    the same prices, or a fixed --ft-cost-per-request).
+
     Example: tunesmith plan breakeven --overhead-tokens 2300 --price-in 5 --ft-cost-per-request 0.00015 --training-cost 50 --requests-per-day 1000
+
+    Example: tunesmith plan breakeven --from-eval runs/legal-bot --price-in 2.5 --price-out 10 --training-cost 40 --requests-per-day 5000
     """
     require_finite(price_in=price_in, training_cost=training_cost, ft_cost_per_request=ft_cost_per_request,
-            ft_price_in=ft_price_in, requests_per_day=requests_per_day)
+            ft_price_in=ft_price_in, requests_per_day=requests_per_day, price_out=price_out, ft_price_out=ft_price_out)
+    if (overhead_tokens is None) == (from_eval is None):
+        fail("give exactly one of --overhead-tokens or --from-eval RUN_DIR")
+    if from_eval is not None:
+        _breakeven_from_eval(from_eval, price_in, price_out, training_cost, ft_cost_per_request, ft_prompt_tokens,
+                             ft_price_in, ft_price_out, requests_per_day, system, plot, as_json)
+        return
+    if price_out is not None or ft_price_out is not None or system:
+        fail("--price-out, --ft-price-out and --system only apply together with --from-eval")
     if (ft_cost_per_request is None) == (ft_prompt_tokens is None):
         fail("give exactly one of --ft-cost-per-request or --ft-prompt-tokens (with optional --ft-price-in)")
     if ft_price_in is not None and ft_prompt_tokens is None:
@@ -176,6 +194,7 @@ def breakeven(
         fail(f"--plot {plot}: is a directory; give a file name such as {plot / 'breakeven.png'}")
     if plot is not None and plot.suffix and plot.suffix.lower() not in _PLOT_FORMATS:
         fail(f"--plot {plot}: use one of {', '.join(_PLOT_FORMATS)}")
+    assert overhead_tokens is not None
     prompt_cost = be.per_request_cost(overhead_tokens, price_in)
     ft_cost = ft_cost_per_request if ft_cost_per_request is not None else be.per_request_cost(ft_prompt_tokens or 0, price_in if ft_price_in is None else ft_price_in)
     result = be.breakeven(prompt_cost, ft_cost, training_cost, requests_per_day)
@@ -187,6 +206,61 @@ def breakeven(
             fail(f"--plot {plot}: cannot write ({exc.strerror or exc})")
         payload["plot"] = str(plot)
     emit(payload, as_json, lambda: _print_breakeven(result, overhead_tokens, price_in, plot))
+
+
+def _breakeven_from_eval(run_dir: Path, price_in: float, price_out: float | None, training_cost: float,
+                         ft_cost_per_request: float | None, ft_prompt_tokens: int | None, ft_price_in: float | None,
+                         ft_price_out: float | None, requests_per_day: float | None, systems: list[str] | None,
+                         plot: Path | None, as_json: bool) -> None:
+    if price_out is None:
+        fail("--from-eval needs --price-out too: an endpoint request pays for its completion tokens")
+    if ft_prompt_tokens is not None:
+        fail("--ft-prompt-tokens does not apply with --from-eval: the tuned model's tokens are the measured ones")
+    if ft_cost_per_request is not None and (ft_price_in is not None or ft_price_out is not None):
+        fail("give --ft-cost-per-request or --ft-price-in/--ft-price-out, not both")
+    if requests_per_day == 0:
+        fail("--requests-per-day must be positive")
+    if plot is not None:
+        fail("--plot draws one comparison; with --from-eval use --json and plot the numbers")
+    with user_errors():
+        result = be.from_eval(run_dir, price_in=price_in, price_out=price_out, training_cost=training_cost,
+                              ft_cost_per_request=ft_cost_per_request, ft_price_in=ft_price_in,
+                              ft_price_out=ft_price_out, requests_per_day=requests_per_day, systems=systems)
+    emit(result, as_json, lambda: _print_from_eval(result))
+
+
+def _print_from_eval(result: dict[str, Any]) -> None:
+    tuned = result["tuned"]
+    table = Table(title="Break-even from measured tokens per request")
+    for col in ("system", "prompt tok", "answer tok", "$/request", "saving"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+
+    def tokens(row: dict[str, Any], key: str) -> str:
+        return "—" if row.get(key) is None else f"{row[key]:,.1f}" + "*" * (row.get("source") == "estimated")
+
+    table.add_row("tuned", tokens(tuned, "mean_prompt_tokens"), tokens(tuned, "mean_completion_tokens"),
+                  _money(tuned["cost_per_request"]), "")
+    for name, row in result["systems"].items():
+        table.add_row(escape(name), tokens(row, "mean_prompt_tokens"), tokens(row, "mean_completion_tokens"),
+                      _money(row["prompt_cost_per_request"]), _money(row["saving_per_request"]))
+    out.print(table)
+    p = result["prices"]
+    out.print(f"from {escape(result['results'])}: endpoint at ${p['price_in']:g}/M in, ${p['price_out']:g}/M out; "
+              f"training ${result['training_cost']:,.2f}", soft_wrap=True)
+    for name, row in result["systems"].items():
+        if row["never_breaks_even"]:
+            out.print(f"{escape(name)}: [bold red]never[/] breaks even: tuned costs as much or more per request")
+            continue
+        days = "" if row["breakeven_days"] is None else \
+            f" ({row['breakeven_days']:,.1f} days at {row['requests_per_day']:,.6g} requests/day)"
+        out.print(f"{escape(name)}: break-even after [bold]{row['breakeven_requests']:,.0f}[/] requests{days}")
+    for name, why in result["skipped"].items():
+        out.print(f"[yellow]skipped:[/] {escape(name)} {escape(why)}", soft_wrap=True)
+    if any(r.get("source") == "estimated" for r in [tuned, *result["systems"].values()]):
+        out.print("* estimated: the endpoint sent no usage; counted with the run's tokenizer")
+    for name, row in result["systems"].items():
+        if row["failed"]:
+            out.print(f"[yellow]note:[/] {escape(name)}: {row['failed']} failed requests are not in its means")
 
 
 def _print_breakeven(result: be.Breakeven, overhead_tokens: int, price_in: float, plot: Path | None) -> None:

@@ -164,6 +164,21 @@ def _json_script(data: Any) -> Markup:
     return Markup(json.dumps(data, separators=(",", ":")).replace("<", "\\u003c"))
 
 
+def usage_rows(results: EvalResults) -> tuple[list[dict[str, Any]], list[str]]:
+    """Tokens per request of each system that recorded them, and what endpoints failed to answer."""
+    rows, failures = [], []
+    for name, entry in results.systems.items():
+        u, ep = entry.usage, entry.endpoint
+        if u is None or not u.requests:
+            continue
+        rows.append({"system": name, "where": f"{ep.model} at {ep.url}" if ep else "local", "requests": u.requests,
+                     "prompt": u.mean_prompt_tokens, "completion": u.mean_completion_tokens,
+                     "source": u.source or "–", "failed": f"{ep.failed} of {ep.requests}" if ep else "–"})
+        if ep and ep.summary:
+            failures.append(ep.summary)
+    return rows, failures
+
+
 def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | None = None,
             static: bool = False) -> dict[str, Any]:
     systems = {name: system_metrics(entry.model_dump()) for name, entry in results.systems.items()}
@@ -179,6 +194,7 @@ def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | Non
         shown, selections = [filters.system] if filters.system else names, None
     judge = (results.model_extra or {}).get("judge")
     with_fields, fields = field_rows(systems)
+    usage, usage_failures = usage_rows(results)
     return {
         "results": results,
         "static": static,
@@ -189,6 +205,8 @@ def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | Non
         "field_systems": with_fields,
         "field_rows": fields,
         "judge": judge if isinstance(judge, dict) and judge else None,
+        "usage": usage,
+        "usage_failures": usage_failures,
         "loss": loss_chart(results.loss_curve),
         "regression": regression_view(results.regression),
         "filters": filters,
