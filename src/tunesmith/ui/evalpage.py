@@ -169,11 +169,12 @@ def usage_rows(results: EvalResults) -> tuple[list[dict[str, Any]], list[str]]:
     rows, failures = [], []
     for name, entry in results.systems.items():
         u, ep = entry.usage, entry.endpoint
-        if u is None or not u.requests:
+        if ep is None and (u is None or not u.requests):  # an endpoint that answered nothing still has a row
             continue
-        rows.append({"system": name, "where": f"{ep.model} at {ep.url}" if ep else "local", "requests": u.requests,
-                     "prompt": u.mean_prompt_tokens, "completion": u.mean_completion_tokens,
-                     "source": u.source or "–", "failed": f"{ep.failed} of {ep.requests}" if ep else "–"})
+        rows.append({"system": name, "where": f"{ep.model} at {ep.url}" if ep else "local",
+                     "requests": u.requests if u else 0, "prompt": u.mean_prompt_tokens if u else None,
+                     "completion": u.mean_completion_tokens if u else None, "source": (u.source if u else None) or "–",
+                     "failed": f"{ep.failed} of {ep.requests}" if ep else "–"})
         if ep and ep.summary:
             failures.append(ep.summary)
     return rows, failures
