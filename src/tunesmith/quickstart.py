@@ -76,6 +76,7 @@ def run_quickstart(
     from tunesmith.data.check import check
     from tunesmith.data.clean import clean, write_clean
     from tunesmith.data.split import write_split
+    from tunesmith.evaluate.notes import eval_notes
     from tunesmith.evaluate.runner import evaluate_run
     from tunesmith.models import resolve_model
     from tunesmith.report.eval_report import render_eval_report
@@ -152,6 +153,10 @@ def run_quickstart(
         "gate": results["gate"],
         "torch_threads": threads,
         "lost_items": [c for c in (results["regression"] or {}).get("changed", []) if c["change"] == "lost"],
+        "base_model_kind": results["base_model_kind"],
+        "stops": results["stops"],
+        "regression": _regression_rates(results["regression"]),
+        "notes": eval_notes(results),
         # where the time went: stages here, and inside eval each system's generation and the suite
         "seconds": {k: round(v, 1) for k, v in seconds.items()} | {
             f"eval.{k}": v for k, v in results["timings"].items()},
@@ -159,6 +164,15 @@ def run_quickstart(
         "report": str((out / "report.html").resolve()),
     }
     return summary
+
+
+def _regression_rates(reg: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The suite's pass rates, base and tuned, overall and per category (every other number is in results.json)."""
+    if not reg:
+        return None
+    rows = {"overall": reg["overall"]} | reg["by_category"]
+    return {name: {"base": round(r["base"], 4), "tuned": round(r["tuned"], 4), "n": r["n"], "verdict": r["verdict"]}
+            for name, r in rows.items()}
 
 
 def _write_replay(config: dict[str, Any], path: Path, console: Console, show_progress: bool) -> None:
@@ -203,6 +217,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     for reason in gate.get("reasons", []):
         tone = "green" if reason.startswith("ok") else "red" if reason.startswith("FAIL") else "yellow"
         console.print(f"  [{tone}]{escape(reason)}[/]")
+    for note in summary.get("notes", []):
+        console.print(f"  [yellow]note:[/] {escape(note)}")
     lost = summary.get("lost_items", [])
     if gate.get("regression_flagged"):
         console.print(f"  [yellow]forgetting:[/] the tuned model lost {len(lost)} suite items the base passed, e.g.:")

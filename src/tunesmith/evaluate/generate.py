@@ -1,7 +1,8 @@
 """Batched greedy generation: left padding, KV cache, prompts sorted by length to waste little padding.
 
 A per-conversation `max_new_tokens` keeps short answers from paying for long ones: batches never mix
-limits, and each batch stops as soon as every row in it has produced a stop token."""
+limits, and each batch stops as soon as every row in it has produced a stop token. `generate_ends` also
+says which answers ended on a stop token: a pretrained base model's answers run to the limit instead."""
 
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def generate(
 ) -> list[str]:
     """One answer per conversation (the chat template's generation prompt appended), in input order;
     `max_new_tokens`: one limit for all, or one per conversation."""
+    return generate_ends(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         label=label, console=console, show_progress=show_progress)[0]
+
+
+def generate_ends(
+    model,
+    tokenizer,
+    conversations: Sequence[list[dict[str, str]]],
+    *,
+    max_new_tokens: int | Sequence[int] = 256,
+    batch_size: int = 16,
+    label: str = "generate",
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> tuple[list[str], list[bool]]:
+    """`generate`'s answers, and for each whether it ended on a stop token (False: it ran to its token limit)."""
     import torch
 
     from tunesmith.models import stop_token_ids
@@ -66,6 +83,7 @@ def generate(
         else:
             batches.append([i])
     outputs: list[str] = [""] * len(texts)
+    stopped: list[bool] = [False] * len(texts)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) or None
@@ -84,11 +102,14 @@ def generate(
                     pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
                 )
             for row, i in zip(out, idx):
-                outputs[i] = tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                new = row[enc["input_ids"].shape[1]:]
+                outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+                # padding follows only a row's own stop token, so a row without one ran to the limit
+                stopped[i] = bool(stop_ids) and any(int(t) in stop_ids for t in new)
             if progress:
                 progress.update(task, advance=len(idx))
     finally:
         tokenizer.padding_side = side
         if progress:
             progress.stop()
-    return outputs
+    return outputs, stopped

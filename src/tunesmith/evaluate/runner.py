@@ -133,7 +133,7 @@ def evaluate_run(
     import torch
     from peft import PeftModel
 
-    from tunesmith.evaluate.generate import generate
+    from tunesmith.evaluate.generate import generate_ends
     from tunesmith.models import load_model, load_tokenizer
 
     console = console or Console(stderr=True)
@@ -180,13 +180,14 @@ def evaluate_run(
     template = _template_text(own, cfg.data.chat_template)
     limit = _token_limit(own, tests, ev.max_new_tokens, cfg.trust_remote_code)
     outputs: dict[str, list[str]] = {}
+    stopped: dict[str, list[bool] | None] = {}  # per answer: ended on a stop token (None: cached before it was kept)
     caches: dict[str, Path] = {}
     for system in systems:
         key = _cache_key(system, test_sha, limit, len(tests), system_prompts(tests, system, shots),
                          tuned_sha if system == "tuned" else info.base_model, template)
         caches[system] = gen_dir / f"{system}-{key}.json"
         if caches[system].is_file():
-            outputs[system] = json.loads(caches[system].read_text(encoding="utf-8"))
+            outputs[system], stopped[system] = _read_generations(caches[system])
             console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
     wants_regression = (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems)
     suite_answers: dict[str, dict[str, str]] = {}
@@ -226,10 +227,12 @@ def evaluate_run(
                 continue
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                outputs[system] = generate(gen_model, tokenizer, system_prompts(tests, system, shots),
-                                           max_new_tokens=limit, batch_size=ev.batch_size,
-                                           label=f"generate {system:<8}", console=console, show_progress=show_progress)
-            caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+                outputs[system], stopped[system] = generate_ends(
+                    gen_model, tokenizer, system_prompts(tests, system, shots), max_new_tokens=limit,
+                    batch_size=ev.batch_size, label=f"generate {system:<8}", console=console,
+                    show_progress=show_progress)
+            caches[system].write_text(json.dumps({"outputs": outputs[system], "stopped": stopped[system]},
+                                                 ensure_ascii=False), encoding="utf-8")
             timings[f"generate.{system}"] = time.time() - t
         for system in suite_caches:
             if system in suite_answers:
@@ -276,11 +279,24 @@ def evaluate_run(
         "examples": examples,
         "regression": forgetting,
         "gate": gate,
+        "model": info.model_spec,
+        "base_model_kind": info.base_model_kind,
+        "stops": {s: {"n": len(v), "ran_to_limit": v.count(False), "limit": limit}
+                  for s, v in stopped.items() if v is not None},
         "loss_curve": run.read_metrics(),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     run.write_results(EvalResults.model_validate(results))
     return results
+
+
+def _read_generations(path: Path) -> tuple[list[str], list[bool] | None]:
+    """A system's cached answers and whether each ended on a stop token; a cache written before the endings
+    were kept is a bare list of answers (endings unknown)."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(raw, list):
+        return raw, None
+    return raw["outputs"], raw["stopped"]
 
 
 def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:

@@ -364,7 +364,10 @@ def render_eval_report(results: dict[str, Any], path: str | Path, max_examples: 
     for ex in results.get("examples") or []:
         for name in ex.get("outputs", {}):
             colors.setdefault(name, "#999999")
-    parts = []
+    from tunesmith.evaluate.notes import eval_notes
+
+    notes = eval_notes(results)  # a pretrained base whose baselines never stop; a suite with little to lose
+    parts = [f'<p class="banner warn" id="model-notes">note: {esc("; ".join(notes))}</p>'] if notes else []
     if results.get("gate"):
         parts.append(_gate_section(results["gate"], results.get("regression"),
                                    (results.get("test") or {}).get("n") or len(results.get("examples") or []) or None))

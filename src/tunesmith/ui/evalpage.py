@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunesmith.evaluate.gate import metric_value
+from tunesmith.evaluate.notes import eval_notes
 from tunesmith.report.eval_report import SCALARS, _metrics
 from tunesmith.rules import RuleSet
 from tunesmith.rundir import EvalResults
@@ -70,6 +71,7 @@ def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | Non
         if results.gate else None,
         **metric_tables(systems),
         "regression": regression_view(results.regression),
+        "notes": eval_notes(results),
         "filters": filters,
         "rules": rules,
         "examples": [ex_mod.view(e, shown, ruleset) for e in page],
