@@ -50,6 +50,20 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     "train": {**FORGETTING_CONFIG["train"], "max_steps": 48, "eval_every": None},
 }
 DEMO_EXAMPLES = 240
+# What differs for one embedded model, laid over either recipe above (then `settings` over that).
+# gemma3-270m is the pretrained base: its own answers to the replay prompts never stop (each runs to the token
+# limit through a 262k-token output layer: measured over 13 minutes on a busy 2-core CPU before it was stopped),
+# so replay would mix truncated continuations into training, and the suite shows it has little to lose.
+MODEL_RECIPES: dict[str, dict[str, Any]] = {
+    "gemma3-270m": {"data": {"mix": []}},
+}
+
+
+def model_recipe(model: str | None) -> dict[str, Any]:
+    """The changes MODEL_RECIPES makes for `model` (an embedded model's name; {} for anything else)."""
+    from tunesmith.models import embedded_name
+
+    return MODEL_RECIPES.get(embedded_name(model or "") or "", {})
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +103,8 @@ def run_quickstart(
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     console.rule("[bold]1. data")
-    config = _merge(FORGETTING_CONFIG if show_forgetting else QUICKSTART_CONFIG, settings or {})
+    recipe = _merge(FORGETTING_CONFIG if show_forgetting else QUICKSTART_CONFIG, model_recipe(model))
+    config = _merge(recipe, settings or {})
     if model:  # config.yaml is written into `out`: a relative path would be read from there
         config["model"] = str(Path(model).resolve()) if Path(model).exists() else model
     replay = bool(config["data"].get("mix"))
