@@ -53,7 +53,7 @@ DEMO_EXAMPLES = 240
 # What differs for one embedded model, laid over either recipe above (then `settings` over that).
 # gemma3-270m is the pretrained base: its own answers to the replay prompts never stop (each runs to the token
 # limit through a 262k-token output layer: measured over 13 minutes on a busy 2-core CPU before it was stopped),
-# so replay would mix truncated continuations into training, and the suite shows it has little to lose.
+# so replay would cost most of the run and mix truncated continuations into training.
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
     "gemma3-270m": {"data": {"mix": []}},
 }
