@@ -6,7 +6,8 @@
 - `tuned`: the base model with the run's adapter (merged into the weights while it generates).
 
 One base model is loaded; the adapter is merged for `tuned` and unmerged afterwards.
-Generations are cached per system under eval/generations/, keyed by the test file's hash and
+Generations are cached per system under eval/generations/ (each answer with whether it ended on a stop token:
+results.json `stops` counts those that ran to the limit), keyed by the test file's hash and
 the generation settings, so re-scoring never regenerates; the regression suite's answers likewise,
 keyed by the suite's hash, the model (adapter hash) and the chat template.
 
