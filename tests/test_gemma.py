@@ -81,6 +81,10 @@ def test_gemma3_270m_trains_evaluates_and_merges_with_parity(gemma, tmp_path):
     results = evaluate_run(result.run_dir, console=console, show_progress=False)
     assert set(results["systems"]) == {"base", "tuned"} and len(results["examples"]) == 2
     assert all(ex["outputs"]["tuned"].strip() for ex in results["examples"])
+    from tunesmith.evaluate.notes import eval_notes
+
+    assert results["base_model_kind"] == "pretrained" and results["stops"]["base"]["n"] == 2
+    assert eval_notes(results)[0].startswith("gemma3-270m is a pretrained base model: its baselines ")
 
     reg = Registry(tmp_path / "registry.db")
     version = reg.add(result.run_dir, "gemma")

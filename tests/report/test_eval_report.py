@@ -185,3 +185,18 @@ def test_prose_answers_are_summed_up_not_one_class_each_in_the_report(tmp_path):
     # the chart draws the real classes only, each bar labelled with its value
     chart = per_class[per_class.index("<svg"):]
     assert chart.count("<rect") == 2 + 3 * 2 and ">0.889</text>" in chart and "other answers" not in chart
+
+
+def test_a_pretrained_base_that_never_stops_gets_one_note_at_the_top(tmp_path):
+    from tunesmith.report.eval_report import render_eval_report
+
+    results = {"task": "compliance", "model": "gemma3-270m", "base_model_kind": "pretrained",
+               "systems": {"base": {"metrics": {"compliance": {"all": 0.0}}}},
+               "stops": {"base": {"n": 3, "ran_to_limit": 3, "limit": 8}}}
+    html = render_eval_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert html.count('id="model-notes"') == 1
+    assert ('<p class="banner warn" id="model-notes">note: gemma3-270m is a pretrained base model: its baselines '
+            'never stop (3/3 ran to the 8-token limit)</p>') in html
+    results["base_model_kind"] = "instruct"
+    results["stops"]["base"]["ran_to_limit"] = 1
+    assert 'id="model-notes"' not in render_eval_report(results, tmp_path / "r2.html").read_text(encoding="utf-8")

@@ -289,8 +289,11 @@ def run(
     decision = results.get("gate")
     if gate and decision is not None:
         (run_dir / "eval" / "gate.json").write_text(json.dumps(decision, indent=2))
+    from tunesmith.evaluate.notes import eval_notes
+
+    notes = eval_notes(results)
     summary = {s: v["metrics"] for s, v in results["systems"].items()} | {
-        "task": results["task"], "gate": decision, "regression": results.get("regression"),
+        "task": results["task"], "gate": decision, "regression": results.get("regression"), "notes": notes,
         "judge": {s: {k: v for k, v in j.items() if k != "items"} for s, j in results["judge"].items()}
         if results.get("judge") else None, "report": str(report), "run_dir": str(run_dir),
         "usage": {s: v.get("usage") for s, v in results["systems"].items()},
@@ -300,6 +303,8 @@ def run(
     else:
         _print_comparison(results)
         _err.print(f"report: {report}")
+    for note in notes:
+        _err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if decision is not None:  # the verdict is always shown; --gate only turns it into the exit code
         _print_verdict(decision)
     if gate and not decision["passed"]:

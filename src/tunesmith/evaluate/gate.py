@@ -38,6 +38,9 @@ ALPHA = stats.ALPHA
 POWER = stats.POWER
 REGRESSION_THRESHOLD = 0.05
 CATEGORY_THRESHOLD = 0.15
+# A drop can be no larger than what the base passed: below this base pass rate the suite's PASS is said to
+# carry little weight (a pretrained base that never stops fails most generated items before any tuning).
+LITTLE_TO_LOSE = 0.25
 
 # Compliance-style tasks are judged on the share of outputs passing every rule, since
 # format is what fine-tuning is bought for there; generation falls back to ROUGE-L when
@@ -105,6 +108,17 @@ def _drop_reason(name: str, row: dict[str, Any]) -> str:
             f"{row['threshold'] * 100:.1f}-point threshold")
 
 
+def little_to_lose(regression: dict[str, Any]) -> str | None:
+    """The caveat on a suite the base model mostly fails (None when it passes at least LITTLE_TO_LOSE of it).
+    It never changes a verdict: it says how little a regression PASS (or a small drop) means here."""
+    base = regression["overall"]["base"]
+    if base >= LITTLE_TO_LOSE:
+        return None
+    low = [f"{cat} {row['base']:.0%}" for cat, row in regression["by_category"].items() if row["base"] < LITTLE_TO_LOSE]
+    return (f"the regression suite has little to lose: the base model passes {base:.0%} of it"
+            + (f" ({', '.join(low)})" if low else "") + ", so its verdict cannot show that general ability was kept")
+
+
 def _task_row(cand: float, base: float, margin: float, pairs: list[tuple[bool, bool]] | None) -> dict[str, Any]:
     delta = round(cand - base, 9)
     row: dict[str, Any] = {"delta": delta, "margin": margin}
@@ -138,7 +152,7 @@ def decide(
     Returns {"verdict": "PASS" | "FAIL" | "inconclusive", "passed" (verdict is PASS), "reasons",
     "primary_metric", "candidate", "baseline", "margin", "candidate_value", "baseline_value", "delta",
     "task": _task_row (delta, interval, better/worse counts, verdict), "regression_verdict",
-    "regression_flagged", "regression_inconclusive"}.
+    "regression_flagged", "regression_inconclusive", "caveats" (what the verdict cannot show: little_to_lose)}.
     """
     for name in (candidate, baseline):
         if name not in systems:
@@ -166,6 +180,8 @@ def decide(
         rows = regression["by_category"] | {"overall": regression["overall"]}
         reasons += [_drop_reason(name, r) for name, r in rows.items()]
         verdicts.append(regression["verdict"])
+    caveats = [c for c in [regression and little_to_lose(regression)] if c]
+    reasons += [f"caveat: {c}" for c in caveats]
     verdict = "FAIL" if "FAIL" in verdicts else "inconclusive" if "inconclusive" in verdicts else "PASS"
     return {
         "verdict": verdict,
@@ -182,4 +198,5 @@ def decide(
         "regression_verdict": regression["verdict"] if regression else None,
         "regression_flagged": list(regression["flagged"]) if regression else [],
         "regression_inconclusive": list(regression["inconclusive"]) if regression else [],
+        "caveats": caveats,
     }

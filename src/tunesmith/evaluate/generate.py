@@ -1,7 +1,8 @@
 """Batched greedy generation: left padding, KV cache, prompts sorted by length to waste little padding.
 
 A per-conversation `max_new_tokens` keeps short answers from paying for long ones: batches never mix
-limits, and each batch stops as soon as every row in it has produced a stop token."""
+limits, and each batch stops as soon as every row in it has produced a stop token. `generate_counted` also
+counts tokens and says which answers ended on a stop token: a pretrained base model's answers run to the limit instead."""
 
 from __future__ import annotations
 
@@ -63,10 +64,11 @@ def generate_counted(
     label: str = "generate",
     console: Console | None = None,
     show_progress: bool = True,
-) -> tuple[list[str], list[tuple[int, int]]]:
-    """`generate`'s answers, and (prompt, completion) tokens per conversation as the model saw and produced
+) -> tuple[list[str], list[tuple[int, int]], list[bool]]:
+    """`generate`'s answers; (prompt, completion) tokens per conversation as the model saw and produced
     them: the completion up to and including its stop token (what an API's `usage` counts), special tokens
-    and whitespace that the decoded answer drops included."""
+    and whitespace that the decoded answer drops included; and whether each ended on a stop token (False:
+    it ran to its token limit)."""
     import torch
 
     from tunesmith.models import stop_token_ids
@@ -85,6 +87,7 @@ def generate_counted(
             batches.append([i])
     outputs: list[str] = [""] * len(texts)
     counts: list[tuple[int, int]] = [(n, 0) for n in lengths]
+    stopped: list[bool] = [False] * len(texts)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) or None
@@ -107,10 +110,12 @@ def generate_counted(
                 outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
                 stop = next((k for k, t in enumerate(new) if t in (stop_ids or ())), None)
                 counts[i] = (lengths[i], len(new) if stop is None else stop + 1)
+                # padding follows only a row's own stop token, so a row without one ran to the limit
+                stopped[i] = stop is not None
             if progress:
                 progress.update(task, advance=len(idx))
     finally:
         tokenizer.padding_side = side
         if progress:
             progress.stop()
-    return outputs, counts
+    return outputs, counts, stopped

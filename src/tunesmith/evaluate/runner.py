@@ -8,7 +8,8 @@
   hosted model, say. The gate compares tuned with `prompted` or with any of them (eval.gate_against).
 
 One base model is loaded; the adapter is merged for `tuned` and unmerged afterwards.
-Generations are cached per system under eval/generations/, keyed by the test file's hash and
+Generations are cached per system under eval/generations/ (each answer with whether it ended on a stop token:
+results.json `stops` counts those that ran to the limit), keyed by the test file's hash and
 the generation settings, so re-scoring never regenerates; the regression suite's answers likewise,
 keyed by the suite's hash, the model (adapter hash) and the chat template; eval.lm_eval's task results
 (tunesmith.evaluate.lm_eval_backend) by each task's content, the model and the tokenizer.
@@ -197,13 +198,14 @@ def evaluate_run(
     template = _template_text(own, cfg.data.chat_template)
     limit = _token_limit(own, tests, ev.max_new_tokens, cfg.trust_remote_code)
     outputs: dict[str, list[str]] = {}
+    stopped: dict[str, list[bool] | None] = {}  # per answer: ended on a stop token (None: cached before it was kept)
     caches: dict[str, Path] = {}
     for system in local:
         key = _cache_key(system, test_sha, limit, len(tests), prompts[system],
                          tuned_sha if system == "tuned" else info.base_model, template)
         caches[system] = gen_dir / f"{system}-{key}.json"
         if caches[system].is_file():
-            outputs[system] = json.loads(caches[system].read_text(encoding="utf-8"))
+            outputs[system], stopped[system] = _read_generations(caches[system])
             console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
     wants_regression = (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems)
     suite_answers: dict[str, dict[str, str]] = {}
@@ -270,10 +272,11 @@ def evaluate_run(
                 continue
             t = time.time()
             with _as_system(model, tuned_model, system, can_merge) as gen_model, torch.inference_mode():
-                outputs[system], counted = generate_counted(
+                outputs[system], counted, stopped[system] = generate_counted(
                     gen_model, tokenizer(), prompts[system], max_new_tokens=limit, batch_size=ev.batch_size,
                     label=f"generate {system:<8}", console=console, show_progress=show_progress)
-            caches[system].write_text(json.dumps(outputs[system], ensure_ascii=False), encoding="utf-8")
+            caches[system].write_text(json.dumps({"outputs": outputs[system], "stopped": stopped[system]},
+                                                 ensure_ascii=False), encoding="utf-8")
             # beside the generations, so re-scoring from the cache loads no tokenizer to count them
             caches[system].with_suffix(".tokens.json").write_text(json.dumps(counted), encoding="utf-8")
             timings[f"generate.{system}"] = time.time() - t
@@ -345,6 +348,10 @@ def evaluate_run(
         "regression": forgetting,
         "lm_eval": lm.summary() if lm else None,
         "gate": gate,
+        "model": info.model_spec,
+        "base_model_kind": info.base_model_kind,
+        "stops": {s: {"n": len(v), "ran_to_limit": v.count(False), "limit": limit}
+                  for s, v in stopped.items() if v is not None},
         "loss_curve": run.read_metrics(),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
@@ -361,6 +368,15 @@ def _local_tokens(cache: Path, prompts: list[list[dict[str, str]]], outputs: lis
     if kept.is_file():
         return [tuple(c) for c in json.loads(kept.read_text(encoding="utf-8"))], {"tokenizer"}
     return [count(m, o) for m, o in zip(prompts, outputs)], {"estimated"}
+
+
+def _read_generations(path: Path) -> tuple[list[str], list[bool] | None]:
+    """A system's cached answers and whether each ended on a stop token; a cache written before the endings
+    were kept is a bare list of answers (endings unknown)."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(raw, list):
+        return raw, None
+    return raw["outputs"], raw["stopped"]
 
 
 def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:

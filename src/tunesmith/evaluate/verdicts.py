@@ -94,6 +94,8 @@ class GateResult(_Loose):
     regression_verdict: Verdict | None = Field(None, description="The suite's verdict; null when it was not run.")
     regression_flagged: list[str] = Field([], description="Suite rows that failed.")
     regression_inconclusive: list[str] = Field([], description="Suite rows without the power to decide.")
+    caveats: list[str] = Field([], description="What the verdict cannot show, e.g. a suite the base model mostly "
+                               "fails has little to lose (gate.little_to_lose); never changes the verdict.")
 
 
 class LmEvalTask(_Loose):

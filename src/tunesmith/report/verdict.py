@@ -78,7 +78,15 @@ def _plain(x: Any) -> Any:
 
 
 def verdict(gate: Any, regression: Any = None, n_test: int | None = None) -> Verdict:
-    gate, regression = _plain(gate), _plain(regression)
+    gate = _plain(gate)
+    v = _verdict(gate, _plain(regression), n_test)
+    caveats = [str(c) for c in gate.get("caveats") or []]  # what the verdict cannot show, said in the sentence
+    if caveats:
+        v.sentence += " — but " + "; ".join(caveats)
+    return v
+
+
+def _verdict(gate: dict[str, Any], regression: Any, n_test: int | None) -> Verdict:
     if isinstance(gate.get("checks"), list):
         return _generic(gate)
     metric = str(gate.get("primary_metric", "primary metric")).removesuffix(".all")

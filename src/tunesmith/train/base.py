@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tunesmith.models import ModelError, resolve_model
+from tunesmith.models import ModelError, resolve_model, resolve_tokenizer
 from tunesmith.rundir import RunDir, RunInfo
 
 MERGED = "merged"
@@ -32,9 +32,12 @@ def _run_info(run: Path) -> RunInfo:
 
 
 def tokenizer_dir(spec: str | Path) -> Path:
-    """Where the tokenizer of a model setting lives, without merging anything (for `data render`)."""
+    """Where the tokenizer of a model setting lives, without merging anything (for `data render`, `plan cost`,
+    `data check --config`). A .gguf file gives its tokenizer alone (models.resolve_tokenizer): the very files its
+    converted model carries, without dequantizing the weights only to count tokens."""
     if not is_run_dir(spec):
-        return resolve_model(spec)
+        p = Path(spec).expanduser()
+        return resolve_tokenizer(p, "`model:`") if p.suffix.lower() == ".gguf" and p.is_file() else resolve_model(spec)
     run = Path(spec).expanduser()
     for sub in ("model", MERGED, "adapter"):
         if (run / sub / "tokenizer_config.json").is_file():

@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from tunesmith.evaluate.gate import metric_value
 from tunesmith.report.verdict import verdict
+from tunesmith.evaluate.notes import eval_notes
 from tunesmith.rules import RuleSet
 from tunesmith.rundir import EvalResults
 from tunesmith.ui import examples as ex_mod
@@ -210,6 +211,7 @@ def context(results: EvalResults, params: dict[str, str], ruleset: RuleSet | Non
         "usage_failures": usage_failures,
         "loss": loss_chart(results.loss_curve),
         "regression": regression_view(results.regression),
+        "notes": eval_notes(results),
         "filters": filters,
         "rules": rules,
         "examples": [ex_mod.view(e, shown, ruleset) for e in page],
