@@ -13,7 +13,8 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from tunesmith.deploy import gguf_export
+from tunesmith.deploy import gguf_export, gguf_reload
+from tunesmith.deploy import modelfile as mf
 from tunesmith.deploy.cli import export_app
 from tunesmith.deploy.merge import load_adapted, parity_prompts
 from tunesmith.deploy.registry import Registry
@@ -63,7 +64,7 @@ def test_merge_cli_writes_plain_transformers_model_with_parity(setup):
 def test_gguf_round_trip_within_tolerance(setup, qtype):
     v = setup["version"]
     path = gguf_export.export_gguf(v, setup["root"] / qtype / "legal.gguf", qtype)
-    report = gguf_export.verify_gguf(v, path, qtype).to_dict()
+    report = gguf_reload.verify_gguf(v, path, qtype).to_dict()
     assert report["passed"], report
     assert report["rel_logit_diff"] <= gguf_export.TOLERANCE[qtype]
     assert "tokenizer_mismatch" not in report and report["eos_matches"]
@@ -93,8 +94,8 @@ def test_gguf_round_trip_within_tolerance(setup, qtype):
         assert np.allclose(stored[1], hf_q[head // 2], atol=1e-3)  # row 1 of head 0 = first row of its 2nd half
         assert not np.allclose(stored, hf_q, atol=1e-3)
 
-    modelfile = gguf_export.modelfile_path(path).read_text()
-    assert gguf_export.modelfile_path(path).name == "legal.Modelfile"
+    modelfile = mf.modelfile_path(path).read_text()
+    assert mf.modelfile_path(path).name == "legal.Modelfile"
     assert modelfile.startswith("FROM ./legal.gguf\nTEMPLATE \"\"\"")
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and "<|im_start|>{{ .Role }}" in modelfile
 
@@ -126,7 +127,7 @@ def test_modelfile_renders_like_the_models_own_template_with_and_without_system(
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     if template == "default-system":
         tok.chat_template = SMOLLM_TEMPLATE
-    modelfile = gguf_export.modelfile_text("m.gguf", tok, system_prompt=None)
+    modelfile = mf.modelfile_text("m.gguf", tok, system_prompt=None)
     assert ("SYSTEM" in modelfile) == (template == "default-system")
     for messages in ([{"role": "user", "content": "What is a lease?"}],
                      [{"role": "system", "content": "Be formal."}, {"role": "user", "content": "Hi"},
@@ -139,8 +140,8 @@ def test_two_exports_into_one_folder_keep_their_own_modelfiles(setup):
     folder = setup["root"] / "both"
     f16 = gguf_export.export_gguf(setup["version"], folder / "legal.f16.gguf", "f16")
     q8 = gguf_export.export_gguf(setup["version"], folder / "legal.q8_0.gguf", "q8_0")
-    assert gguf_export.modelfile_path(f16).read_text().startswith("FROM ./legal.f16.gguf\n")
-    assert gguf_export.modelfile_path(q8).read_text().startswith("FROM ./legal.q8_0.gguf\n")
+    assert mf.modelfile_path(f16).read_text().startswith("FROM ./legal.f16.gguf\n")
+    assert mf.modelfile_path(q8).read_text().startswith("FROM ./legal.q8_0.gguf\n")
     assert not (folder / "Modelfile").exists()
 
 
@@ -166,7 +167,7 @@ def test_verify_catches_a_gguf_without_rotary_permutation(setup, monkeypatch):
 def test_verify_takes_the_weight_type_from_the_file(setup, tmp_path):
     v, db = setup["version"], str(setup["reg"].path)
     q8 = gguf_export.export_gguf(v, setup["root"] / "typed" / "legal.gguf", "q8_0")
-    assert gguf_export.gguf_type(q8) == "q8_0"
+    assert gguf_reload.gguf_type(q8) == "q8_0"
     res = _cli("verify", v.id, "--gguf", str(q8), "--registry", db, "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)["parity"][0]

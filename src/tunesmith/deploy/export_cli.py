@@ -119,13 +119,9 @@ def export_gguf_cmd(
 
     Example: tunesmith export gguf legal@prod -o legal.gguf --type q8_0
     """
-    from tunesmith.deploy.gguf_export import (
-        TOLERANCE,
-        ExportError,
-        export_gguf,
-        modelfile_path,
-        verify_gguf,
-    )
+    from tunesmith.deploy.gguf_export import TOLERANCE, ExportError, export_gguf
+    from tunesmith.deploy.gguf_reload import verify_gguf
+    from tunesmith.deploy.modelfile import modelfile_path
     from tunesmith.models import ModelError
 
     if type_ not in TOLERANCE:
@@ -165,12 +161,8 @@ def export_verify(
 
     Example: tunesmith export verify legal@prod --merged merged/legal --gguf legal.gguf
     """
-    from tunesmith.deploy.gguf_export import (
-        TOLERANCE,
-        ExportError,
-        gguf_type,
-        verify_gguf,
-    )
+    from tunesmith.deploy.gguf_export import TOLERANCE, ExportError
+    from tunesmith.deploy.gguf_reload import gguf_type, verify_gguf
     from tunesmith.deploy.merge import verify_merge
     from tunesmith.models import ModelError
 
