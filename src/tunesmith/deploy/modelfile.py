@@ -4,6 +4,7 @@ syntax, the system prompt Ollama adds when a request has none, and the stop toke
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 
@@ -62,3 +63,34 @@ def modelfile_text(gguf_name: str, tok, system_prompt: str | None) -> str:
         lines.append(f"PARAMETER stop {json.dumps(s)}")
     lines.append("PARAMETER temperature 0")
     return "\n".join(lines) + "\n"
+
+
+# Probe conversations a Modelfile must render exactly as the model's own template does: without a system turn
+# (Ollama then adds the Modelfile's SYSTEM) and with one, over several turns.
+PROBES = (
+    [{"role": "user", "content": "What is a lease?"}],
+    [{"role": "system", "content": "Be formal."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Good day."}, {"role": "user", "content": "Bye"}],
+)
+
+
+def render(text: str, messages: list[dict[str, str]]) -> str | None:
+    """What Ollama sends the model for `messages` under this Modelfile, for the Go-template constructs tunesmith
+    writes (a range over .Messages with .Role and .Content, then the generation prompt); None when the Modelfile
+    has no TEMPLATE or one using anything else. Ollama joins SYSTEM to a conversation without a system turn."""
+    template = re.search(r'^TEMPLATE """(.*?)"""', text, re.S | re.M)
+    if template is None:
+        return None
+    shape = re.fullmatch(r"\{\{- range \.Messages \}\}(.*)\{\{ end \}\}(.*)", template.group(1), re.S)
+    if shape is None or "{{" in shape.group(2) or re.search(r"\{\{(?! \.Role \}\}| \.Content \}\})", shape.group(1)):
+        return None
+    system = re.search(r'^SYSTEM """(.*?)"""', text, re.S | re.M)
+    if system and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": system.group(1)}, *messages]
+    body, tail = shape.groups()
+    return "".join(body.replace("{{ .Role }}", m["role"]).replace("{{ .Content }}", m["content"])
+                   for m in messages) + tail
+
+
+def stops(text: str) -> list[str]:
+    return [json.loads(m) for m in re.findall(r"^PARAMETER stop (.+)$", text, re.M)]
