@@ -266,6 +266,7 @@ def export_verify(
     reg = _open(registry)
     try:
         v = _resolve_version(reg, version)
+        v.check_files()  # every runtime needs the adapter: say which files are gone before loading anything
         cases = read_cases(prompts_file, n) if prompts_file else parity_cases(v, n)
     except (RegistryError, PromptsError) as e:
         _fail(str(e))
