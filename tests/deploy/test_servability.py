@@ -6,7 +6,6 @@ or stops differ from the model's own."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -29,7 +28,6 @@ def _embedding_run(root, base):
     run = make_run(root, base, "embeds", seed=5)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     cfg = LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["embed_tokens"], task_type="CAUSAL_LM")
-    shutil.rmtree(run / "adapter" / "adapter_model.safetensors", ignore_errors=True)
     get_peft_model(model, cfg).save_pretrained(str(run / "adapter"), safe_serialization=True)
     return run
 

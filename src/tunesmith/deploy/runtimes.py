@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -50,11 +48,6 @@ def missing(runtime: str, vllm_command: list[str] | None = None) -> str | None:
     if runtime == "vllm" and vllm_command is None and importlib.util.find_spec("vllm") is None:
         return f"vLLM is not installed in {sys.executable} and TUNESMITH_VLLM_COMMAND is unset: {INSTALL_HINT['vllm']}"
     return None
-
-
-def vllm_command_from_env() -> list[str] | None:
-    given = os.environ.get("TUNESMITH_VLLM_COMMAND")
-    return shlex.split(given) if given else None
 
 
 def reference(version: Version, prompts: list[list[int]], stops: list[int], max_new_tokens: int,
