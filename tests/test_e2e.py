@@ -191,7 +191,7 @@ def test_readme_pipeline_on_a_qwen2_base_without_a_template(tiny_model_dir, tmp_
 @pytest.mark.parametrize("eos", ["<|im_end|>", "<|endoftext|>"])
 def test_modelfile_ends_turns_as_the_run_trained(tiny_model_dir, eos):
     """A base model trained with data.chat_template: chatml ends each turn with its EOS, not <|im_end|>."""
-    from tunesmith.deploy.gguf_export import modelfile_text
+    from tunesmith.deploy.modelfile import modelfile_text
     from tunesmith.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir, chat=False)

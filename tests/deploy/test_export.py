@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import gguf
 import numpy as np
@@ -13,7 +12,8 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from tunesmith.deploy import gguf_export
+from tunesmith.deploy import gguf_export, gguf_reload
+from tunesmith.deploy import modelfile as mf
 from tunesmith.deploy.cli import export_app
 from tunesmith.deploy.merge import load_adapted, parity_prompts
 from tunesmith.deploy.registry import Registry
@@ -27,6 +27,16 @@ def setup(deploy_env, tmp_path_factory):
     version = reg.add(env.runs[0], "legal")
     reg.set_alias("legal@prod", version.id)
     return {"reg": reg, "version": version, "root": root}
+
+
+RELOAD = " (transformers reload: the fallback when llama.cpp is not installed)"
+
+
+def _without_llama_cpp(monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
 
 
 def _cli(*args):
@@ -63,7 +73,7 @@ def test_merge_cli_writes_plain_transformers_model_with_parity(setup):
 def test_gguf_round_trip_within_tolerance(setup, qtype):
     v = setup["version"]
     path = gguf_export.export_gguf(v, setup["root"] / qtype / "legal.gguf", qtype)
-    report = gguf_export.verify_gguf(v, path, qtype).to_dict()
+    report = gguf_reload.verify_gguf(v, path, qtype).to_dict()
     assert report["passed"], report
     assert report["rel_logit_diff"] <= gguf_export.TOLERANCE[qtype]
     assert "tokenizer_mismatch" not in report and report["eos_matches"]
@@ -93,8 +103,8 @@ def test_gguf_round_trip_within_tolerance(setup, qtype):
         assert np.allclose(stored[1], hf_q[head // 2], atol=1e-3)  # row 1 of head 0 = first row of its 2nd half
         assert not np.allclose(stored, hf_q, atol=1e-3)
 
-    modelfile = gguf_export.modelfile_path(path).read_text()
-    assert gguf_export.modelfile_path(path).name == "legal.Modelfile"
+    modelfile = mf.modelfile_path(path).read_text()
+    assert mf.modelfile_path(path).name == "legal.Modelfile"
     assert modelfile.startswith("FROM ./legal.gguf\nTEMPLATE \"\"\"")
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and "<|im_start|>{{ .Role }}" in modelfile
 
@@ -107,18 +117,6 @@ SMOLLM_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0
                    "{% endif %}")
 
 
-def _ollama_render(modelfile: str, messages: list[dict]) -> str:
-    """What Ollama sends the model: the Modelfile's SYSTEM joins a conversation that has no system turn, then
-    TEMPLATE ranges over the messages (the only Go-template constructs tunesmith's ChatML TEMPLATE uses)."""
-    template = re.search(r'TEMPLATE """(.*?)"""', modelfile, re.S).group(1)
-    system = re.search(r'SYSTEM """(.*?)"""', modelfile, re.S)
-    if system and not any(m["role"] == "system" for m in messages):
-        messages = [{"role": "system", "content": system.group(1)}, *messages]
-    body, tail = re.fullmatch(r"\{\{- range \.Messages \}\}(.*)\{\{ end \}\}(.*)", template, re.S).groups()
-    return "".join(body.replace("{{ .Role }}", m["role"]).replace("{{ .Content }}", m["content"])
-                   for m in messages) + tail
-
-
 @pytest.mark.parametrize("template", ["plain", "default-system"])
 def test_modelfile_renders_like_the_models_own_template_with_and_without_system(tiny_model_dir, template):
     from transformers import AutoTokenizer
@@ -126,21 +124,19 @@ def test_modelfile_renders_like_the_models_own_template_with_and_without_system(
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     if template == "default-system":
         tok.chat_template = SMOLLM_TEMPLATE
-    modelfile = gguf_export.modelfile_text("m.gguf", tok, system_prompt=None)
+    modelfile = mf.modelfile_text("m.gguf", tok, system_prompt=None)
     assert ("SYSTEM" in modelfile) == (template == "default-system")
-    for messages in ([{"role": "user", "content": "What is a lease?"}],
-                     [{"role": "system", "content": "Be formal."}, {"role": "user", "content": "Hi"},
-                      {"role": "assistant", "content": "Good day."}, {"role": "user", "content": "Bye"}]):
+    for messages in mf.PROBES:  # without and with a system message
         own = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        assert _ollama_render(modelfile, messages) == own
+        assert mf.render(modelfile, messages) == own
 
 
 def test_two_exports_into_one_folder_keep_their_own_modelfiles(setup):
     folder = setup["root"] / "both"
     f16 = gguf_export.export_gguf(setup["version"], folder / "legal.f16.gguf", "f16")
     q8 = gguf_export.export_gguf(setup["version"], folder / "legal.q8_0.gguf", "q8_0")
-    assert gguf_export.modelfile_path(f16).read_text().startswith("FROM ./legal.f16.gguf\n")
-    assert gguf_export.modelfile_path(q8).read_text().startswith("FROM ./legal.q8_0.gguf\n")
+    assert mf.modelfile_path(f16).read_text().startswith("FROM ./legal.f16.gguf\n")
+    assert mf.modelfile_path(q8).read_text().startswith("FROM ./legal.q8_0.gguf\n")
     assert not (folder / "Modelfile").exists()
 
 
@@ -154,23 +150,26 @@ def test_verify_catches_a_gguf_without_rotary_permutation(setup, monkeypatch):
     merged = setup["root"] / "merged-verify"
     assert _cli("merge", v.id, "-o", str(merged), "--no-verify", "--registry", str(reg.path)).exit_code == 0
 
-    res = _cli("verify", v.id, "--merged", str(merged), "--gguf", str(good), "--registry", str(reg.path), "--json")
+    _without_llama_cpp(monkeypatch)  # this is the transformers-reload check; tests/deploy/test_parity.py runs llama.cpp
+    res = _cli("verify", v.id, "--runtimes", "llama.cpp", "--merged", str(merged), "--gguf", str(good),
+               "--registry", str(reg.path), "--json")
     assert res.exit_code == 0, res.output
-    assert [r["kind"] for r in json.loads(res.stdout)["parity"]] == ["merge", "gguf-f16"]
-    res = _cli("verify", v.id, "--gguf", str(bad), "--registry", str(reg.path), "--json")
+    assert [r["kind"] for r in json.loads(res.stdout)["exports"]] == ["merge", "gguf-f16" + RELOAD]
+    res = _cli("verify", v.id, "--runtimes", "llama.cpp", "--gguf", str(bad), "--registry", str(reg.path), "--json")
     assert res.exit_code == 1
-    report = json.loads(res.stdout)["parity"][0]
+    report = json.loads(res.stdout)["exports"][0]
     assert not report["passed"] and report["rel_logit_diff"] > gguf_export.TOLERANCE["f16"]
 
 
-def test_verify_takes_the_weight_type_from_the_file(setup, tmp_path):
+def test_verify_takes_the_weight_type_from_the_file(setup, tmp_path, monkeypatch):
     v, db = setup["version"], str(setup["reg"].path)
+    _without_llama_cpp(monkeypatch)
     q8 = gguf_export.export_gguf(v, setup["root"] / "typed" / "legal.gguf", "q8_0")
-    assert gguf_export.gguf_type(q8) == "q8_0"
-    res = _cli("verify", v.id, "--gguf", str(q8), "--registry", db, "--json")
+    assert gguf_reload.gguf_type(q8) == "q8_0"
+    res = _cli("verify", v.id, "--runtimes", "llama.cpp", "--gguf", str(q8), "--registry", db, "--json")
     assert res.exit_code == 0, res.output
-    report = json.loads(res.stdout)["parity"][0]
-    assert report["kind"] == "gguf-q8_0" and report["tolerance"] == gguf_export.TOLERANCE["q8_0"]
+    report = json.loads(res.stdout)["exports"][0]
+    assert report["kind"] == "gguf-q8_0" + RELOAD and report["tolerance"] == gguf_export.TOLERANCE["q8_0"]
     res = _cli("verify", v.id, "--gguf", str(q8), "--type", "f16", "--registry", db)
     assert res.exit_code == 2 and "declares q8_0" in res.output
     junk = tmp_path / "junk.gguf"
@@ -185,8 +184,8 @@ def test_export_refuses_unusable_arguments(setup, tmp_path):
     assert res.exit_code == 2 and "expected one of f16, q8_0" in res.output
     res = _cli("merge", "legal@nope", "-o", str(tmp_path / "m"), "--registry", db)
     assert res.exit_code == 2 and "no version 'legal@nope'" in res.output
-    res = _cli("verify", "legal@prod", "--registry", db)
-    assert res.exit_code == 2 and "nothing to verify" in res.output
+    res = _cli("verify", "legal@prod", "--type", "q4_k", "--registry", db)
+    assert res.exit_code == 2 and "expected one of f16, q8_0" in res.output
 
 
 def test_gguf_loaded_by_transformers_generates_like_merged(setup):

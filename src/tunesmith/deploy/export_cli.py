@@ -111,7 +111,8 @@ def export_gguf_cmd(
     type_: Annotated[str, typer.Option("--type", help="Weight type: f16 | q8_0.")] = "f16",
     pre: Annotated[Optional[str], typer.Option("--pre", help="llama.cpp pre-tokenizer name (default: detected).")] = None,
     prompts: PromptsOpt = 8,
-    verify: Annotated[bool, typer.Option(help="Re-load the file with transformers and compare logits.")] = True,
+    verify: Annotated[bool, typer.Option(help="Run the file in llama.cpp and compare whole answers with the "
+                                              "adapter's (without llama.cpp: re-load it with transformers).")] = True,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -119,13 +120,13 @@ def export_gguf_cmd(
 
     Example: tunesmith export gguf legal@prod -o legal.gguf --type q8_0
     """
-    from tunesmith.deploy.gguf_export import (
-        TOLERANCE,
-        ExportError,
-        export_gguf,
-        modelfile_path,
-        verify_gguf,
-    )
+    from tunesmith.deploy.gguf_export import TOLERANCE, ExportError, export_gguf
+    from tunesmith.deploy.gguf_reload import verify_gguf
+    from tunesmith.deploy.merge import parity_cases
+    from tunesmith.deploy.modelfile import modelfile_path
+    from tunesmith.deploy.parity import verify_runtimes
+    from tunesmith.deploy.runtimes import missing
+    from tunesmith.deploy.servability import export_findings
     from tunesmith.models import ModelError
 
     if type_ not in TOLERANCE:
@@ -133,58 +134,127 @@ def export_gguf_cmd(
     if output.expanduser().is_dir():
         _fail(f"{output}: is a directory; give the GGUF file's path, e.g. {output / 'model.gguf'}")
     reg = _open(registry)
+    in_llama = missing("llama.cpp") is None
+    runtimes: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
     try:
         v = _resolve_version(reg, version)
         with _steps() as progress:
-            task = progress.add_task(f"writing {output}", total=2 if verify else 1)
+            task = progress.add_task(f"writing {output}", total=1 + (2 * prompts if verify else 0))
             path = export_gguf(v, output, type_, pre)
-            progress.update(task, advance=1, description="parity check (merged vs GGUF re-loaded)")
-            reports = [verify_gguf(v, path, type_, n=prompts).to_dict()] if verify else []
-            progress.update(task, advance=1)
+            progress.advance(task)
+            findings = [f.to_dict() for f in export_findings(v, path)]
+            if verify and in_llama:
+                runtimes = [r.to_dict() for r in verify_runtimes(
+                    v, reg.path, ["llama.cpp"], parity_cases(v, prompts), gguf=path, gguf_type=type_,
+                    step=lambda s: progress.update(task, description=f"parity: {s}"),
+                    answered=lambda: progress.advance(task))]
+            elif verify:
+                progress.update(task, description="parity: GGUF re-loaded by transformers (llama.cpp not installed)")
+                reports = [_reload_report(verify_gguf(v, path, type_, n=prompts).to_dict())]
     except (RegistryError, ModelError, ExportError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(_os_error(e, output))
     modelfile = modelfile_path(path)
-    _finish(as_json, {"version": v.id, "output": str(path), "modelfile": str(modelfile),
-                      "parity": reports}, reports, f"wrote {path} and {modelfile}")
+    passed = all(r["passed"] for r in runtimes + reports) and not any(f["level"] == "error" for f in findings)
+
+    def human() -> None:
+        out.print(f"wrote {path} and {modelfile}")
+        _print_findings(findings)
+        for r in runtimes:
+            _runtime_table(r)
+        for r in reports:
+            _parity_table(r)
+
+    emit({"version": v.id, "output": str(path), "modelfile": str(modelfile), "runtimes": runtimes,
+          "parity": reports, "servability": findings, "passed": passed}, as_json, human)
+    if not passed:
+        raise typer.Exit(1)
+
+
+def _runtime_table(r: dict[str, Any]) -> None:
+    if "skipped" in r:
+        out.print(f"[yellow]{r['runtime']}: not run[/yellow] — {r['skipped']}", soft_wrap=True)
+        return
+    n = r["prompts"]
+
+    def vs(got: float | None, want: float | None, what: str) -> str:
+        return f"no {what}" if got is None else f"{got:.2f} (adapter {want:.2f})"
+
+    t = Table(title=f"{r['runtime']} ({r['weight_type']}): {r['detail']}", title_justify="left")
+    t.add_column("check")
+    t.add_column("value")
+    t.add_row("identical answers", f"{r['identical']}/{n} ({r['identical'] / max(n, 1):.0%})")
+    t.add_row("first divergence (median character)",
+              "-" if r["first_divergence"] is None else f"{r['first_divergence']:g}")
+    t.add_row("stops at the same place", f"{r['same_stop']}/{n}")
+    t.add_row("rule compliance", vs(r["compliance"], r["adapter_compliance"], "rules"))
+    t.add_row("ROUGE-L vs test answers", vs(r["task_metric"], r["adapter_task_metric"], "reference answers"))
+    t.add_row("tokens/s", f"{r['tokens_per_s']:.1f}")
+    t.add_row("judged by", r["rule"])
+    t.add_row("result", "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]")
+    out.print(t)
+
+
+def _print_findings(findings: list[dict[str, Any]]) -> None:
+    for f in findings:
+        colour = "red" if f["level"] == "error" else "yellow"
+        err.print(f"[{colour}]{f['level']}[/{colour}] ({f['code']}): {f['message']}", soft_wrap=True)
 
 
 @export_app.command("verify")
 def export_verify(
-    version: Annotated[str, typer.Argument(help="Version id or alias the export came from.")],
-    merged: Annotated[Optional[Path], typer.Option("--merged", help="Merged model directory to check.")] = None,
-    gguf: Annotated[Optional[Path], typer.Option("--gguf", help="GGUF file to check.")] = None,
-    type_: Annotated[Optional[str], typer.Option("--type", help="The GGUF's weight type (sets the tolerance); "
-                                                  "default: the type the file declares.")] = None,
-    prompts: PromptsOpt = 8,
+    version: Annotated[str, typer.Argument(help="Version id or alias.")],
+    runtimes: Annotated[str, typer.Option("--runtimes", help="Comma-separated: embedded, llama.cpp, vllm; those not "
+                                                             "installed are reported, not run.")] = "embedded,llama.cpp,vllm",
+    prompts_file: Annotated[Optional[Path], typer.Option("--prompts", help="JSONL of {\"messages\": [...]} "
+                                                          "(default: the run's test split).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="How many prompts.")] = 20,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token limit of each answer.")] = 64,
+    gguf: Annotated[Optional[Path], typer.Option("--gguf", help="GGUF for llama.cpp to run (default: an f16 export "
+                                                               "made for the check); without llama.cpp it is "
+                                                               "re-loaded by transformers instead.")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", help="Weight type of the GGUF exported for the check "
+                                                  "(f16 | q8_0); with --gguf, the type the file declares.")] = None,
+    merged: Annotated[Optional[Path], typer.Option("--merged", help="Also check a merged model directory.")] = None,
+    min_identical: Annotated[float, typer.Option("--min-identical", min=0, max=1, help="Share of identical answers "
+                                                  "an f16/f32 runtime needs.")] = 0.9,
+    margin: Annotated[float, typer.Option("--margin", min=0, help="Quantised runtimes: how far rule compliance and "
+                                           "ROUGE-L may fall from the adapter's.")] = 0.05,
+    vllm_cmd: Annotated[Optional[str], typer.Option(
+        "--vllm-command", envvar="TUNESMITH_VLLM_COMMAND", help="The command that starts vLLM's OpenAI server "
+                                                                 "(default: this Python's vLLM).")] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parity check of existing exports against the registered adapter; exit code 1 when one fails.
+    """Greedy answers of the adapter and of each runtime on the same prompts, one table per runtime; exit code 1
+    when a runtime falls below the agreement asked for.
 
-    Example: tunesmith export verify legal@prod --merged merged/legal --gguf legal.gguf
+    Example: tunesmith export verify legal@prod --runtimes embedded,vllm,llama.cpp
+    Example: tunesmith export verify legal@prod --runtimes llama.cpp --gguf legal.q8_0.gguf --n 50
     """
-    from tunesmith.deploy.gguf_export import (
-        TOLERANCE,
-        ExportError,
-        gguf_type,
-        verify_gguf,
-    )
-    from tunesmith.deploy.merge import verify_merge
+    import shlex
+
+    from tunesmith.deploy.gguf_export import TOLERANCE, ExportError
+    from tunesmith.deploy.gguf_reload import gguf_type, verify_gguf
+    from tunesmith.deploy.merge import parity_cases, verify_merge
+    from tunesmith.deploy.parity import PromptsError, read_cases, verify_runtimes
+    from tunesmith.deploy.runtimes import RUNTIMES, missing
     from tunesmith.models import ModelError
 
-    if merged is None and gguf is None:
-        _fail("nothing to verify: give --merged DIR and/or --gguf FILE")
+    names = [r.strip() for r in runtimes.split(",") if r.strip()]
+    if not names or (bad := [r for r in names if r not in RUNTIMES]):
+        _fail(f"--runtimes {runtimes!r}: expected a comma-separated list of {', '.join(RUNTIMES)}")
     if type_ is not None and type_ not in TOLERANCE:
         _fail(f"--type {type_!r}: expected one of {', '.join(TOLERANCE)}")
-    for p in (merged, gguf):
+    for p in (merged, gguf, prompts_file):
         if p is not None and not p.exists():
             _fail(f"{p}: no such file or directory")
     if merged is not None and not (merged / "config.json").is_file():
         _fail(f"{merged}: not a merged model directory (no config.json)")
     if gguf is not None:
-        # Judging a q8_0 file by the f16 tolerance would fail a good export, so the file's own type decides.
+        # Judging a q8_0 file as token-identical would fail a good export, so the file's own type decides.
         try:
             declared = gguf_type(gguf)
         except ExportError as e:
@@ -192,24 +262,52 @@ def export_verify(
         if type_ is not None and type_ != declared:
             _fail(f"--type {type_} but {gguf} declares {declared}")
         type_ = declared
+    vllm_command = shlex.split(vllm_cmd) if vllm_cmd else None
     reg = _open(registry)
     try:
         v = _resolve_version(reg, version)
-    except RegistryError as e:
+        v.check_files()  # every runtime needs the adapter: say which files are gone before loading anything
+        cases = read_cases(prompts_file, n) if prompts_file else parity_cases(v, n)
+    except (RegistryError, PromptsError) as e:
         _fail(str(e))
-    reports = []
+    run_here = [r for r in names if not missing(r, vllm_command)]
+    exports: list[dict[str, Any]] = []
     try:
         with _steps() as progress:
-            task = progress.add_task("parity checks", total=(merged is not None) + (gguf is not None))
+            task = progress.add_task("adapter (reference)", total=len(cases) * (1 + len(run_here)))
+            reports = verify_runtimes(
+                v, reg.path, names, cases, max_new_tokens=max_tokens, gguf=gguf, gguf_type=type_ or "f16",
+                vllm_command=vllm_command, min_identical=min_identical, margin=margin,
+                step=lambda s: progress.update(task, description=s), answered=lambda: progress.advance(task))
             if merged is not None:
-                reports.append(verify_merge(v, merged, n=prompts).to_dict())
-                progress.update(task, advance=1)
-            if gguf is not None:
-                reports.append(verify_gguf(v, gguf, type_, n=prompts).to_dict())
-                progress.update(task, advance=1)
-    except (RegistryError, ModelError) as e:
+                progress.update(task, description="merged directory (logits)")
+                exports.append(verify_merge(v, merged, n=min(n, 8)).to_dict())
+            if gguf is not None and "llama.cpp" in names and "llama.cpp" not in run_here:
+                progress.update(task, description="GGUF re-loaded by transformers (llama.cpp not installed)")
+                exports.append(_reload_report(verify_gguf(v, gguf, type_, n=min(n, 8)).to_dict()))
+    except (RegistryError, ModelError, ExportError) as e:
         _fail(str(e))
-    _finish(as_json, {"version": v.id, "parity": reports}, reports, f"checked exports of {v.id}")
+    except RuntimeError as e:  # vLLM did not start
+        _fail(str(e))
+    rows = [r.to_dict() for r in reports]
+    passed = all(r.get("passed", True) for r in rows) and all(r["passed"] for r in exports)
+
+    def human() -> None:
+        out.print(f"parity of {v.id} on {len(cases)} prompts (greedy, up to {max_tokens} tokens each)")
+        for r in rows:
+            _runtime_table(r)
+        for r in exports:
+            _parity_table(r)
+
+    emit({"version": v.id, "prompts": len(cases), "runtimes": rows, "exports": exports, "passed": passed},
+         as_json, human)
+    if not passed:
+        raise typer.Exit(1)
+
+
+def _reload_report(report: dict[str, Any]) -> dict[str, Any]:
+    report["kind"] += " (transformers reload: the fallback when llama.cpp is not installed)"
+    return report
 
 
 # ---- flywheel --------------------------------------------------------------------------------

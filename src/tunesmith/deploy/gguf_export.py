@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.deploy.merge import ParityReport, encode_chat, greedy, load_adapted, parity_prompts
+from tunesmith.deploy.merge import load_adapted
+from tunesmith.deploy.modelfile import modelfile_path, modelfile_text
 from tunesmith.deploy.registry import Version
 from tunesmith.models import DEFAULT_MODEL, embedded_gguf, turn_end_token_id
 from tunesmith.errors import UserError
@@ -206,63 +207,6 @@ def write_gguf(model, tok, path: str | Path, qtype: str = "f16", name: str = "mo
     return out
 
 
-def _chatml_ollama(turn_end: str) -> str:
-    return ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}" + turn_end
-            + "\n{{ end }}<|im_start|>assistant\n")
-
-
-def _chatml_turn_end(tok) -> str | None:
-    """What ends a turn when the template has ChatML's layout: <|im_end|>, or the EOS token (tunesmith's `chatml`
-    for base models, data.chat_template); None when it renders anything else."""
-    if not tok.chat_template or "<|im_start|>" not in tok.chat_template:
-        return None
-    try:
-        text = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
-                                       tokenize=False, add_generation_prompt=True)
-    except Exception:  # noqa: BLE001 - a template may refuse the probe; Ollama then reads the GGUF's own
-        return None
-    for end in dict.fromkeys(e for e in ("<|im_end|>", tok.eos_token) if e):
-        if text == f"<|im_start|>system\nS{end}\n<|im_start|>user\nU{end}\n<|im_start|>assistant\n":
-            return end
-    return None
-
-
-def _default_system(tok, end: str) -> str | None:
-    """The system prompt the template inserts when a conversation has none (SmolLM2's "You are a helpful AI
-    assistant named SmolLM…"). Ollama's TEMPLATE only sees the messages it is sent, so without a SYSTEM line
-    a conversation without a system turn would render differently from the model's own template."""
-    text = tok.apply_chat_template([{"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True)
-    head, tail = "<|im_start|>system\n", f"{end}\n<|im_start|>user\nU{end}\n<|im_start|>assistant\n"
-    if text.startswith(head) and text.endswith(tail) and len(text) > len(head) + len(tail):
-        return text[len(head):-len(tail)]
-    return None
-
-
-def modelfile_path(gguf_path: str | Path) -> Path:
-    """Each export's own Modelfile beside it (legal.q8_0.gguf → legal.q8_0.Modelfile), so a second export
-    into the same folder does not overwrite the first one's; `ollama create NAME -f` takes any file name."""
-    return Path(gguf_path).with_suffix(".Modelfile")
-
-
-def modelfile_text(gguf_name: str, tok, system_prompt: str | None) -> str:
-    """An Ollama Modelfile: the chat template in Ollama's Go-template syntax, the system prompt Ollama adds
-    when a request has none (the run's own, else the template's default), and the stop tokens."""
-    lines = [f"FROM ./{gguf_name}"]
-    stops = [tok.eos_token] if tok.eos_token else []
-    if (end := _chatml_turn_end(tok)) is not None:
-        lines.append(f'TEMPLATE """{_chatml_ollama(end)}"""')
-        stops += [end, "<|im_start|>"]
-        system_prompt = system_prompt or _default_system(tok, end)
-    else:
-        lines.append("# chat template: not ChatML; Ollama reads tokenizer.chat_template from the GGUF file")
-    if system_prompt:
-        lines.append(f'SYSTEM """{system_prompt}"""')
-    for s in dict.fromkeys(stops):
-        lines.append(f"PARAMETER stop {json.dumps(s)}")
-    lines.append("PARAMETER temperature 0")
-    return "\n".join(lines) + "\n"
-
-
 def export_gguf(version: Version, path: str | Path, qtype: str = "f16", pre: str | None = None) -> Path:
     """Merge the version in memory, write FILE and its Ollama Modelfile beside it (`modelfile_path`)."""
     base_cfg = Path(version.base_model) / "config.json"
@@ -276,58 +220,3 @@ def export_gguf(version: Version, path: str | Path, qtype: str = "f16", pre: str
         modelfile_text(out.name, tok, version.lineage.get("system_prompt")), encoding="utf-8"
     )
     return out
-
-
-def gguf_type(path: str | Path) -> str:
-    """The weight type a GGUF file declares (general.file_type), as --type spells it."""
-    import gguf
-
-    try:
-        field = gguf.GGUFReader(str(Path(path).expanduser())).fields.get("general.file_type")
-    except Exception as e:  # truncated or not a GGUF file at all
-        raise ExportError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
-    names = {int(gguf.LlamaFileType.MOSTLY_F16): "f16", int(gguf.LlamaFileType.MOSTLY_Q8_0): "q8_0"}
-    found = names.get(int(field.contents())) if field is not None else None
-    if found is None:
-        raise ExportError(f"{path}: file type {field.contents() if field else 'missing'} is not one tunesmith "
-                          f"checks (expected {', '.join(TOLERANCE)})")
-    return found
-
-
-def verify_gguf(version: Version, path: str | Path, qtype: str, n: int = 8, max_new_tokens: int = 24) -> ParityReport:
-    """Re-load the GGUF with transformers and compare it with the fp32 merged model."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    p = Path(path).expanduser().resolve()
-    adapted, tok = load_adapted(version)
-    merged = adapted.merge_and_unload().eval()
-    g_tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-    g_model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32).eval()
-    prompts = parity_prompts(version, n)
-    identical, max_abs, ref_max, mismatches, tok_mismatch = 0, 0.0, 0.0, [], []
-    top1_same = positions = 0
-    for messages in prompts:
-        ids = encode_chat(tok, messages)
-        if encode_chat(g_tok, messages) != ids:
-            tok_mismatch.append(messages[-1]["content"])
-        with torch.no_grad():
-            ref = merged(torch.tensor([ids])).logits[0]
-            got = g_model(torch.tensor([ids])).logits[0]
-        max_abs = max(max_abs, float((ref - got).abs().max()))
-        ref_max = max(ref_max, float(ref.abs().max()))
-        top1_same += int((ref.argmax(-1) == got.argmax(-1)).sum())
-        positions += len(ids)
-        a, b = greedy(merged, tok, ids, max_new_tokens), greedy(g_model, tok, ids, max_new_tokens)
-        if a == b:
-            identical += 1
-        else:
-            mismatches.append({"prompt": messages[-1]["content"], "merged": tok.decode(a), "gguf": tok.decode(b)})
-    extra = {"type": qtype, "eos_matches": g_tok.eos_token_id == tok.eos_token_id,
-             "top1_agreement": top1_same / max(positions, 1)}
-    if tok_mismatch:
-        extra["tokenizer_mismatch"] = tok_mismatch
-    if not extra["eos_matches"]:
-        extra["tokenizer_mismatch"] = tok_mismatch + ["<eos id differs>"]
-    return ParityReport(f"gguf-{qtype}", len(prompts), identical, max_abs, max_abs / max(ref_max, 1e-12),
-                        TOLERANCE[qtype], mismatches, extra)

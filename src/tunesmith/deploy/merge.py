@@ -101,7 +101,13 @@ def load_adapted(version: Version):
 
 def parity_prompts(version: Version, n: int) -> list[list[dict[str, str]]]:
     """Chat prompts for parity checks: the run's test split when it is still readable, else fixed prompts."""
-    convs: list[list[dict[str, str]]] = []
+    return [messages for messages, _ in parity_cases(version, n)]
+
+
+def parity_cases(version: Version, n: int) -> list[tuple[list[dict[str, str]], str | None]]:
+    """(prompt messages, the test split's answer or None) for parity checks: the run's test split when it is
+    still readable, then fixed prompts (with the run's system prompt) up to n."""
+    convs: list[tuple[list[dict[str, str]], str | None]] = []
     test = None
     if version.lineage.get("run") and (run := RunDir(version.lineage["run"])).is_run():
         try:
@@ -116,16 +122,18 @@ def parity_prompts(version: Version, n: int) -> list[list[dict[str, str]]]:
             except (json.JSONDecodeError, AttributeError):
                 continue
             if isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "content" in m for m in msgs):
-                prompt = msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
+                answer = msgs[-1]["content"] if msgs[-1].get("role") == "assistant" else None
+                prompt = msgs[:-1] if answer is not None else msgs
                 if prompt:
-                    convs.append([{"role": m["role"], "content": m["content"]} for m in prompt])
+                    convs.append(([{"role": m["role"], "content": m["content"]} for m in prompt], answer))
             if len(convs) >= n:
                 break
     system = version.lineage.get("system_prompt")
     for text in FALLBACK_PROMPTS:
         if len(convs) >= n:
             break
-        convs.append(([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}])
+        convs.append((([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}],
+                      None))
     return convs[:n]
 
 

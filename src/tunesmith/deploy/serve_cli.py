@@ -52,14 +52,19 @@ def serve(
     if engine not in ("embedded", "vllm"):
         _fail(f"--engine {engine!r}: expected embedded or vllm")
     if engine == "vllm" and print_only:
+        from tunesmith.deploy.servability import command_findings
         from tunesmith.deploy.vllm import vllm_command
 
+        reg = _open(registry)
         try:
-            argv, notes = vllm_command(_open(registry), host, port, api_key)
+            argv, notes = vllm_command(reg, host, port, api_key)
+            findings = command_findings(reg, argv)  # what plain vLLM would do unlike tunesmith (stops, template)
         except RegistryError as e:
             _fail(str(e))
         for note in notes:
             err.print(f"note: {note}", highlight=False)
+        for f in findings:
+            err.print(f"{f.level} ({f.code}): {f.message}", highlight=False, soft_wrap=True)
         sys.stdout.write(shlex.join(argv) + "\n")
         return
     import uvicorn

@@ -10,22 +10,10 @@ vLLM has no traffic splits; `notes` says which splits a router in front has to d
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tunesmith.deploy.registry import Registry, RegistryError, Version
-
-# vLLM accepts only these LoRA ranks for --max-lora-rank.
-VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-# Adapter weights vLLM cannot load: full embedding / output layers (modules_to_save), LoRA on them, or rows for
-# tokens a run added to the vocabulary (peft's trainable tokens).
-_UNLOADABLE = ("embed_tokens", "lm_head", "wte", "trainable_tokens", "modules_to_save")
-
-
-def lora_rank(v: Version) -> int:
-    """The largest rank any layer of the version's adapter has (rank_pattern may raise some above `r`)."""
-    cfg = _adapter_config(v)
-    return max([int(cfg.get("r") or 8), *(int(r) for r in (cfg.get("rank_pattern") or {}).values())])
+from tunesmith.deploy.servability import VLLM_RANKS, lora_rank, vllm_findings
 
 
 def vllm_rank(rank: int) -> int:
@@ -38,25 +26,8 @@ def vllm_rank(rank: int) -> int:
 
 def unservable(v: Version, max_rank: int | None = None) -> str | None:
     """Why vLLM cannot serve this version (a sentence naming it), or None."""
-    if v.peft_type not in (None, "LORA"):
-        return f"version {v.id} is a {v.peft_type.lower()} adapter; vLLM serves LoRA adapters only"
-    v.check_files()
-    cfg = _adapter_config(v)
-    if cfg.get("modules_to_save") or cfg.get("trainable_token_indices"):
-        return (f"version {v.id} trains embedding or added-token weights (modules_to_save / trainable tokens), "
-                "which vLLM cannot load; serve it with the embedded engine")
-    from safetensors import safe_open
-
-    with safe_open(str(v.adapter_dir / "adapter_model.safetensors"), "np") as f:
-        odd = sorted(k for k in f.keys() if any(part in k for part in _UNLOADABLE))
-    if odd:
-        return (f"version {v.id} has embedding or added-token weights ({odd[0]}{' …' if len(odd) > 1 else ''}), "
-                "which vLLM cannot load; serve it with the embedded engine")
-    rank = lora_rank(v)
-    if max_rank is not None and rank > max_rank:
-        return (f"version {v.id} has LoRA rank {rank}, over the running vLLM's --max-lora-rank {max_rank}; "
-                "restart `tunesmith serve` to serve it")
-    return None
+    found = vllm_findings(v, max_rank)
+    return found[0].message if found else None
 
 
 def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
@@ -108,10 +79,6 @@ def vllm_command(registry: Registry, host: str = "127.0.0.1", port: int = 8000,
                      "each request")
     argv += ["--lora-modules"] + [f"{name}={path}" for name, path in modules.items()]
     return argv, notes
-
-
-def _adapter_config(v: Version) -> dict:
-    return json.loads((v.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
 
 
 def _template(model_dir: Path) -> str | None:
