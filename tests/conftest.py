@@ -28,6 +28,15 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def _own_shared_generations(tmp_path, monkeypatch):
+    """Each test its own store of base-model answers (evaluate/gencache.py): one test's cached baseline must
+    not answer for another's (tests of the store itself share one on purpose)."""
+    from tunesmith.evaluate import gencache
+
+    monkeypatch.setattr(gencache, "store", lambda: tmp_path / "shared-generations")
+
+
 @pytest.fixture(scope="session")
 def deploy_env(tmp_path_factory):
     """A tiny base and three finished runs of one family (about 5 s), shared by the deploy and e2e tests."""

@@ -226,3 +226,33 @@ def test_results_carry_the_base_model_kind_and_answers_that_ran_to_the_limit(tin
     note = f"{Path(info.model_spec).name} is a pretrained base model: its baselines {how} ({hit}/2 ran to the 2-token limit"
     assert json.loads(again.stdout)["notes"][0].startswith(note)
     assert "note: " + note in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_second_run_of_the_same_base_reuses_the_base_answers_and_generates_only_its_own(tiny_run, tmp_path):
+    """The base and prompted answers and the base suite answers are the base model's: a sweep's second run finds
+    them in the shared store (evaluate/gencache.py) and generates only the tuned system."""
+    import shutil
+
+    from tunesmith.evaluate import gencache
+    from tunesmith.rundir import RunDir
+
+    first, second = (Path(shutil.copytree(tiny_run, tmp_path / name, ignore=shutil.ignore_patterns("eval")))
+                     for name in ("a", "b"))  # without the answers other tests cached in the shared run
+    res = runner.invoke(app, [str(first), "--regression", "--json"])
+    assert res.exit_code == 0, res.output
+    shared = sorted(p.name.split("-")[0] + ("-" + p.name.split("-")[1] if p.name.startswith("regression") else "")
+                    for p in gencache.store().glob("*.json") if not p.name.endswith(".tokens.json"))
+    assert shared == ["base", "prompted", "regression-base"]
+    assert {"generate.base", "generate.prompted", "regression.base"} <= set(RunDir(first).results().timings)
+
+    res = runner.invoke(app, [str(second), "--regression", "--json"])
+    assert res.exit_code == 0, res.output
+    a, b = RunDir(first).results(), RunDir(second).results()
+    assert {k for k in b.timings if k.startswith(("generate.", "regression."))} == {"generate.tuned", "regression.tuned"}
+    assert [e.outputs for e in a.examples] == [e.outputs for e in b.examples]
+    assert b.systems["base"].usage == a.systems["base"].usage  # the token counts came along
+
+    # weights rewritten in place are another model: nothing of the old answers is used for them
+    base = Path(RunDir(second).info().base_model)
+    weights = next(base.glob("*.safetensors"))
+    assert gencache.base_identity(base) != (weights.touch() or gencache.base_identity(base))

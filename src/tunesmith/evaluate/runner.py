@@ -12,7 +12,9 @@ Generations are cached per system under eval/generations/ (each answer with whet
 results.json `stops` counts those that ran to the limit), keyed by the test file's hash and
 the generation settings, so re-scoring never regenerates; the regression suite's answers likewise,
 keyed by the suite's hash, the model (adapter hash) and the chat template; eval.lm_eval's task results
-(tunesmith.evaluate.lm_eval_backend) by each task's content, the model and the tokenizer.
+(tunesmith.evaluate.lm_eval_backend) by each task's content, the model and the tokenizer. The base model's
+answers (base, prompted, the suite's base side) are also shared between the runs of one base model
+(tunesmith.evaluate.gencache), so a sweep generates them once.
 
 An answer is given at most as many new tokens as the longest reference needs, with 25% slack:
 anything longer has already missed the reference's form, and on a CPU every token costs.
@@ -34,7 +36,7 @@ from rich.markup import escape
 
 from tunesmith.config import LOCAL_SYSTEMS, RunConfig
 from tunesmith.data.records import Conversation, Message, Preference
-from tunesmith.evaluate import metrics
+from tunesmith.evaluate import gencache, metrics
 from tunesmith.evaluate.endpoint import ask_endpoint, endpoint_messages, endpoint_record, token_counter, usage_record
 from tunesmith.evaluate.gate import decide
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
@@ -200,11 +202,12 @@ def evaluate_run(
     outputs: dict[str, list[str]] = {}
     stopped: dict[str, list[bool] | None] = {}  # per answer: ended on a stop token (None: cached before it was kept)
     caches: dict[str, Path] = {}
+    base_id = gencache.base_identity(info.base_model)
     for system in local:
         key = _cache_key(system, test_sha, limit, len(tests), prompts[system],
-                         tuned_sha if system == "tuned" else info.base_model, template)
+                         tuned_sha if system == "tuned" else base_id, template)
         caches[system] = gen_dir / f"{system}-{key}.json"
-        if caches[system].is_file():
+        if caches[system].is_file() or (system != "tuned" and gencache.fetch(caches[system])):
             outputs[system], stopped[system] = _read_generations(caches[system])
             console.print(f"[dim]{system}: {len(outputs[system])} generations from cache[/]")
     wants_regression = (ev.regression if regression is None else regression) and {"base", "tuned"} <= set(systems)
@@ -214,10 +217,9 @@ def evaluate_run(
         from tunesmith.evaluate.regression import suite_sha
 
         for system in ("base", "tuned"):
-            key = _cache_key("regression", suite_sha(), tuned_sha if system == "tuned" else info.base_model,
-                             template)
+            key = _cache_key("regression", suite_sha(), tuned_sha if system == "tuned" else base_id, template)
             suite_caches[system] = gen_dir / f"regression-{system}-{key}.json"
-            if suite_caches[system].is_file():
+            if suite_caches[system].is_file() or (system == "base" and gencache.fetch(suite_caches[system])):
                 suite_answers[system] = json.loads(suite_caches[system].read_text(encoding="utf-8"))
                 console.print(f"[dim]regression {system}: {len(suite_answers[system])} answers from cache[/]")
 
@@ -279,6 +281,8 @@ def evaluate_run(
                                                  ensure_ascii=False), encoding="utf-8")
             # beside the generations, so re-scoring from the cache loads no tokenizer to count them
             caches[system].with_suffix(".tokens.json").write_text(json.dumps(counted), encoding="utf-8")
+            if system != "tuned":
+                gencache.share(caches[system])
             timings[f"generate.{system}"] = time.time() - t
         for system in suite_caches:
             if system in suite_answers:
@@ -291,6 +295,8 @@ def evaluate_run(
                                                      label=f"regression {system:<6}", console=console,
                                                      show_progress=show_progress)
             suite_caches[system].write_text(json.dumps(suite_answers[system], ensure_ascii=False), encoding="utf-8")
+            if system == "base":
+                gencache.share(suite_caches[system])
             timings[f"regression.{system}"] = time.time() - t
 
     lm_results = lm.run(timings, console) if lm else None
