@@ -121,7 +121,8 @@ def test_runtime_not_installed_is_reported_not_run(setup, monkeypatch):
 
 def test_embedded_and_llama_cpp_answer_like_the_adapter(setup):
     _need_llama_cpp()
-    res = _verify(setup, "--runtimes", "embedded,llama.cpp", "--n", "6", "--max-tokens", "16")
+    # a random-weight model is full of near-ties: past ~10 tokens f16 rounding may flip one (seen at token 11)
+    res = _verify(setup, "--runtimes", "embedded,llama.cpp", "--n", "6", "--max-tokens", "8")
     assert res.exit_code == 0, res.output
     body = json.loads(res.stdout)
     rows = {r["runtime"]: r for r in body["runtimes"]}
@@ -160,8 +161,9 @@ def test_quantised_gguf_is_judged_by_the_margin(setup):
 def test_export_gguf_checks_in_llama_cpp_and_labels_the_fallback(setup, monkeypatch):
     out = setup["root"] / "cli" / "legal.gguf"
     if importlib.util.find_spec("llama_cpp") is not None:
-        res = deploy_cli("export", "gguf", "legal@prod", "-o", str(out), "--prompts", "4", "--registry", setup["db"],
-                         "--json")
+        # 8 tokens: the random-weight model's near-ties flip under f16 rounding further on (seen at token 11)
+        res = deploy_cli("export", "gguf", "legal@prod", "-o", str(out), "--prompts", "4", "--max-tokens", "8",
+                         "--registry", setup["db"], "--json")
         assert res.exit_code == 0, res.output
         body = json.loads(res.stdout)
         assert [r["runtime"] for r in body["runtimes"]] == ["llama.cpp"] and body["parity"] == []

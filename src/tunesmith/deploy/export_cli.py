@@ -111,6 +111,8 @@ def export_gguf_cmd(
     type_: Annotated[str, typer.Option("--type", help="Weight type: f16 | q8_0.")] = "f16",
     pre: Annotated[Optional[str], typer.Option("--pre", help="llama.cpp pre-tokenizer name (default: detected).")] = None,
     prompts: PromptsOpt = 8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token limit of each answer compared "
+                                            "in llama.cpp.")] = 64,
     verify: Annotated[bool, typer.Option(help="Run the file in llama.cpp and compare whole answers with the "
                                               "adapter's (without llama.cpp: re-load it with transformers).")] = True,
     registry: RegistryOpt = None,
@@ -146,7 +148,8 @@ def export_gguf_cmd(
             findings = [f.to_dict() for f in export_findings(v, path)]
             if verify and in_llama:
                 runtimes = [r.to_dict() for r in verify_runtimes(
-                    v, reg.path, ["llama.cpp"], parity_cases(v, prompts), gguf=path, gguf_type=type_,
+                    v, reg.path, ["llama.cpp"], parity_cases(v, prompts), max_new_tokens=max_tokens, gguf=path,
+                    gguf_type=type_,
                     step=lambda s: progress.update(task, description=f"parity: {s}"),
                     answered=lambda: progress.advance(task))]
             elif verify:
