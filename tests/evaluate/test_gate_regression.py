@@ -27,6 +27,9 @@ def test_suite_is_large_deterministic_and_every_item_is_passable() -> None:
     assert len(suite) >= 300 and set(counts) == {"arithmetic", "facts", "instructions", "format"}
     assert min(counts.values()) >= 50
     assert len({it["id"] for it in suite}) == len(suite)
+    # a question asked twice would count one flipped answer as two independent items
+    assert len({it["prompt"] for it in suite}) == len(suite) == 434
+    assert counts == {"arithmetic": 80, "facts": 154, "instructions": 120, "format": 80}
     strip = lambda items: [{k: v for k, v in it.items() if k != "rules"} for it in items]  # noqa: E731
     assert strip(build_suite()) == strip(suite)  # a fixed seed: the same suite on every machine
     for it in suite:

@@ -20,9 +20,9 @@ both systems) rather than on two rates:
    in this comparison (churn unrelated to forgetting), and forgetting adds that much to the lost rate.
 
 Thresholds (rates; 0.05 = 5 points of pass rate):
-- REGRESSION_THRESHOLD (overall, ~360 items): a drop above it means the model lost a visible share of
+- REGRESSION_THRESHOLD (overall, 434 items): a drop above it means the model lost a visible share of
   what it could do; at alpha 0.05 the suite sees about 2 points with no churn and 5 points at 4% churn.
-- CATEGORY_THRESHOLD (per category, 80-118 items, alpha shared across categories by Bonferroni): a
+- CATEGORY_THRESHOLD (per category, 80-154 items, alpha shared across categories by Bonferroni): a
   category that loses more than this lost a skill, even when the overall rate hides it.
 - ALPHA: the false-alarm rate of each decision; intervals are two-sided at 1 - 2 * alpha, so their
   lower end is the one-sided bound the test uses.

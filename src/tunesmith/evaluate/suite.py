@@ -41,21 +41,30 @@ YES_NO = [
     ("Is water wet?", "yes"), ("Is the Moon made of cheese?", "no"), ("Do fish live in water?", "yes"),
     ("Can a dog fly without help?", "no"), ("Is ice cold?", "yes"), ("Is fire cold?", "no"),
     ("Do birds have feathers?", "yes"), ("Is a week longer than a day?", "yes"), ("Is one more than ten?", "no"),
-    ("Do cars need fuel or electricity to run?", "yes"),
+    ("Do cars need fuel or electricity to run?", "yes"), ("Is the Sun a star?", "yes"), ("Can a fish climb a tree?", "no"),
+    ("Is snow hot?", "no"), ("Do plants need light to grow?", "yes"), ("Is a mouse bigger than an elephant?", "no"),
+    ("Is Monday a day of the week?", "yes"),
 ]
 WORDS = ["Sure", "Yes", "Well", "Okay", "Indeed"]
 END_WORDS = ["done", "thanks", "end", "okay"]
 INCLUDE = ["bright", "simple", "always", "green", "small", "friendly"]
 KEYS = [("color", "red"), ("city", "Paris"), ("animal", "cat"), ("fruit", "apple"), ("name", "Sam"),
-        ("day", "Monday"), ("drink", "tea"), ("shape", "circle")]
+        ("day", "Monday"), ("drink", "tea"), ("shape", "circle"), ("month", "May"), ("metal", "iron"),
+        ("planet", "Mars"), ("bird", "owl"), ("sport", "golf"), ("tool", "saw"), ("flower", "tulip"),
+        ("language", "Dutch")]
 NUM_KEYS = ["count", "age", "score", "total", "size", "level"]
-BRACKET_WORDS = ["sun", "tree", "river", "stone", "cloud", "apple", "house", "bird"]
-LIST_ITEMS = ["fruits", "animals", "colours", "countries", "vegetables", "sports"]
+BRACKET_WORDS = ["sun", "tree", "river", "stone", "cloud", "apple", "house", "bird", "lamp", "chair", "bread",
+                 "glass", "hill", "road", "coin", "door"]
+LIST_ITEMS = ["fruits", "animals", "colours", "countries", "vegetables", "sports", "cities", "birds", "tools",
+              "drinks", "flowers", "jobs"]
+# A prompt stands in the suite once: a repeated one is the same question twice, and pairing it twice would count
+# one flipped answer as two independent items (the gate's test assumes independent items).
+MAX_DRAWS = 10_000
 
 
 def build_suite(seed: int = SEED) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    items = _arithmetic(rng, 80) + _facts(rng) + _instructions(rng, 80) + _format(rng, 80)
+    items = _arithmetic(rng, 80) + _facts(rng) + _instructions(rng, 120) + _format(rng, 80)
     counters: dict[str, int] = {}
     for it in items:
         counters[it["category"]] = counters.get(it["category"], 0) + 1
@@ -69,9 +78,19 @@ def _gen(category: str, prompt: str, checks: list[dict[str, Any]], max_new_token
             "max_new_tokens": max_new_tokens, "reference": reference}
 
 
+def _draws(category: str):
+    """Attempts at drawing a new item, with the prompts taken so far; a pool too small for n fails loudly."""
+    seen: set[str] = set()
+    for _ in range(MAX_DRAWS):
+        yield seen
+    raise RuntimeError(f"suite category {category}: too few distinct prompts for the items asked")
+
+
 def _arithmetic(rng: random.Random, n: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    while len(out) < n:
+    for seen in _draws("arithmetic"):
+        if len(out) == n:
+            break
         form = len(out) % 8
         a, b = rng.randint(2, 9), rng.randint(2, 9)
         c, d = rng.randint(11, 49), rng.randint(2, 29)
@@ -85,8 +104,9 @@ def _arithmetic(rng: random.Random, n: int) -> list[dict[str, Any]]:
             (f"A class has {c + d} pupils and {d} of them are away. How many pupils are in class?", c),
             (f"What is {a} + {b} + {d}?", a + b + d),
         ][form]
-        if str(answer) in prompt:  # e.g. "9 times 1": an echo of the question must never contain the answer
+        if str(answer) in prompt or prompt in seen:  # "9 times 1": an echo must never contain the answer
             continue
+        seen.add(prompt)
         # first number the answer adds to the question: "12 x 4 = 48" counts as 48, "48 eggs" too
         check = {"name": "number", "regex": rf"^\D*(?<![\d.]){answer}(?![\d]|\.\d)", "on": "added"}
         out.append(_gen("arithmetic", prompt + NUMBER_ONLY, [check], 12, str(answer)))
@@ -103,8 +123,9 @@ def _choice(question: str, answer: str, wrong: list[str], rng: random.Random) ->
 def _facts(rng: random.Random) -> list[dict[str, Any]]:
     out = []
     for table, question in ((F.CAPITALS, F.CAPITAL_Q), (F.SYMBOLS, F.SYMBOL_Q), (F.YOUNG, F.YOUNG_Q),
-                            (F.OPPOSITES, F.OPPOSITE_Q), (F.PLURALS, F.PLURAL_Q), (F.LANGUAGES, F.LANGUAGE_Q)):
-        answers = [a for _, a in table]
+                            (F.OPPOSITES, F.OPPOSITE_Q), (F.PLURALS, F.PLURAL_Q), (F.LANGUAGES, F.LANGUAGE_Q),
+                            (F.CONTINENTS, F.CONTINENT_Q), (F.COLOURS, F.COLOUR_Q)):
+        answers = sorted({a for _, a in table})  # a table may share answers (two countries of one continent)
         for subject, answer in table:
             wrong = rng.sample([a for a in answers if a != answer], 3)
             out.append(_choice(question.format(subject), answer, wrong, rng))
@@ -118,7 +139,9 @@ def _facts(rng: random.Random) -> list[dict[str, Any]]:
 
 def _instructions(rng: random.Random, n: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    while len(out) < n:
+    for seen in _draws("instructions"):
+        if len(out) == n:
+            break
         q, word = rng.choice(QUESTIONS)
         q_cap = q[0].upper() + q[1:] + ("?" if q.startswith("what") else ".")
         form = len(out) % 10
@@ -159,13 +182,18 @@ def _instructions(rng: random.Random, n: int) -> list[dict[str, Any]]:
                     [{"regex": rf"\A\W*{answer}\W*\Z", "ignore_case": True, "on": "added"}], 4,
                     answer.capitalize() + ".")
         prompt, checks, limit, reference = item
+        if prompt in seen:
+            continue
+        seen.add(prompt)
         out.append(_gen("instructions", prompt, _named(checks), limit, reference))
     return out
 
 
 def _format(rng: random.Random, n: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    while len(out) < n:
+    for seen in _draws("format"):
+        if len(out) == n:
+            break
         form = len(out) % 6
         if form == 0:
             key, value = rng.choice(KEYS)
@@ -194,11 +222,14 @@ def _format(rng: random.Random, n: int) -> list[dict[str, Any]]:
                     [{"regex": rf"(?m)^\s*{lines}\s*{k}\.\s+\S"}], 8 * k,
                     "\n".join(f"{i}. {what} {i}" for i in range(1, k + 1)))
         else:
-            k = rng.choice([3, 4, 5])
-            item = (f"Write the whole numbers from 1 to {k}, separated by commas, and nothing else.",
-                    [{"regex": r"\A\s*" + r"\s*,\s*".join(str(i) for i in range(1, k + 1)) + r"\.?\s*\Z"}], 16,
-                    ", ".join(str(i) for i in range(1, k + 1)))
+            k, start = rng.choice([3, 4, 5]), rng.randint(1, 9)
+            numbers = [str(i) for i in range(start, start + k)]
+            item = (f"Write the whole numbers from {start} to {start + k - 1}, separated by commas, and nothing else.",
+                    [{"regex": r"\A\s*" + r"\s*,\s*".join(numbers) + r"\.?\s*\Z"}], 16, ", ".join(numbers))
         prompt, checks, limit, reference = item
+        if prompt in seen:
+            continue
+        seen.add(prompt)
         out.append(_gen("format", prompt, _named(checks), limit, reference))
     return out
 

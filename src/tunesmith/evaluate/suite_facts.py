@@ -53,6 +53,24 @@ LANGUAGES = [
 ]
 LANGUAGE_Q = "Which language do most people in {} speak?"
 
+CONTINENTS = [
+    ("Kenya", "Africa"), ("Brazil", "South America"), ("France", "Europe"), ("Japan", "Asia"),
+    ("Canada", "North America"), ("Egypt", "Africa"), ("Argentina", "South America"), ("Germany", "Europe"),
+    ("India", "Asia"), ("Mexico", "North America"), ("Nigeria", "Africa"), ("Peru", "South America"),
+    ("Italy", "Europe"), ("Thailand", "Asia"), ("Cuba", "North America"), ("Morocco", "Africa"),
+    ("Chile", "South America"), ("Norway", "Europe"), ("Vietnam", "Asia"), ("Guatemala", "North America"),
+]
+CONTINENT_Q = "On which continent is {}?"
+
+COLOURS = [
+    ("fresh grass", "green"), ("snow", "white"), ("coal", "black"), ("a ripe tomato", "red"),
+    ("a ripe lemon", "yellow"), ("milk", "white"), ("a crow", "black"), ("a clear daytime sky", "blue"),
+    ("a ripe aubergine", "purple"), ("a flamingo", "pink"), ("chocolate", "brown"), ("a pumpkin", "orange"),
+    ("a fire engine in Britain", "red"), ("a polar bear's fur", "white"), ("the sea on a sunny day", "blue"),
+    ("a lime", "green"),
+]
+COLOUR_Q = "What colour is {}?"
+
 # questions whose answers are numbers: the wrong choices are nearby numbers, not other rows' answers
 COUNTS = [
     ("How many legs does a spider have?", 8), ("How many legs does an insect have?", 6),
