@@ -1,5 +1,5 @@
-"""export gguf (tunesmith.deploy.gguf_export) refuses the architectures and tensors its llama layout cannot hold,
-and writes nothing then."""
+"""export gguf (tunesmith.deploy.gguf_export) refuses, by name and before loading weights, the architectures,
+rope types and tensors llama.cpp would not run as transformers does, and writes nothing then."""
 
 from __future__ import annotations
 
@@ -30,12 +30,13 @@ def _tiny_base(root, model_type: str, **extra):
 
 
 @pytest.mark.parametrize("model_type, extra, message", [
-    ("qwen2", {}, "model type 'qwen2': the GGUF exporter handles the llama family only (llama, mistral)"),
-    ("gemma", {"head_dim": 8}, "model type 'gemma': the GGUF exporter handles the llama family only"),
-    ("llama", {"attention_bias": True}, "llama model with attention_bias: the llama GGUF layout has no bias tensors"),
-    ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                "original_max_position_embeddings": 128}},
-     "rope type 'llama3' is not supported by this exporter (default rope only)"),  # every Llama 3.1 / 3.2
+    ("olmo", {}, "model type 'olmo': `export gguf` writes llama, mistral, qwen2, qwen3, gemma3_text, phi3"),
+    ("gemma", {"head_dim": 8}, "model type 'gemma' (Gemma 1; Gemma 3 (gemma3_text) is supported)"),
+    ("llama", {"attention_bias": True}, "llama model with attention_bias (the llama GGUF layout has no such bias"),
+    ("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}},
+     "llama model with rope type 'yarn' (supported for llama: default, llama3)"),
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 16},
+     "qwen2 model with use_sliding_window (llama.cpp's qwen graphs have no sliding window)"),
 ])
 def test_gguf_refuses_what_it_cannot_hold_and_writes_nothing(tmp_path, model_type, extra, message):
     base = _tiny_base(tmp_path / "base", model_type, **extra)
