@@ -1,11 +1,8 @@
-"""GGUF export for llama-family models (llama.cpp, Ollama), written with the `gguf` package.
+"""GGUF export (llama.cpp, Ollama), written with the `gguf` package.
 
-The llama GGUF conventions this writer follows (and transformers' GGUF loader undoes):
-- q and k projection rows are permuted from the Hugging Face rotary layout (first half /
-  second half of each head) to llama.cpp's interleaved pairs;
-- the tokenizer is stored as a `gpt2` byte-level BPE: tokens in id order, their types
-  (normal / control / user-defined / unused) and the merges;
-- hyper-parameters live under `llama.*`; a model with tied embeddings has no `output.weight`.
+Which llama.cpp architecture a model becomes, and how its weights and hyper-parameters are laid out, is
+one table: deploy/gguf_arch.py; the tokenizer metadata is deploy/gguf_vocab.py. This module maps the
+tensors (gguf's own name map, so nothing is silently dropped) and writes the file.
 
 Parity tolerances, as max |logit difference| relative to the largest |logit| of the fp32
 merged model over every prompt position: f16 <= 1e-2, q8_0 <= 1e-1 (measured on SmolLM2-135M
