@@ -115,7 +115,7 @@ def export_gguf_cmd(
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a llama-family GGUF (llama.cpp / Ollama) plus an Ollama Modelfile, parity-checked.
+    """Write a GGUF (Llama, Mistral, Qwen2/3, Gemma 3, Phi-3) plus an Ollama Modelfile, parity-checked.
 
     Example: tunesmith export gguf legal@prod -o legal.gguf --type q8_0
     """

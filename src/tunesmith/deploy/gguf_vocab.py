@@ -73,7 +73,7 @@ def pre_tokenizer_name(tok, model_spec: str | None) -> str:
     if len(steps) == 1 and steps[0].get("type") == "ByteLevel" and steps[0].get("use_regex", True):
         return "gpt-2"
     splits = [s for s in steps if s.get("type") == "Split"]
-    if len(splits) == 1 and [s["type"] for s in steps] == ["Split", "ByteLevel"]:
+    if len(splits) == 1 and [s["type"] for s in steps] == ["Split", "ByteLevel"] and not steps[1].get("use_regex"):
         name = _PRE_BY_REGEX.get((splits[0].get("pattern") or {}).get("Regex"))
         if name:
             return name
