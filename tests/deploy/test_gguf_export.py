@@ -72,3 +72,29 @@ def test_gguf_writer_refuses_tensors_it_would_drop(tmp_path):
                            match=r"no place in the llama GGUF layout: model\.layers\.0\.self_attn\.k_proj\.bias"):
             gguf_export.write_gguf(model, tok, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"model_type": "gemma3"}, "model type 'gemma3' (a multimodal Gemma 3 (vision tower included); export its text"),
+    ({"model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 64,
+      "num_attention_heads": 4, "head_dim": 16, "query_pre_attn_scalar": 32},
+     "gemma3_text model with query_pre_attn_scalar 32 != head_dim 16"),
+    ({"model_type": "phi3", "hidden_act": "gelu"}, "phi3 model with activation 'gelu' (llama.cpp's phi3 uses silu)"),
+    ({"model_type": "qwen3", "hidden_act": "silu", "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+     "qwen3 model with rope type 'dynamic' (supported for qwen3: default)"),  # an older config.json's spelling
+])
+def test_check_supported_names_what_llama_cpp_would_run_differently(cfg, message):
+    with pytest.raises(gguf_export.ExportError) as e:
+        gguf_export.check_supported(cfg)
+    assert message in str(e.value)
+
+
+def test_check_supported_accepts_the_families_llama_cpp_runs():
+    for cfg in ({"model_type": "llama", "hidden_act": "silu", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+                {"model_type": "qwen2", "hidden_act": "silu", "use_sliding_window": False},
+                {"model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 640,
+                 "num_attention_heads": 4, "head_dim": 256, "query_pre_attn_scalar": 256,
+                 "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+                {"model_type": "phi3", "hidden_act": "silu", "rope_scaling": {"type": "longrope"}}):
+        gguf_export.check_supported(cfg)

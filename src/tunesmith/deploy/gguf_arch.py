@@ -33,7 +33,8 @@ class Family:
 
 def _no_sliding_qwen(cfg: dict[str, Any]) -> list[str]:
     # llama.cpp's qwen2/qwen3 attend over the whole context: a sliding-window Qwen would differ past the window
-    return ["use_sliding_window (llama.cpp's qwen graphs have no sliding window)"] if cfg.get("use_sliding_window") else []
+    sliding = cfg.get("use_sliding_window")
+    return ["use_sliding_window (llama.cpp's qwen graphs have no sliding window)"] if sliding else []
 
 
 def _gemma3_refusals(cfg: dict[str, Any]) -> list[str]:
