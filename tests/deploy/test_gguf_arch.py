@@ -53,7 +53,13 @@ def _byte_level(pre: str):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
-def _sentencepiece_style(space_prefix: bool):
+GEMMA_SPECIALS = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>"}
+# Phi-3 keeps Llama 2's <s> </s> <unk> and ends text with <|endoftext|>; llama.cpp looks these up by name in a
+# model called phi3 (llama-vocab.cpp), so a Phi-3 tokenizer without them would not even load.
+PHI3_SPECIALS = {"unk": "<unk>", "bos": "<s>", "end": "</s>", "eos": "<|endoftext|>"}
+
+
+def _sentencepiece_style(space_prefix: bool, specials: dict[str, str]):
     """A SentencePiece-style BPE as transformers converts Gemma's and Llama 2's: ▁ for spaces, <0xNN> byte pieces,
     and every split of a piece into two pieces listed as a merge, ranked by the piece's id."""
     from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
@@ -65,8 +71,7 @@ def _sentencepiece_style(space_prefix: bool):
     trained = Tokenizer(models.BPE())
     trained.normalizer = normalizers.Sequence(norm)
     trained.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=360, show_progress=False))
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    pieces = specials + [f"<0x{b:02X}>" for b in range(256)]
+    pieces = list(specials.values()) + [f"<0x{b:02X}>" for b in range(256)]
     pieces += [p for p, _ in sorted(trained.get_vocab().items(), key=lambda kv: kv[1]) if p not in pieces]
     vocab = {p: i for i, p in enumerate(pieces)}
     merges = [(p[:k], p[k:]) for p in pieces[len(specials) + 256:] for k in range(1, len(p))
@@ -75,9 +80,11 @@ def _sentencepiece_style(space_prefix: bool):
     tok.normalizer = normalizers.Sequence(norm)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
                                     + ([decoders.Strip(" ", 1, 0)] if space_prefix else []))
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    bos = specials["bos"]
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=specials["eos"],
+                                   pad_token=specials.get("pad", specials["eos"]), unk_token="<unk>",
+                                   additional_special_tokens=[t for k, t in specials.items() if k == "end"])
 
 
 def _model(model_type: str, tok, **extra):
@@ -102,12 +109,12 @@ FAMILIES = {
     "llama3": ("llama", lambda: _byte_level("llama-bpe"), {"rope_scaling": {
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 64}, "tie_word_embeddings": True}),
-    "mistral": ("mistral", lambda: _sentencepiece_style(True), {"tie_word_embeddings": False}),
+    "mistral": ("mistral", lambda: _sentencepiece_style(True, PHI3_SPECIALS), {"tie_word_embeddings": False}),
     "qwen2": ("qwen2", lambda: _byte_level("qwen2"), {"tie_word_embeddings": True}),
     "qwen3": ("qwen3", lambda: _byte_level("qwen2"), {"head_dim": 32, "tie_word_embeddings": True}),
-    "gemma3": ("gemma3_text", lambda: _sentencepiece_style(False), {
+    "gemma3": ("gemma3_text", lambda: _sentencepiece_style(False, GEMMA_SPECIALS), {
         "num_hidden_layers": 6, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8}),
-    "phi3": ("phi3", lambda: _sentencepiece_style(True), {"tie_word_embeddings": False}),
+    "phi3": ("phi3", lambda: _sentencepiece_style(True, PHI3_SPECIALS), {"tie_word_embeddings": False}),
 }
 
 
