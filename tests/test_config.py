@@ -44,7 +44,6 @@ def test_validate_names_the_inconsistent_field(tmp_path):
 
 
 def test_shipped_training_examples_load():
-    from pathlib import Path
 
     examples = sorted(EXAMPLES.glob("*.yaml"))
     got = {(c.method, c.objective) for c in map(load_config, examples)}

@@ -1,5 +1,5 @@
-"""export gguf (tunesmith.deploy.gguf_export) refuses the architectures and tensors its llama layout cannot hold,
-and writes nothing then."""
+"""export gguf (tunesmith.deploy.gguf_export) refuses, by name and before loading weights, the architectures,
+rope types and tensors llama.cpp would not run as transformers does, and writes nothing then."""
 
 from __future__ import annotations
 
@@ -30,12 +30,13 @@ def _tiny_base(root, model_type: str, **extra):
 
 
 @pytest.mark.parametrize("model_type, extra, message", [
-    ("qwen2", {}, "model type 'qwen2': the GGUF exporter handles the llama family only (llama, mistral)"),
-    ("gemma", {"head_dim": 8}, "model type 'gemma': the GGUF exporter handles the llama family only"),
-    ("llama", {"attention_bias": True}, "llama model with attention_bias: the llama GGUF layout has no bias tensors"),
-    ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                "original_max_position_embeddings": 128}},
-     "rope type 'llama3' is not supported by this exporter (default rope only)"),  # every Llama 3.1 / 3.2
+    ("olmo", {}, "model type 'olmo': `export gguf` writes llama, mistral, qwen2, qwen3, gemma3_text, phi3"),
+    ("gemma", {"head_dim": 8}, "model type 'gemma' (Gemma 1; Gemma 3 (gemma3_text) is supported)"),
+    ("llama", {"attention_bias": True}, "llama model with attention_bias (the llama GGUF layout has no such bias"),
+    ("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}},
+     "llama model with rope type 'yarn' (supported for llama: default, llama3)"),
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 16},
+     "qwen2 model with use_sliding_window (llama.cpp's qwen graphs have no sliding window)"),
 ])
 def test_gguf_refuses_what_it_cannot_hold_and_writes_nothing(tmp_path, model_type, extra, message):
     base = _tiny_base(tmp_path / "base", model_type, **extra)
@@ -71,3 +72,29 @@ def test_gguf_writer_refuses_tensors_it_would_drop(tmp_path):
                            match=r"no place in the llama GGUF layout: model\.layers\.0\.self_attn\.k_proj\.bias"):
             gguf_export.write_gguf(model, tok, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"model_type": "gemma3"}, "model type 'gemma3' (a multimodal Gemma 3 (vision tower included); export its text"),
+    ({"model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 64,
+      "num_attention_heads": 4, "head_dim": 16, "query_pre_attn_scalar": 32},
+     "gemma3_text model with query_pre_attn_scalar 32 != head_dim 16"),
+    ({"model_type": "phi3", "hidden_act": "gelu"}, "phi3 model with activation 'gelu' (llama.cpp's phi3 uses silu)"),
+    ({"model_type": "qwen3", "hidden_act": "silu", "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+     "qwen3 model with rope type 'dynamic' (supported for qwen3: default)"),  # an older config.json's spelling
+])
+def test_check_supported_names_what_llama_cpp_would_run_differently(cfg, message):
+    with pytest.raises(gguf_export.ExportError) as e:
+        gguf_export.check_supported(cfg)
+    assert message in str(e.value)
+
+
+def test_check_supported_accepts_the_families_llama_cpp_runs():
+    for cfg in ({"model_type": "llama", "hidden_act": "silu", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+                {"model_type": "qwen2", "hidden_act": "silu", "use_sliding_window": False},
+                {"model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 640,
+                 "num_attention_heads": 4, "head_dim": 256, "query_pre_attn_scalar": 256,
+                 "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+                {"model_type": "phi3", "hidden_act": "silu", "rope_scaling": {"type": "longrope"}}):
+        gguf_export.check_supported(cfg)

@@ -78,7 +78,6 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, path):
 def test_shipped_accelerate_configs_launch_two_processes(tiny_model_dir, tmp_path, launch_config):
     """`accelerate launch --config_file examples/accelerate/…` as the README says, on 2 CPU processes (without
     GPUs accelerate runs data parallel): the same losses as one process with the same global batch."""
-    from pathlib import Path
 
     shipped = EXAMPLES / "accelerate" / launch_config
     data = write_chat(tmp_path / "train.jsonl", 16)

@@ -118,7 +118,7 @@ def export_gguf_cmd(
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a llama-family GGUF (llama.cpp / Ollama) plus an Ollama Modelfile, parity-checked.
+    """Write a GGUF (Llama, Mistral, Qwen2/3, Gemma 3, Phi-3) plus an Ollama Modelfile, parity-checked.
 
     Example: tunesmith export gguf legal@prod -o legal.gguf --type q8_0
     """
@@ -247,8 +247,10 @@ def export_verify(
     from tunesmith.models import ModelError
 
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
-    if not names or (bad := [r for r in names if r not in RUNTIMES]):
-        _fail(f"--runtimes {runtimes!r}: expected a comma-separated list of {', '.join(RUNTIMES)}")
+    bad = [r for r in names if r not in RUNTIMES]
+    if not names or bad:
+        _fail(f"--runtimes {runtimes!r}: expected a comma-separated list of {', '.join(RUNTIMES)}"
+              + (f" (unknown: {', '.join(bad)})" if bad else ""))
     if type_ is not None and type_ not in TOLERANCE:
         _fail(f"--type {type_!r}: expected one of {', '.join(TOLERANCE)}")
     for p in (merged, gguf, prompts_file):

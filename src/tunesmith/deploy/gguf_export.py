@@ -1,11 +1,8 @@
-"""GGUF export for llama-family models (llama.cpp, Ollama), written with the `gguf` package.
+"""GGUF export (llama.cpp, Ollama), written with the `gguf` package.
 
-The llama GGUF conventions this writer follows (and transformers' GGUF loader undoes):
-- q and k projection rows are permuted from the Hugging Face rotary layout (first half /
-  second half of each head) to llama.cpp's interleaved pairs;
-- the tokenizer is stored as a `gpt2` byte-level BPE: tokens in id order, their types
-  (normal / control / user-defined / unused) and the merges;
-- hyper-parameters live under `llama.*`; a model with tied embeddings has no `output.weight`.
+Which llama.cpp architecture a model becomes, and how its weights and hyper-parameters are laid out, is
+one table: deploy/gguf_arch.py; the tokenizer metadata is deploy/gguf_vocab.py. This module maps the
+tensors (gguf's own name map, so nothing is silently dropped) and writes the file.
 
 Parity tolerances, as max |logit difference| relative to the largest |logit| of the fp32
 merged model over every prompt position: f16 <= 1e-2, q8_0 <= 1e-1 (measured on SmolLM2-135M
@@ -23,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from tunesmith.deploy import gguf_arch, gguf_vocab
 from tunesmith.deploy.merge import load_adapted
 from tunesmith.deploy.modelfile import modelfile_path, modelfile_text
 from tunesmith.deploy.registry import Version
-from tunesmith.models import DEFAULT_MODEL, embedded_gguf, turn_end_token_id
 from tunesmith.errors import UserError
 
 TOLERANCE = {"f16": 1e-2, "q8_0": 1e-1}
@@ -37,29 +34,9 @@ class ExportError(UserError):
     """A model this exporter cannot write; the message says which part and why."""
 
 
-_ARCHITECTURES = ("llama", "mistral")
-
-
 def check_supported(cfg: dict[str, Any]) -> None:
-    """Refuse, before any work, a model whose weights the llama GGUF layout cannot hold."""
-    model_type = cfg.get("model_type")
-    if model_type not in _ARCHITECTURES:
-        raise ExportError(f"model type {model_type!r}: the GGUF exporter handles the llama family only "
-                          f"({', '.join(_ARCHITECTURES)}); use `tunesmith export merge` and llama.cpp's own converter")
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}  # transformers 5 / older config.json
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ExportError(f"rope type {rope_type!r} is not supported by this exporter (default rope only); "
-                          "use `tunesmith export merge` and llama.cpp's own converter")
-    biased = [k for k in ("attention_bias", "mlp_bias") if cfg.get(k)]
-    if biased:
-        raise ExportError(f"{model_type} model with {' and '.join(biased)}: the llama GGUF layout has no bias tensors, "
-                          "so the file would silently lose them; use `tunesmith export merge` instead")
-
-
-def _rope_theta(cfg) -> float:  # the rope type was checked in check_supported
-    params = getattr(cfg, "rope_parameters", None) or {}
-    return float(params.get("rope_theta") or getattr(cfg, "rope_theta", 10000.0))
+    """Refuse, before any work, a model llama.cpp would not run as transformers does (gguf_arch.FAMILIES)."""
+    gguf_arch.family(cfg)
 
 
 def _to_llama_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -69,136 +46,81 @@ def _to_llama_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _pre_tokenizer_name(tok, model_spec: str | None) -> str:
-    """llama.cpp's name for how text is split before BPE."""
-    if model_spec and model_spec.lower() in (DEFAULT_MODEL, "default"):
-        src = embedded_gguf()
-        if src is not None:
-            import gguf
-
-            field = gguf.GGUFReader(src).fields.get("tokenizer.ggml.pre")
-            if field is not None:
-                return str(field.contents())
-    pre = json.loads(tok.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    raise ExportError(
-        f"tokenizer pre-tokenizer {pre.get('type')!r} has no known llama.cpp name; pass --pre NAME "
-        "(the value of tokenizer.ggml.pre used by llama.cpp for this model family)"
-    )
-
-
-def _tokenizer_fields(tok, n_vocab: int) -> dict[str, Any]:
+def _gguf_tensors(model, fam: gguf_arch.Family, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every weight under its llama.cpp name, transformed as the family needs; refuses any it has no place for."""
     import gguf
 
-    spec = json.loads(tok.backend_tokenizer.to_str())
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE":
-        raise ExportError(f"tokenizer model {model.get('type')!r}: only byte-level BPE tokenizers are exported")
-    tokens: dict[int, str] = {i: t for t, i in model["vocab"].items()}
-    types: dict[int, int] = {i: gguf.TokenType.NORMAL for i in tokens}
-    for added in spec.get("added_tokens", []):
-        tokens[added["id"]] = added["content"]
-        types[added["id"]] = gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED
-    if max(tokens) >= n_vocab:
-        raise ExportError(f"tokenizer has id {max(tokens)} but the embedding has only {n_vocab} rows")
-    # Embedding rows beyond the tokenizer (padding for speed) still need a token each.
-    token_list = [tokens.get(i, f"[PAD{i}]") for i in range(n_vocab)]
-    type_list = [int(types.get(i, gguf.TokenType.UNUSED)) for i in range(n_vocab)]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    probe = tok("a", add_special_tokens=True)["input_ids"]
-    return {
-        "tokens": token_list,
-        "types": type_list,
-        "merges": merges,
-        "add_bos": tok.bos_token_id is not None and bool(probe) and probe[0] == tok.bos_token_id,
-    }
+    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[fam.arch.upper()], cfg["num_hidden_layers"])
+    allowed = {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[gguf.MODEL_ARCH[fam.arch.upper()]]}
+    tied = bool(cfg.get("tie_word_embeddings"))
+    out, left_out = {}, []
+    for hf_name, array in state.items():
+        if "rotary_emb" in hf_name or (tied and hf_name == "lm_head.weight"):
+            continue
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias") if fam.biases else (".weight",))
+        if name is None or _template(name) not in allowed:
+            left_out.append(hf_name)
+            continue
+        if fam.norm_shift and hf_name.endswith("norm.weight"):
+            array = array + fam.norm_shift
+        if fam.llama_rotary and name.endswith(("attn_q.weight", "attn_k.weight")):
+            heads = cfg["num_attention_heads"] if "attn_q" in name else cfg["num_key_value_heads"]
+            array = _to_llama_rotary(array, heads)
+        out[name] = array
+    if left_out:  # whatever the layout cannot hold would be silently dropped: a broken file
+        raise ExportError(f"tensors with no place in the {fam.arch} GGUF layout: {', '.join(sorted(left_out)[:4])}"
+                          + (f" and {len(left_out) - 4} more" if len(left_out) > 4 else ""))
+    return out
+
+
+def _template(name: str) -> str:
+    """blk.3.attn_q.weight → blk.{bid}.attn_q, the form gguf.TENSOR_NAMES uses."""
+    base = name.rsplit(".", 1)[0]
+    parts = base.split(".")
+    if parts[0] == "blk" and len(parts) > 2:
+        parts[1] = "{bid}"
+    return ".".join(parts)
 
 
 def write_gguf(model, tok, path: str | Path, qtype: str = "f16", name: str = "model",
                model_spec: str | None = None, pre: str | None = None) -> Path:
-    """Write a merged (plain transformers) llama model and its tokenizer as one GGUF file."""
+    """Write a merged (plain transformers) model and its tokenizer as one GGUF file llama.cpp runs."""
     import gguf
 
     if qtype not in TOLERANCE:
         raise ExportError(f"--type {qtype!r}: expected one of {', '.join(TOLERANCE)}")
-    cfg = model.config
-    check_supported(cfg.to_dict())
-    n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
-    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    n_vocab = state["model.embed_tokens.weight"].shape[0]
-    tied = bool(getattr(cfg, "tie_word_embeddings", False))
-    written = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"} | {
-        f"model.layers.{i}.{part}.weight" for i in range(cfg.num_hidden_layers)
-        for part in ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
-                     "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
-    left_out = sorted(k for k in state if k not in written and not k.endswith("rotary_emb.inv_freq"))
-    if left_out:  # whatever the layout cannot hold would be silently dropped: a broken file
-        raise ExportError(f"tensors with no place in the llama GGUF layout: {', '.join(left_out[:4])}"
-                          + (f" and {len(left_out) - 4} more" if len(left_out) > 4 else ""))
+    cfg = model.config.to_dict()
+    fam = gguf_arch.family(cfg)
+    tensors = _gguf_tensors(model, fam, cfg)
+    n_vocab = tensors["token_embd.weight"].shape[0]
 
     out = Path(path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
-    w = gguf.GGUFWriter(str(tmp), "llama")
+    w = gguf.GGUFWriter(str(tmp), fam.arch)
     w.add_name(name)
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_rope_dimension_count(head_dim)
-    w.add_head_count(n_heads)
-    w.add_head_count_kv(n_kv)
-    if head_dim * n_heads != cfg.hidden_size:
-        w.add_key_length(head_dim)
-        w.add_value_length(head_dim)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_freq_base(_rope_theta(cfg))
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg.get("num_key_value_heads") or cfg["num_attention_heads"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_vocab_size(n_vocab)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if qtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    gguf_arch.header(w, fam, cfg)
+    tensors.update(gguf_arch.rope_scaling(w, model, cfg))
+    gguf_vocab.write_tokenizer(w, tok, n_vocab, model_spec=model_spec, pre=pre)
 
-    fields = _tokenizer_fields(tok, n_vocab)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre or _pre_tokenizer_name(tok, model_spec))
-    w.add_token_list(fields["tokens"])
-    w.add_token_types(fields["types"])
-    w.add_token_merges(fields["merges"])
-    for setter, token_id in ((w.add_bos_token_id, tok.bos_token_id), (w.add_eos_token_id, tok.eos_token_id),
-                             (w.add_pad_token_id, tok.pad_token_id), (w.add_unk_token_id, tok.unk_token_id)):
-        if token_id is not None:
-            setter(int(token_id))
-    turn_end = turn_end_token_id(tok) if tok.chat_template else None
-    if turn_end is not None and turn_end != tok.eos_token_id:  # llama.cpp stops on end-of-turn (eot) as on EOS
-        w.add_eot_token_id(int(turn_end))
-    w.add_add_bos_token(fields["add_bos"])
-    if tok.chat_template:
-        w.add_chat_template(tok.chat_template)
-
-    def put(gguf_name: str, array: np.ndarray) -> None:
-        if array.ndim == 1:  # norms stay f32, as llama.cpp expects
+    for gguf_name, array in tensors.items():
+        if array.ndim == 1:  # norms, biases and rope factors stay f32, as llama.cpp expects
             w.add_tensor(gguf_name, array.astype(np.float32))
         elif qtype == "q8_0" and array.shape[-1] % QUANT_BLOCK == 0:
             q = gguf.quants.quantize(array.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(gguf_name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             w.add_tensor(gguf_name, array.astype(np.float16))
-
-    put("token_embd.weight", state["model.embed_tokens.weight"])
-    put("output_norm.weight", state["model.norm.weight"])
-    if not tied:
-        put("output.weight", state["lm_head.weight"])
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        put(f"blk.{i}.attn_norm.weight", state[p + "input_layernorm.weight"])
-        put(f"blk.{i}.attn_q.weight", _to_llama_rotary(state[p + "self_attn.q_proj.weight"], n_heads))
-        put(f"blk.{i}.attn_k.weight", _to_llama_rotary(state[p + "self_attn.k_proj.weight"], n_kv))
-        put(f"blk.{i}.attn_v.weight", state[p + "self_attn.v_proj.weight"])
-        put(f"blk.{i}.attn_output.weight", state[p + "self_attn.o_proj.weight"])
-        put(f"blk.{i}.ffn_norm.weight", state[p + "post_attention_layernorm.weight"])
-        put(f"blk.{i}.ffn_gate.weight", state[p + "mlp.gate_proj.weight"])
-        put(f"blk.{i}.ffn_up.weight", state[p + "mlp.up_proj.weight"])
-        put(f"blk.{i}.ffn_down.weight", state[p + "mlp.down_proj.weight"])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
