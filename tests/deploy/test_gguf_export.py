@@ -98,3 +98,25 @@ def test_check_supported_accepts_the_families_llama_cpp_runs():
                                      "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}},
                 {"model_type": "phi3", "hidden_act": "silu", "rope_scaling": {"type": "longrope"}}):
         gguf_export.check_supported(cfg)
+
+
+def test_the_transformers_fallback_is_not_trusted_for_families_it_misreads(tmp_path):
+    """Without llama.cpp, export gguf re-loads the file with transformers; for Llama 3, Gemma 3 and Qwen3 that
+    reload is wrong (not the file), so it says the parity is unchecked instead of failing a good export."""
+    import json
+    from types import SimpleNamespace
+
+    from tunesmith.deploy.gguf_reload import reload_misreads
+
+    def version(cfg):
+        d = tmp_path / cfg["model_type"] / str(len(list(tmp_path.glob("*/*"))))
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+        return SimpleNamespace(base_model=str(d))
+
+    assert "rope_freqs" in reload_misreads(version({"model_type": "llama", "rope_scaling": {"rope_type": "llama3"}}))
+    assert "gemma3_text" in reload_misreads(version({"model_type": "gemma3_text"}))
+    assert "qwen3" in reload_misreads(version({"model_type": "qwen3"}))
+    for faithful in ({"model_type": "llama"}, {"model_type": "mistral"}, {"model_type": "qwen2"},
+                     {"model_type": "phi3"}):
+        assert reload_misreads(version(faithful)) is None

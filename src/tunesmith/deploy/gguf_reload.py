@@ -27,6 +27,27 @@ def gguf_type(path: str | Path) -> str:
     return found
 
 
+def reload_misreads(version: Version) -> str | None:
+    """Why transformers' GGUF loader cannot stand in for llama.cpp on this version's family, or None.
+    Measured on tiny models whose files agree with transformers inside llama.cpp itself: it ignores Llama 3's
+    rope_freqs (0.58 relative logit difference), misreads Gemma 3's sliding window and rope bases (0.73) and
+    fails on Qwen3's head size; Llama 2-style, Mistral, Qwen2 and Phi-3 files re-load faithfully."""
+    import json
+
+    cfg_file = Path(version.base_model) / "config.json"
+    if not cfg_file.is_file():
+        return None
+    cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    from tunesmith.deploy.gguf_arch import rope
+
+    model_type = cfg.get("model_type")
+    if model_type in ("gemma3_text", "qwen3"):
+        return f"transformers cannot read a {model_type} GGUF back faithfully"
+    if model_type == "llama" and rope(cfg)["rope_type"] == "llama3":
+        return "transformers ignores the rope_freqs tensor of a Llama 3 GGUF"
+    return None
+
+
 def verify_gguf(version: Version, path: str | Path, qtype: str, n: int = 8, max_new_tokens: int = 24) -> ParityReport:
     """Re-load the GGUF with transformers and compare it with the fp32 merged model."""
     import torch

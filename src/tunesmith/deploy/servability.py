@@ -26,7 +26,7 @@ VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 class Finding:
     level: str  # error | warning
     code: str  # not-lora | unloadable-weights | rank-over-max | stop-token-mismatch | template-mismatch |
-    #            no-alias | modelfile-template | modelfile-stops | modelfile-unchecked
+    #            no-alias | modelfile-template | modelfile-stops | modelfile-unchecked | parity-unchecked
     message: str
 
     def to_dict(self) -> dict[str, Any]:
