@@ -121,3 +121,27 @@ def test_results_carry_the_base_model_kind_and_old_files_still_load(kind, tmp_pa
     run.results_path.write_text('{"task": "compliance", "base_model_kind": "chat"}')
     with pytest.raises(RunDirError, match="base_model_kind"):
         run.results()
+
+
+def test_busy_cores_sees_a_spinning_thread_now_not_the_last_minute():
+    """The quickstart picks torch threads from the cores others use right now (/proc/stat), not from the
+    one-minute load average, which keeps an idle machine on one thread after a busy spell."""
+    import os
+    import threading
+
+    from tunesmith.evaluate.generate import busy_cores
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    try:
+        seen = busy_cores(0.5)
+    finally:
+        stop.set()
+        t.join()
+    assert 0.5 <= seen <= (os.cpu_count() or 1)

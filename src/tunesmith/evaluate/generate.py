@@ -6,6 +6,9 @@ counts tokens and says which answers ended on a stop token: a pretrained base mo
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
@@ -17,17 +20,35 @@ def set_cpu_threads() -> int:
     others keep the cores busy; never more than already set.
     Torch's threads wait for each other at every matmul, so a thread that loses its core stalls the rest:
     measured on 2 busy cores (load 10), 8 short greedy answers took 29 s on one thread and 336 s on two."""
-    import os
-
     import torch
 
     if torch.cuda.is_available():
         return torch.get_num_threads()
     cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0]
-    threads = max(1, min(torch.get_num_threads(), int(cores - busy + 0.5)))
+    threads = max(1, min(torch.get_num_threads(), int(cores - busy_cores() + 0.5)))
     torch.set_num_threads(threads)
     return threads
+
+
+def busy_cores(window_s: float = 0.3) -> float:
+    """Cores other processes keep busy now: /proc/stat sampled over `window_s`. The load average answers
+    for the last minute, so right after a busy spell it would keep an idle machine on one thread (seen:
+    load 0.9 on an idle 2-core box, a quickstart trained on one thread)."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = sample()
+    if first is None:
+        return os.getloadavg()[0]
+    time.sleep(window_s)
+    second = sample()
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * (total - idle) / total if total > 0 else 0.0
 
 
 def progress_bar(console: Console | None = None, label: str = "generate") -> Progress:
