@@ -185,9 +185,12 @@ def test_html_report_self_contained(tmp_path):
     assert res.exit_code == 0, res.output
     page = out.read_text()
     assert page.count("<svg") == 1  # length histogram (no labels here)
-    assert "<script" not in page and "<link" not in page and 'src="http' not in page
-    assert "Rule violations (2)" in page and "Exact duplicates (1)" in page and "Near duplicates (2" in page
-    assert "invalid_encoding" in page and "Over length (1)" in page
+    # self-contained: its one script and its styles are inline, nothing is fetched
+    assert "<script src" not in page and "<link" not in page and 'src="http' not in page
+    # counts that add up, in the web app's Data page layout
+    assert "18 read = 9 kept + 9 rejected; 1 exact and 2 near duplicates; 2 rule violations." in page
+    assert "<code>chat_defects.jsonl:12</code></td><td>invalid_encoding</td>" in page
+    assert "limit: 300 (1 over)" in page
     cls = tmp_path / "c.html"
     runner.invoke(app, ["report", str(FIX / "classification.csv"), "-o", str(cls)])
     assert cls.read_text().count("<svg") == 2 and "class imbalance" in cls.read_text()

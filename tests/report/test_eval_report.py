@@ -91,21 +91,21 @@ def test_compliance_report_is_one_file_decision_first(tmp_path: Path) -> None:
     # decision first: the verdict sentence, then one row per gate check with value, threshold, n and result
     assert html.index('id="verdict"') < html.index('id="gate"') < html.index('id="metrics"')
     assert ('<p class="verdict">DO NOT PROMOTE — compliance 1.00 tuned vs 0.67 prompted, but general ability '
-            "−34.6 points overall, facts −100.0 points: 126 lost / 2 gained of 358</p>") in html
+            "−38.0 points overall, facts −100.0 points: 166 lost / 1 gained of 434</p>") in html
     assert rows(section(html, "gate")) == [
         ["compliance: tuned − prompted", "+0.333", "> 0.000", "3", "✓ pass"],
-        ["general ability: arithmetic", "+2.5 points", "≥ −15.0 points", "80", "? inconclusive"],
-        ["general ability: facts", "−100.0 points", "≥ −15.0 points", "118", "✗ fail"],
+        ["general ability: arithmetic", "+1.2 points", "≥ −15.0 points", "80", "✓ pass"],
+        ["general ability: facts", "−100.0 points", "≥ −15.0 points", "154", "✗ fail"],
         ["general ability: format", "+0.0 points", "≥ −15.0 points", "80", "✓ pass"],
-        ["general ability: instructions", "−10.0 points", "≥ −15.0 points", "80", "✓ pass"],
-        ["general ability: overall", "−34.6 points", "≥ −5.0 points", "358", "✗ fail"],
+        ["general ability: instructions", "−10.0 points", "≥ −15.0 points", "120", "✓ pass"],
+        ["general ability: overall", "−38.0 points", "≥ −5.0 points", "434", "✗ fail"],
     ]
     # tuned passes every rule on 3/3, prompted on 2/3, base on none
     assert rows(section(html, "rules"))[-1] == ["all rules", "0.0%", "66.7%", "100.0%"]
     assert "final train loss 1.2000; final validation loss 1.6000" in section(html, "loss")
     # the regression items lost and gained, the lost ones collapsed under one summary
     reg = section(html, "regression")
-    assert "<b>126 lost</b>" in reg and '<h3 id="gained">2 gained</h3>' in reg
+    assert "<b>166 lost</b>" in reg and '<h3 id="gained">1 gained</h3>' in reg
     gained = [c for c in compliance_results()["regression"]["changed"] if c["change"] == "gained"]
     assert esc(gained[0]["prompt"]) in reg
     # prompts and outputs are escaped, never injected

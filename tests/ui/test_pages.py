@@ -51,8 +51,8 @@ def test_verdict_banner_explains_itself(server, open_page):
     w.page.goto(server + "/runs/legal-bad/eval")
     banner = w.page.locator("#verdict").inner_text()
     assert banner.startswith("DO NOT PROMOTE — compliance")
-    # world.py plants the forgetting: every arithmetic item (80 of the suite's 358) lost
-    assert "but general ability −22.3 points overall, arithmetic −100.0 points: 80 lost / 0 gained of 358" in banner
+    # world.py plants the forgetting: every arithmetic item (80 of the suite's 434) lost
+    assert "but general ability −18.4 points overall, arithmetic −100.0 points: 80 lost / 0 gained of 434" in banner
     w.page.goto(server + "/runs/legal-good/eval")
     assert w.page.locator("#verdict").inner_text().startswith("PROMOTE — compliance 0.92 tuned vs 0.50 prompted")
     rows = w.page.locator("#checks tbody tr")

@@ -57,9 +57,9 @@ def test_report_fits_has_no_errors_and_fetches_nothing(reports, open_page, name,
     assert w.requests == [path.as_uri()]  # the file itself and not one request more
     assert w.page.locator("a[href]:not([href^='#'])").count() == 0  # no link that needs the app
     banner = w.page.locator("#verdict" if name == "eval" else "#data-verdict").inner_text()
-    if name == "eval":  # world.py plants the forgetting: every arithmetic item (80 of the suite's 358) lost
-        assert banner == ("DO NOT PROMOTE — compliance 0.92 tuned vs 0.50 prompted, but general ability −22.3 "
-                          "points overall, arithmetic −100.0 points: 80 lost / 0 gained of 358")
+    if name == "eval":  # world.py plants the forgetting: every arithmetic item (80 of the suite's 434) lost
+        assert banner == ("DO NOT PROMOTE — compliance 0.92 tuned vs 0.50 prompted, but general ability −18.4 "
+                          "points overall, arithmetic −100.0 points: 80 lost / 0 gained of 434")
         assert w.page.locator("#checks tbody tr").count() == 6
         assert w.page.locator("#checks tbody tr").nth(1).inner_text().split("\t") == \
             ["general ability: arithmetic", "−100.0 points", "≥ −15.0 points", "80", "✗ fail"]
