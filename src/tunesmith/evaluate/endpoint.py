@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from rich.console import Console
 
-from tunesmith.config import EndpointSystem
+from tunesmith.eval_settings import EndpointSystem
 from tunesmith.data.records import Conversation
 
 Messages = list[dict[str, str]]

@@ -23,7 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import LmEvalSettings, looks_like_task_path
+from tunesmith.config import looks_like_task_path
+from tunesmith.eval_settings import LmEvalSettings
 from tunesmith.errors import UserError
 from tunesmith.evaluate.regression import rates
 

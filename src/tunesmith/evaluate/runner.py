@@ -34,7 +34,8 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.markup import escape
 
-from tunesmith.config import LOCAL_SYSTEMS, RunConfig
+from tunesmith.config import RunConfig
+from tunesmith.eval_settings import LOCAL_SYSTEMS
 from tunesmith.data.records import Conversation, Message, Preference
 from tunesmith.evaluate import gencache, metrics
 from tunesmith.evaluate.endpoint import ask_endpoint, endpoint_messages, endpoint_record, token_counter, usage_record
