@@ -128,7 +128,7 @@ def export_gguf_cmd(
     from tunesmith.deploy.modelfile import modelfile_path
     from tunesmith.deploy.parity import verify_runtimes
     from tunesmith.deploy.runtimes import missing
-    from tunesmith.deploy.servability import export_findings
+    from tunesmith.deploy.servability import Finding, export_findings
     from tunesmith.models import ModelError
 
     if type_ not in TOLERANCE:
@@ -153,9 +153,9 @@ def export_gguf_cmd(
                     step=lambda s: progress.update(task, description=f"parity: {s}"),
                     answered=lambda: progress.advance(task))]
             elif verify and (why := reload_misreads(v)):
-                findings.append({"level": "warning", "code": "parity-unchecked", "message": (
+                findings.append(Finding("warning", "parity-unchecked", (
                     f"parity not checked: {why}, and llama.cpp is not installed (scripts/install.sh "
-                    "--with-llama-cpp); this family's writer is tested in llama.cpp in tunesmith's CI")})
+                    "--with-llama-cpp); this family's writer is tested in llama.cpp in tunesmith's CI")).to_dict())
             elif verify:
                 progress.update(task, description="parity: GGUF re-loaded by transformers (llama.cpp not installed)")
                 reports = [_reload_report(verify_gguf(v, path, type_, n=prompts).to_dict())]
