@@ -103,10 +103,28 @@ def test_one_flipped_item_is_not_a_regression() -> None:
     good = good_answers()
     cmp = compare_regression(score_regression(good), score_regression(_spoil(good, [next(iter(good))])))
     assert cmp["flagged"] == []
-    # no churn: the suite has the power to see the thresholds, so "no significant drop" is a pass
-    assert cmp["overall"]["detectable_drop"] <= REGRESSION_THRESHOLD
-    assert all(r["detectable_drop"] <= CATEGORY_THRESHOLD for r in cmp["by_category"].values())
+    # the interval of each drop stays below its threshold: enough items to rule out forgetting
+    assert cmp["overall"]["drop_high"] < REGRESSION_THRESHOLD
+    assert all(r["drop_high"] < CATEGORY_THRESHOLD for r in cmp["by_category"].values())
     assert cmp["verdict"] == "PASS"
+
+
+def test_a_category_that_gains_more_than_it_loses_passes() -> None:
+    # the seed-0 quickstart's instructions: 6 lost, 10 gained of 120. The old power rule took the gains for churn
+    # and called this inconclusive; the interval's upper end (+4 points) rules out a 15-point drop
+    pairs = [(True, False)] * 6 + [(False, True)] * 10 + [(True, True)] * 60 + [(False, False)] * 44
+    row = judge_drop(pairs, threshold=CATEGORY_THRESHOLD, alpha=stats.ALPHA / 4)
+    assert row["verdict"] == "PASS" and row["drop_high"] < 0.05 and row["churn"] == pytest.approx(6 / 120)
+    # the same counts with the lost and gained swapped: a drop, but one the interval keeps within 15 points
+    assert judge_drop([(b, t) for t, b in pairs], CATEGORY_THRESHOLD, stats.ALPHA / 4)["verdict"] == "PASS"
+
+
+def test_a_significant_drop_near_the_threshold_is_not_a_pass() -> None:
+    # 10 lost, 0 gained of 120: significant, 8.3 points, within 15 as observed, but the interval reaches past 15
+    pairs = [(True, False)] * 10 + [(True, True)] * 110
+    row = judge_drop(pairs, threshold=0.1, alpha=stats.ALPHA)
+    assert row["p_drop"] < stats.ALPHA and row["drop"] < 0.1 < row["drop_high"]
+    assert row["verdict"] == "inconclusive" and not row["flagged"]
 
 
 def test_a_small_suite_is_inconclusive_not_a_pass() -> None:

@@ -11,13 +11,17 @@ both systems) rather than on two rates:
    the paired one of tuned - prompted (stats.drop_interval); for metrics that are not a per-example
    pass rate (macro F1, mean field accuracy) no interval is computed and the delta alone decides.
 2. Regression (the built-in suite and any eval.lm_eval tasks, each one category "lm-eval:TASK"; base vs
-   tuned): did general ability drop? Per category and overall:
+   tuned): did general ability drop? Per category and overall, a non-inferiority reading of the paired
+   interval of the drop:
    - FAIL: a significant drop (one-sided exact McNemar, p < alpha) larger than the threshold;
-   - PASS: no drop beyond the threshold that the test can see, and the suite had the power to see one:
-     the smallest drop it detects with POWER (80%) at its n is at most the threshold;
+   - PASS: the interval's upper end (the one-sided bound at alpha) is below the threshold: whatever the
+     tuned model lost, the suite rules out losing as much as the threshold. This is where the suite's
+     power shows: with too few items the bound cannot get below the threshold;
    - inconclusive ("n too small"): neither; never read as a pass.
-   The power assumption: the tuned model keeps flipping items both ways at the rate it gained items
-   in this comparison (churn unrelated to forgetting), and forgetting adds that much to the lost rate.
+   The power rule used before (PASS when the drop detectable with 80% power at the observed gained rate
+   is within the threshold) penalised a category where the model gained items: more gains, more assumed
+   churn, less power, so a better model got a worse verdict. The detectable drop is still reported, at
+   the churn the data shows (the smaller of the lost and gained rates: flips both ways).
 
 Thresholds (rates; 0.05 = 5 points of pass rate):
 - REGRESSION_THRESHOLD (overall, 434 items): a drop above it means the model lost a visible share of
@@ -76,17 +80,16 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
 
 def judge_drop(pairs: list[tuple[bool, bool]], threshold: float, alpha: float = ALPHA) -> dict[str, Any]:
     """Verdict on (base passed, tuned passed) pairs: stats.paired_comparison's numbers plus "delta"
-    (tuned - base rate), "threshold", "alpha", "churn" (the gained rate the power assumes),
-    "detectable_drop" (smallest drop seen with POWER; None: not even losing everything), "verdict"
-    and "flagged" (verdict is FAIL)."""
+    (tuned - base rate), "threshold", "alpha", "churn" (flips both ways: the smaller of the lost and
+    gained rates), "detectable_drop" (smallest drop seen with POWER at that churn; None: not even losing
+    everything), "verdict" and "flagged" (verdict is FAIL)."""
     row: dict[str, Any] = stats.paired_comparison(pairs, alpha)
-    churn = row["gained"] / row["n"]
+    churn = min(row["lost"], row["gained"]) / row["n"]
     detectable = stats.detectable_drop(row["n"], churn, alpha, POWER)
-    significant = row["p_drop"] < alpha
-    if significant and row["drop"] > threshold:
+    if row["p_drop"] < alpha and row["drop"] > threshold:
         verdict = "FAIL"
-    elif significant or (detectable is not None and detectable <= threshold):
-        verdict = "PASS"  # a significant drop within the threshold is real but small enough to accept
+    elif row["drop_high"] < threshold:
+        verdict = "PASS"
     else:
         verdict = "inconclusive"
     return row | {"delta": -row["drop"], "threshold": threshold, "alpha": alpha, "churn": churn,
@@ -102,10 +105,10 @@ def _drop_reason(name: str, row: dict[str, Any]) -> str:
         return (f"FAIL: regression {name} dropped {row['drop'] * 100:.1f} points ({row['base']:.3f} -> "
                 f"{row['tuned']:.3f}; {counts} < alpha {row['alpha']:.3g}; threshold {row['threshold'] * 100:.1f})")
     if row["verdict"] == "PASS":
-        return (f"ok: regression {name} {row['delta'] * 100 + 0.0:+.1f} points ({counts}); {seen}, threshold "
-                f"{row['threshold'] * 100:.1f}")
-    return (f"inconclusive: regression {name}: n too small ({counts}); {seen}, above the "
-            f"{row['threshold'] * 100:.1f}-point threshold")
+        return (f"ok: regression {name} {row['delta'] * 100 + 0.0:+.1f} points ({counts}); a drop is at most "
+                f"{row['drop_high'] * 100:.1f} points, below the {row['threshold'] * 100:.1f}-point threshold")
+    return (f"inconclusive: regression {name}: n too small ({counts}); the drop may reach "
+            f"{row['drop_high'] * 100:.1f} points, above the {row['threshold'] * 100:.1f}-point threshold; {seen}")
 
 
 def little_to_lose(regression: dict[str, Any]) -> str | None:
