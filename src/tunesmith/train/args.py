@@ -57,7 +57,9 @@ def training_args(cfg: RunConfig, run: RunDir, has_eval: bool, model, checkpoint
         disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs an accelerator; on CPU it only warns
         # Several processes without CUDA (torchrun on CPUs): gloo data parallel instead of independent runs.
-        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        # bf16 on a CPU (AMX) needs it too: the Trainer refuses bf16 without a GPU unless told it is on the CPU.
+        use_cpu=not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                                   or dtype == torch.bfloat16),
         # Every trainable parameter (adapter, prompt or whole model) takes part in every forward, so DDP need not
         # walk the autograd graph each step looking for unused ones (the Trainer's default without checkpointing).
         ddp_find_unused_parameters=False,

@@ -36,13 +36,9 @@ def check_context(model, data: Data) -> None:
 
 def wants_fast_path(cfg: RunConfig, packing: bool) -> tuple[bool, str | None]:
     """Whether this run takes train/fast.py, and why not when the config asked for it."""
-    import torch
-
     t = cfg.train
     if t.performance == "off":
         return False, None
-    if t.performance == "auto" and not torch.cuda.is_available():
-        return False, None  # on CPU the plain path is as fast; `performance: on` forces the fast path
     if cfg.method not in ("lora", "qlora", "full"):
         return False, f"performance: {cfg.method} prepends virtual tokens per example; plain path"
     if not packing:
