@@ -79,6 +79,9 @@ class EvalSettings(_Section):
         "endpoint as {name, url, model, api_key_env, system_prompt, few_shot, rate_limit, concurrency, retries}.",
     )
     few_shot: int = Field(3, ge=0, description="Few-shot examples from train in the prompted baseline.")
+    few_shot_seed: int = Field(0, description="Which few-shot examples are drawn. The eval's own, not train.seed: "
+                               "runs that differ only in their training seed face the same prompted baseline "
+                               "(and share its cached answers).")
     max_new_tokens: int = Field(256, ge=1, description="Generation limit per answer.")
     batch_size: int = Field(16, ge=1, description="Prompts generated together (left padding, KV cache).")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N test examples.")

@@ -20,9 +20,9 @@ from rich.table import Table
 
 from tunesmith.demo import legal
 
-# The recipe that forgets: `--show-forgetting` trains with it to show a gate that fails, and why. Adapting the
-# last 8 layers at a high learning rate on the legal data alone learns the format fast, and the format
-# (numbered items, the disclaimer) leaks into every general answer.
+# The recipe that forgets: `--show-forgetting` trains with it to show a gate that fails, and why. Every layer
+# adapted at a high learning rate on the legal data alone learns the format fast, and the format (numbered
+# items, the disclaimer) leaks into every general answer.
 FORGETTING_CONFIG: dict[str, Any] = {
     "name": "legal-bot",
     "model": "smollm2-135m-instruct",
@@ -34,19 +34,22 @@ FORGETTING_CONFIG: dict[str, Any] = {
         "rules": "data/rules.yaml",
         "max_seq_len": 512,
     },
-    "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear", "layers": -8},
-    "train": {"max_steps": 40, "batch_size": 4, "lr": 2.0e-3, "warmup_ratio": 0.1, "logging_steps": 2,
-              "eval_every": 20, "seed": 0},
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear", "layers": None},
+    "train": {"max_steps": 64, "batch_size": 4, "lr": 4.0e-3, "warmup_ratio": 0.1, "logging_steps": 2,
+              "eval_every": 32, "seed": 0},
     "eval": {"few_shot": 3, "max_new_tokens": 192, "batch_size": 24, "max_examples": 24, "regression": True},
     "output_dir": "runs",
 }
-# The default: the same adapter, with the base model's own answers to general prompts as 30% of training
-# (`tunesmith data replay`, data.mix), so the adapter also learns where the format does not belong; one
-# validation pass at the end instead of two (CPU time).
+# The default: the last 8 layers at a moderate learning rate, with the base model's own answers to general
+# prompts as 30% of training (`tunesmith data replay`, data.mix), so the adapter also learns where the format
+# does not belong; one validation pass at the end (CPU time). 64 steps of ~4 examples (about 1.2 epochs): at
+# 48 the adapter of train seed 1 had not yet learned to stop after the disclaimer (13 of 23 answers ran to the
+# token limit, compliance 0.43), while seeds 0 and 2 had.
 QUICKSTART_CONFIG: dict[str, Any] = {
     **FORGETTING_CONFIG,
+    "lora": {**FORGETTING_CONFIG["lora"], "layers": -8},
     "data": {**FORGETTING_CONFIG["data"], "mix": [{"path": "data/general.jsonl", "weight": 0.3}]},
-    "train": {**FORGETTING_CONFIG["train"], "max_steps": 48, "eval_every": None},
+    "train": {**FORGETTING_CONFIG["train"], "lr": 2.0e-3, "eval_every": None},
 }
 DEMO_EXAMPLES = 240
 # What differs for one embedded model, laid over either recipe above (then `settings` over that).

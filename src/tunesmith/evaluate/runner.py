@@ -175,9 +175,9 @@ def evaluate_run(
     if ev.max_examples:
         tests = tests[: ev.max_examples]
     train = few_shot_pool(cfg) if "prompted" in systems or any(e.few_shot for e in endpoints.values()) else []
-    shots = few_shot_messages(train, ev.few_shot, cfg.train.seed)
+    shots = few_shot_messages(train, ev.few_shot, ev.few_shot_seed)
     prompts = {s: system_prompts(tests, s, shots) for s in local}
-    prompts |= {n: endpoint_messages(tests, e, few_shot_messages(train, e.few_shot, cfg.train.seed))
+    prompts |= {n: endpoint_messages(tests, e, few_shot_messages(train, e.few_shot, ev.few_shot_seed))
                 for n, e in endpoints.items()}
     task = task_of(tests, rules)
 

@@ -36,11 +36,12 @@ class DropRow(_Loose):
     threshold: float | None = Field(None, description="Largest drop accepted (a rate: 0.05 = 5 points).")
     alpha: float | None = Field(None, description="Significance level of this row's test (Bonferroni-shared "
                                 "across categories).")
-    churn: float | None = Field(None, description="Gained rate the power calculation assumes as background flips.")
+    churn: float | None = Field(None, description="Flips both ways (the smaller of the lost and gained "
+                                "rates): the background the detectable drop is computed at.")
     detectable_drop: float | None = Field(None, description="Smallest drop the test sees with 80% power at this n "
                                           "and churn; null: none, n too small.")
-    verdict: Verdict | None = Field(None, description="FAIL: significant drop above the threshold; PASS: none, "
-                                    "with the power to see one; inconclusive: n too small to tell.")
+    verdict: Verdict | None = Field(None, description="FAIL: significant drop above the threshold; PASS: the "
+                                    "interval's upper end (drop_high) below the threshold; inconclusive: neither.")
     flagged: bool = Field(description="verdict is FAIL.")
 
 
