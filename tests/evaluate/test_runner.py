@@ -163,6 +163,9 @@ def test_full_fine_tune_of_a_base_without_template_evaluates_with_the_run_s_temp
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["task"] == "classification" and [summary[s]["n"] for s in ("base", "prompted", "tuned")] == [1, 1, 1]
+    # macro F1 is no per-example pass: the gate's interval is the bootstrap over the (one) test example
+    assert summary["gate"]["task"]["method"] == "paired bootstrap, 2000 resamples"
+    assert summary["gate"]["task"]["n"] == 1 and summary["gate"]["task"]["resamples"] == 2000
 
 
 def test_eval_run_with_judge_keeps_items_in_results_and_shows_scores(tiny_run, endpoint):

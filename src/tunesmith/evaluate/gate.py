@@ -8,8 +8,12 @@ both systems) rather than on two rates:
    FAIL when the observed delta is not above the margin (a tie does not justify a fine-tune);
    PASS when the whole interval of the delta lies above the margin; inconclusive in between: better
    here, but by too few examples to tell. With per-example passes (compliance tasks) the interval is
-   the paired one of tuned - prompted (stats.drop_interval); for metrics that are not a per-example
-   pass rate (macro F1, mean field accuracy) no interval is computed and the delta alone decides.
+   the paired one of tuned - prompted (stats.drop_interval). Macro F1 and mean field accuracy are not
+   a per-example pass rate, so there is no 2x2 table: given both systems' per-example outputs and the
+   references, the interval is a paired bootstrap (stats.paired_bootstrap, 2000 resamples of the
+   examples, a fixed seed: the same outputs always give the same verdict), the metric recomputed on
+   each resample for both systems (evaluate.task_bootstrap). Only when no per-example outputs are
+   given (a gate over summary scores alone) does the delta alone decide.
 2. Regression (the built-in suite and any eval.lm_eval tasks, each one category "lm-eval:TASK"; base vs
    tuned): did general ability drop? Per category and overall, a non-inferiority reading of the paired
    interval of the drop:
@@ -34,7 +38,7 @@ Thresholds (rates; 0.05 = 5 points of pass rate):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from tunesmith.evaluate import stats
 
@@ -122,16 +126,40 @@ def little_to_lose(regression: dict[str, Any]) -> str | None:
             + (f" ({', '.join(low)})" if low else "") + ", so its verdict cannot show that general ability was kept")
 
 
-def _task_row(cand: float, base: float, margin: float, pairs: list[tuple[bool, bool]] | None) -> dict[str, Any]:
+def _bootstrap(metric: str, cand: float, base: float, outputs: dict[str, Sequence[Any]] | None,
+               references: Sequence[Any] | None, candidate: str, baseline: str) -> dict[str, Any] | None:
+    """stats.paired_bootstrap of the primary metric when it has a resampling statistic and per-example
+    outputs of both systems are given; None otherwise."""
+    from tunesmith.evaluate.task_bootstrap import STATISTICS
+
+    if metric not in STATISTICS or not outputs or references is None or not len(references):
+        return None
+    missing = [s for s in (candidate, baseline) if s not in outputs]
+    if missing:
+        raise ValueError(f"no per-example outputs for {', '.join(missing)}")
+    boot = stats.paired_bootstrap(STATISTICS[metric](outputs[baseline], outputs[candidate], references),
+                                  len(references))
+    # the full sample must reproduce the scores being gated, or the interval is about other outputs
+    if abs(boot["candidate"] - cand) > 1e-9 or abs(boot["baseline"] - base) > 1e-9:
+        raise ValueError(f"per-example outputs give {metric} {boot['candidate']:.6f} ({candidate}) and "
+                         f"{boot['baseline']:.6f} ({baseline}), not the scored {cand:.6f} and {base:.6f}")
+    return boot
+
+
+def _task_row(cand: float, base: float, margin: float, pairs: list[tuple[bool, bool]] | None,
+              boot: dict[str, Any] | None = None) -> dict[str, Any]:
     delta = round(cand - base, 9)
     row: dict[str, Any] = {"delta": delta, "margin": margin}
     if pairs:
         c = stats.paired_comparison(pairs)  # (baseline passed, candidate passed): its drop is -gain
         row |= {"n": c["n"], "better": c["gained"], "worse": c["lost"], "level": c["level"],
-                "delta_low": -c["drop_high"], "delta_high": -c["drop_low"], "p_better": c["p_gain"]}
+                "delta_low": -c["drop_high"], "delta_high": -c["drop_low"], "p_better": c["p_gain"],
+                "method": "paired Agresti-Min interval"}
+    elif boot:
+        row |= {k: boot[k] for k in ("n", "level", "delta_low", "delta_high", "resamples", "method")}
     if delta <= margin:
         row["verdict"] = "FAIL"
-    elif not pairs or row["delta_low"] > margin:
+    elif "delta_low" not in row or row["delta_low"] > margin:
         row["verdict"] = "PASS"
     else:
         row["verdict"] = "inconclusive"
@@ -146,12 +174,16 @@ def decide(
     candidate: str = "tuned",
     baseline: str = "prompted",
     pairs: list[tuple[bool, bool]] | None = None,
+    outputs: dict[str, Sequence[Any]] | None = None,
+    references: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """The verdict with reasons.
 
     `systems` maps a system name to its score dict (what `score_predictions` returns); `regression`
     is `compare_regression`'s result or None when the suite was not run; `pairs` are per-example
-    (baseline passed, candidate passed) on the primary metric, when it is a pass rate.
+    (baseline passed, candidate passed) on the primary metric, when it is a pass rate. For macro F1 and
+    mean field accuracy, `outputs` (system -> per-example outputs, in the order of `references`: labels
+    for classification, reference objects for extraction) give the bootstrap interval instead.
     Returns {"verdict": "PASS" | "FAIL" | "inconclusive", "passed" (verdict is PASS), "reasons",
     "primary_metric", "candidate", "baseline", "margin", "candidate_value", "baseline_value", "delta",
     "task": _task_row (delta, interval, better/worse counts, verdict), "regression_verdict",
@@ -166,12 +198,16 @@ def decide(
     missing = [n for n, v in ((candidate, cand), (baseline, base)) if v is None]
     if missing:
         raise ValueError(f"metric {metric!r} missing for {', '.join(missing)}")
-    row = _task_row(cand, base, margin, pairs)
+    boot = None if pairs else _bootstrap(metric, cand, base, outputs, references, candidate, baseline)
+    row = _task_row(cand, base, margin, pairs, boot)
     relation = ">" if row["delta"] > margin else "<="
     interval = ""
     if pairs:
         interval = (f"; {row['level'] * 100:g}% interval {row['delta_low']:+.3f} to {row['delta_high']:+.3f}, "
                     f"{row['better']} examples better, {row['worse']} worse of {row['n']}")
+    elif boot:
+        interval = (f"; {row['level'] * 100:g}% interval {row['delta_low']:+.3f} to {row['delta_high']:+.3f} "
+                    f"({row['method']}) over {row['n']} examples")
     prefix = {"PASS": "ok", "FAIL": "FAIL", "inconclusive": "inconclusive"}[row["verdict"]]
     reasons = [(f"{prefix}: {candidate} {metric} {cand:.3f} vs {baseline} {base:.3f} "
                 f"(delta {row['delta']:+.3f} {relation} margin {margin:.3f}{interval})")]

@@ -89,6 +89,23 @@ def as_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _parse_pred(pred: Any) -> tuple[bool, dict[str, Any] | None]:
+    """(valid JSON, the object or None when it is not one) for a text or already-parsed prediction."""
+    ok, obj = (True, pred) if isinstance(pred, (dict, list)) else parse_json_answer(str(pred))
+    return ok, obj if ok and isinstance(obj, dict) else None
+
+
+def field_hits(preds: Sequence[Any], ref_objs: Sequence[dict[str, Any]]) -> list[dict[str, bool]]:
+    """Per example, each field of its reference and whether the prediction got it right: what
+    field accuracy is counted from, kept per example so the gate can resample examples."""
+    _check_lengths(preds, ref_objs)
+    rows = []
+    for pred, ref in zip(preds, ref_objs):
+        obj = _parse_pred(pred)[1]
+        rows.append({f: obj is not None and f in obj and _json_equal(obj[f], v) for f, v in ref.items()})
+    return rows
+
+
 def extraction(preds: Sequence[Any], refs: Sequence[Any]) -> dict[str, Any]:
     """JSON validity, per-field accuracy and whole-object match for structured extraction.
 
@@ -104,13 +121,13 @@ def extraction(preds: Sequence[Any], refs: Sequence[Any]) -> dict[str, Any]:
     hits: dict[str, int] = {}
     totals: dict[str, int] = {}
     for pred, ref in zip(preds, ref_objs):
-        ok, obj = (True, pred) if isinstance(pred, (dict, list)) else parse_json_answer(str(pred))
+        ok, obj = _parse_pred(pred)
         valid += ok
-        obj = obj if ok and isinstance(obj, dict) else None
         exact += obj is not None and _json_equal(obj, ref)
-        for field, expected in ref.items():
+    for row in field_hits(preds, ref_objs):
+        for field, hit in row.items():
             totals[field] = totals.get(field, 0) + 1
-            hits[field] = hits.get(field, 0) + (obj is not None and field in obj and _json_equal(obj[field], expected))
+            hits[field] = hits.get(field, 0) + hit
     field_accuracy = {f: hits[f] / totals[f] for f in sorted(totals)}
     return {
         "n": n,

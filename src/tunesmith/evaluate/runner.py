@@ -39,7 +39,7 @@ from tunesmith.eval_settings import LOCAL_SYSTEMS
 from tunesmith.data.records import Conversation, Message, Preference
 from tunesmith.evaluate import gencache, metrics
 from tunesmith.evaluate.endpoint import ask_endpoint, endpoint_messages, endpoint_record, token_counter, usage_record
-from tunesmith.evaluate.gate import decide
+from tunesmith.evaluate.gate import decide, primary_metric
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
 from tunesmith.train.dataset import read_conversations, read_records
@@ -330,10 +330,14 @@ def evaluate_run(
         })
     gate = None
     if {"tuned", against} <= set(systems):
-        # compliance is a per-example pass, so the two systems pair up example by example
+        # compliance is a per-example pass, so the systems pair up by example; for macro F1 and field accuracy
+        # the gate resamples examples from the outputs (classification with rules is still gated on macro F1)
+        on_rules = primary_metric(task, scores["tuned"]) == "compliance.all"
         pairs = [(all(ex["passes"][against].values()), all(ex["passes"]["tuned"].values())) for ex in examples] \
-            if rules is not None and "compliance" in scores["tuned"] else None
-        gate = decide(task, scores, forgetting, margin=margin, baseline=against, pairs=pairs)
+            if on_rules and rules is not None else None
+        references = [c.label for c in tests] if task == "classification" else [c.assistant_turns()[-1] for c in tests]
+        gate = decide(task, scores, forgetting, margin=margin, baseline=against, pairs=pairs,
+                      outputs={s: outputs[s] for s in ("tuned", against)}, references=references)
     entries: dict[str, dict[str, Any]] = {s: {"metrics": scores[s]} for s in systems}
     for s in local:
         entries[s]["usage"] = usage_record(*_local_tokens(caches[s], prompts[s], outputs[s], token_count))

@@ -66,15 +66,21 @@ class TaskRow(_Loose):
 
     delta: float = Field(description="candidate - baseline on the primary metric.")
     margin: float = Field(description="How much the candidate must beat the baseline by.")
-    n: int | None = Field(None, description="Paired test examples (per-example pass metrics only).")
-    better: int | None = Field(None, description="Examples the candidate passes and the baseline fails.")
-    worse: int | None = Field(None, description="Examples the baseline passes and the candidate fails.")
+    n: int | None = Field(None, description="Paired test examples (null: no per-example data, no interval).")
+    better: int | None = Field(None, description="Examples the candidate passes and the baseline fails "
+                               "(per-example pass metrics only).")
+    worse: int | None = Field(None, description="Examples the baseline passes and the candidate fails "
+                              "(per-example pass metrics only).")
     delta_low: float | None = Field(None, description="Lower end of the delta's paired interval.")
     delta_high: float | None = Field(None, description="Upper end of the delta's paired interval.")
     level: float | None = Field(None, description="Confidence level of the interval.")
-    p_better: float | None = Field(None, description="One-sided exact McNemar p-value for an improvement.")
+    method: str | None = Field(None, description="How the interval was computed: the paired Agresti-Min interval "
+                               "(pass rates) or a paired bootstrap of the examples (macro F1, mean field accuracy).")
+    resamples: int | None = Field(None, description="Bootstrap resamples (bootstrap intervals only).")
+    p_better: float | None = Field(None, description="One-sided exact McNemar p-value for an improvement "
+                                   "(per-example pass metrics only).")
     verdict: Verdict = Field(description="FAIL: delta <= margin; PASS: the whole interval above the margin (or, "
-                             "without pairs, delta > margin); inconclusive otherwise.")
+                             "without per-example data, delta > margin); inconclusive otherwise.")
 
 
 class GateResult(_Loose):

@@ -95,7 +95,12 @@ def _verdict(gate: dict[str, Any], regression: Any, n_test: int | None) -> Verdi
     delta = gate.get("delta")
     beats = isinstance(delta, (int, float)) and delta > margin
     task = gate.get("task") or {}
-    checks = [Check(f"{metric}: {cand} − {base}", _num(delta, "+.3f"), f"> {_num(margin, '.3f')}",
+    value = _num(delta, "+.3f")
+    if isinstance(task.get("delta_low"), (int, float)) and isinstance(task.get("delta_high"), (int, float)):
+        # the verdict is on the interval, so the row shows it beside the delta it brackets
+        level = f"{task['level'] * 100:g}% " if isinstance(task.get("level"), (int, float)) else ""
+        value += f" ({level}{_num(task['delta_low'], '+.3f')} to {_num(task['delta_high'], '+.3f')})"
+    checks = [Check(f"{metric}: {cand} − {base}", value, f"> {_num(margin, '.3f')}",
                     task.get("n") or n_test, _PASSED.get(task.get("verdict"), beats))]
     flagged = list(gate.get("regression_flagged") or [])
     reg = regression or {}
