@@ -97,7 +97,8 @@ def test_compliance_report_is_one_file_decision_first(tmp_path: Path) -> None:
         ["general ability: arithmetic", "+1.2 points", "≥ −15.0 points", "80", "✓ pass"],
         ["general ability: facts", "−100.0 points", "≥ −15.0 points", "154", "✗ fail"],
         ["general ability: format", "+0.0 points", "≥ −15.0 points", "80", "✓ pass"],
-        ["general ability: instructions", "−10.0 points", "≥ −15.0 points", "120", "✓ pass"],
+        # 12 lost of 120: within 15 points as observed, but the interval reaches past it
+        ["general ability: instructions", "−10.0 points", "≥ −15.0 points", "120", "? inconclusive"],
         ["general ability: overall", "−38.0 points", "≥ −5.0 points", "434", "✗ fail"],
     ]
     # tuned passes every rule on 3/3, prompted on 2/3, base on none
