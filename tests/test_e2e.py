@@ -231,7 +231,7 @@ def test_full_fine_tune_run_is_served_from_its_run_directory(tiny_model_dir, tmp
 def test_prompted_baseline_of_a_dpo_run_shows_the_chosen_answers(tiny_model_dir, tmp_path):
     """eval's few-shot examples come from data.train, which for DPO holds preference pairs, not chats."""
     from tunesmith.config import load_config
-    from tunesmith.evaluate.runner import few_shot_messages, few_shot_pool
+    from tunesmith.evaluate.prompts import few_shot_messages, few_shot_pool
 
     pairs = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": f"good {i}", "rejected": f"bad {i}"}
              for i in range(3)]

@@ -327,3 +327,15 @@ def test_plan_memory_takes_a_gguf_as_its_converted_model(tiny_ggufs, tiny_model_
     assert param_count(resolve_shape(str(tiny_ggufs[1]))) == param_count(resolve_shape(str(tiny_model_dir)))
     with pytest.raises(UnknownModel, match="--model .*missing.gguf: no such file"):
         resolve_shape(str(tmp_path / "missing.gguf"))
+
+
+def test_training_dtype_auto_is_bf16_only_where_the_cpu_has_amx(monkeypatch):
+    import torch
+
+    from tunesmith.models import training_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for amx, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert training_dtype("auto") == expected
+        assert training_dtype("float32") == "float32" and training_dtype("bfloat16") == "bfloat16"

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,47 +34,17 @@ from rich.markup import escape
 
 from tunesmith.config import RunConfig
 from tunesmith.eval_settings import LOCAL_SYSTEMS
-from tunesmith.data.records import Conversation, Message, Preference
+from tunesmith.data.records import Conversation
 from tunesmith.evaluate import gencache, metrics
 from tunesmith.evaluate.endpoint import ask_endpoint, endpoint_messages, endpoint_record, token_counter, usage_record
 from tunesmith.evaluate.gate import decide, primary_metric
+from tunesmith.evaluate.prompts import few_shot_messages, few_shot_pool, system_prompts, token_limit
 from tunesmith.rules import RuleSet, load_rules, parse_json_answer
 from tunesmith.data.formats import sha256_file
-from tunesmith.train.dataset import read_conversations, read_records
+from tunesmith.train.dataset import read_conversations
 from tunesmith.rundir import EvalResults, RunDir, RunInfo
 
 SYSTEMS = LOCAL_SYSTEMS
-
-
-def few_shot_messages(train: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:
-    """k (user, assistant) pairs drawn from train with a fixed seed, for the prompted baseline."""
-    if k <= 0 or not train:
-        return []
-    picked = random.Random(seed).sample(train, min(k, len(train)))
-    shots: list[dict[str, str]] = []
-    for conv in picked:
-        shots += [m for m in conv.prompt_messages() if m["role"] != "system"]
-        shots.append({"role": "assistant", "content": conv.assistant_turns()[-1]})
-    return shots
-
-
-def few_shot_pool(cfg: RunConfig) -> list[Conversation]:
-    """Train examples for the prompted baseline: conversations, or for a DPO run each prompt with its chosen answer."""
-    if cfg.objective == "dpo":
-        prefs = read_records(cfg.data.train, cfg.data.format, cfg.data.system_prompt, Preference, "dpo")
-        return [Conversation(p.prompt + [Message("assistant", p.chosen)], p.origin) for p in prefs]
-    return read_conversations(cfg.data.train, cfg.data.format, cfg.data.system_prompt)
-
-
-def system_prompts(tests: list[Conversation], system: str, shots: list[dict[str, str]]) -> list[list[dict[str, str]]]:
-    out = []
-    for conv in tests:
-        msgs = conv.prompt_messages()
-        if system == "prompted" and shots:
-            head = [m for m in msgs if m["role"] == "system"]
-            msgs = head + shots + [m for m in msgs if m["role"] != "system"]
-        out.append(msgs)
-    return out
 
 
 def task_of(tests: list[Conversation], rules: RuleSet | None) -> str:
@@ -199,7 +167,7 @@ def evaluate_run(
     # model that has none); every system is prompted with it
     own = run.adapter if run.adapter.is_dir() else full_model if full_model.is_dir() else info.base_model
     template = _template_text(own, cfg.data.chat_template)
-    limit = _token_limit(own, tests, ev.max_new_tokens, cfg.trust_remote_code)
+    limit = token_limit(own, tests, ev.max_new_tokens, cfg.trust_remote_code)
     outputs: dict[str, list[str]] = {}
     stopped: dict[str, list[bool] | None] = {}  # per answer: ended on a stop token (None: cached before it was kept)
     caches: dict[str, Path] = {}
@@ -388,15 +356,6 @@ def _read_generations(path: Path) -> tuple[list[str], list[bool] | None]:
     if isinstance(raw, list):
         return raw, None
     return raw["outputs"], raw["stopped"]
-
-
-def _token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, trust_remote_code: bool) -> int:
-    """New tokens an answer gets: the longest reference's length plus 25%, never above eval.max_new_tokens."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
-    longest = max(len(tok(c.assistant_turns()[-1], add_special_tokens=False)["input_ids"]) for c in tests)
-    return min(cap, math.ceil(longest * 1.25) + 4)
 
 
 @contextmanager
