@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -106,8 +107,9 @@ def llama_cpp(gguf_path: Path, weight_type: str, prompts: list[list[int]], max_n
     import llama_cpp
 
     width = max(len(p) for p in prompts) + max_new_tokens
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=width, n_batch=min(width, 512), n_threads=_threads(),
-                          seed=0, verbose=False)
+    with _plain_cpu_buffers():
+        llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=width, n_batch=min(width, 512), n_threads=_threads(),
+                              seed=0, verbose=False)
     stops = gguf_stops(llm.metadata)
     answers, start = [], time.perf_counter()
     try:
@@ -127,6 +129,29 @@ def llama_cpp(gguf_path: Path, weight_type: str, prompts: list[list[int]], max_n
         llm.close()
     return RuntimeRun("llama.cpp", weight_type, answers, time.perf_counter() - start,
                       f"llama-cpp-python {llama_cpp.__version__}, {gguf_path.name}")
+
+
+@contextmanager
+def _plain_cpu_buffers():
+    """Load without llama.cpp's extra CPU buffer types. On a CPU with AMX, a build for the machine (GGML_NATIVE)
+    repacks q8_0 weights for its AMX kernels, and decoding a small model from that buffer crashes the process
+    (SIGSEGV in llama_decode, seen with llama-cpp-python 0.3.36 on Sapphire Rapids); the plain CPU buffer runs the
+    same weights with the AVX-512 kernels. llama-cpp-python does not expose the setting, so its default is
+    adjusted while the model loads."""
+    import llama_cpp.llama_cpp as lib
+
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
 
 
 def gguf_stops(metadata: dict[str, str]) -> set[int]:
