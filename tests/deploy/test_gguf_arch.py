@@ -22,7 +22,7 @@ except ImportError:  # CI installs llama-cpp-python; there a missing one is a fa
 TEXTS = ["The tenant shall pay the rent on the first day of each month.",
          "What is 2 + 2? The answer is 4, not 22 or 2024.",
          "  two spaces, a tab\there, and a new\nline — café, naïve, 日本"]
-GREEDY_TOKENS = 8
+GREEDY_TOKENS = 16
 
 
 def _corpus() -> list[str]:
@@ -119,7 +119,10 @@ FAMILIES = {
 
 
 def _llama_cpp(path):
-    return llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=1, verbose=False)
+    from tunesmith.deploy.runtimes import plain_cpu_buffers
+
+    with plain_cpu_buffers():
+        return llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=1, verbose=False)
 
 
 def _llama_cpp_logits(llm, ids: list[int]) -> np.ndarray:
@@ -128,11 +131,18 @@ def _llama_cpp_logits(llm, ids: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(ids)], dtype=np.float64)
 
 
-def _greedy(step, ids: list[int], n: int) -> list[int]:
-    ids = list(ids)
-    for _ in range(n):
-        ids.append(int(np.argmax(step(ids)[-1])))
-    return ids[-n:]
+def _greedy_misses(ref, got, ids: list[int], n: int, tol: float) -> list[tuple[int, int, int]]:
+    """Steps of the reference's greedy path where `got` picks a token the reference does not rank within `tol`
+    (relative to its largest logit) of its own best: (step, reference's token, got's token). The path follows the
+    reference, so one near-tie (a random tiny model has many; f16 kernels differ by CPU) cannot derail the rest."""
+    ids, misses = list(ids), []
+    for step in range(n):
+        r, g = ref(ids)[-1], got(ids)[-1]
+        best, pick = int(np.argmax(r)), int(np.argmax(g))
+        if r[pick] < r[best] - tol * np.abs(r).max():
+            misses.append((step, best, pick))
+        ids.append(best)
+    return misses
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -164,8 +174,9 @@ def test_export_runs_in_llama_cpp_as_in_transformers(tmp_path, family):
         worst = max(worst, float(np.abs(ref - got).max() / np.abs(ref).max()))
         if i < 2:
             prompt = ids[:12]
-            assert (_greedy(lambda x: _llama_cpp_logits(llm, x), prompt, GREEDY_TOKENS)
-                    == _greedy(hf, prompt, GREEDY_TOKENS)), text
+            misses = _greedy_misses(hf, lambda x: _llama_cpp_logits(llm, x), prompt, GREEDY_TOKENS,
+                                    gguf_export.TOLERANCE["f16"])
+            assert misses == [], f"{family}: {text!r}: greedy picks off the reference's top tokens {misses}"
     assert worst <= gguf_export.TOLERANCE["f16"], f"{family}: relative max |logit diff| {worst:.2e}"
     llm.close()
 

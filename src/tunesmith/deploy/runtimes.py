@@ -107,7 +107,7 @@ def llama_cpp(gguf_path: Path, weight_type: str, prompts: list[list[int]], max_n
     import llama_cpp
 
     width = max(len(p) for p in prompts) + max_new_tokens
-    with _plain_cpu_buffers():
+    with plain_cpu_buffers():
         llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=width, n_batch=min(width, 512), n_threads=_threads(),
                               seed=0, verbose=False)
     stops = gguf_stops(llm.metadata)
@@ -132,7 +132,7 @@ def llama_cpp(gguf_path: Path, weight_type: str, prompts: list[list[int]], max_n
 
 
 @contextmanager
-def _plain_cpu_buffers():
+def plain_cpu_buffers():
     """Load without llama.cpp's extra CPU buffer types. On a CPU with AMX, a build for the machine (GGML_NATIVE)
     repacks q8_0 weights for its AMX kernels, and decoding a small model from that buffer crashes the process
     (SIGSEGV in llama_decode, seen with llama-cpp-python 0.3.36 on Sapphire Rapids); the plain CPU buffer runs the

@@ -75,7 +75,14 @@ if (selections && offline) {
     document.getElementById("no-examples").hidden = order.length > 0;
   };
   offline.addEventListener("change", apply);
+  // a reset event comes before the fields change, so the button resets and applies in one step: the page
+  // shows every example when the click returns, not a moment later
   offline.addEventListener("reset", () => setTimeout(apply, 0));
+  offline.querySelectorAll("button[type=reset]").forEach((b) => b.addEventListener("click", (e) => {
+    e.preventDefault();
+    offline.reset();
+    apply();
+  }));
   document.querySelectorAll("a[data-rule]").forEach((a) => a.addEventListener("click", () => {
     offline.elements.rule.value = a.dataset.rule;
     apply();
