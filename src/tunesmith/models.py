@@ -308,7 +308,8 @@ def training_dtype(dtype: str) -> str:
 
 
 def load_model(path: str | Path, dtype: str = "auto", trust_remote_code: bool = False, device: str | None = None):
-    """A causal LM from safetensors only. dtype 'auto': bf16 on a CUDA GPU, fp32 on CPU (bf16 is slow there)."""
+    """A causal LM from safetensors only. dtype 'auto': bf16 on a CUDA GPU, fp32 on CPU: the embedded server runs
+    fp32 there, so what is evaluated is what is served (training picks its own: training_dtype)."""
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -68,17 +68,21 @@ def test_the_interval_is_deterministic() -> None:
     assert other_seed["delta_low"] != a["task"]["delta_low"]
 
 
+def _equals_metric_on_resamples(stat, b, c, refs, score, seed: int) -> None:
+    """stat(idx) is (score of b, score of c) on the examples idx names: the whole sample and 20 resamples."""
+    rng = np.random.default_rng(seed)
+    for idx in [np.arange(40)] + [rng.integers(0, 40, size=40) for _ in range(20)]:
+        ref = [refs[i] for i in idx]
+        expected = (score([b[i] for i in idx], ref), score([c[i] for i in idx], ref))
+        assert stat(idx) == pytest.approx(expected, abs=1e-12)
+
+
 def test_the_statistic_is_the_metric_on_the_resample() -> None:
     # prompted also invents a label ("spam"), which counts as a class of its own in macro F1
     b = labels_wrong_on(set(range(7)))[:-1] + ["spam"]
     c = labels_wrong_on({3, 17, 30})
-    stat = classification_statistic(b, c, REFS)
-    rng = np.random.default_rng(7)
-    for idx in [np.arange(40)] + [rng.integers(0, 40, size=40) for _ in range(20)]:
-        ref = [REFS[i] for i in idx]
-        expected = (metrics.classification([b[i] for i in idx], ref)["macro_f1"],
-                    metrics.classification([c[i] for i in idx], ref)["macro_f1"])
-        assert stat(idx) == pytest.approx(expected, abs=1e-12)
+    _equals_metric_on_resamples(classification_statistic(b, c, REFS), b, c, REFS,
+                                lambda p, r: metrics.classification(p, r)["macro_f1"], seed=7)
 
 
 def field_refs() -> list[dict]:
@@ -121,13 +125,8 @@ def test_extraction_field_accuracy_gets_the_same_interval_rule() -> None:
 def test_extraction_statistic_is_the_metric_on_the_resample() -> None:
     refs = field_refs()
     b, c = answers(refs, set(range(0, 40, 3)), broken={4, 11}), answers(refs, {2, 9}, broken={7})
-    stat = extraction_statistic(b, c, refs)
-    rng = np.random.default_rng(3)
-    for idx in [np.arange(40)] + [rng.integers(0, 40, size=40) for _ in range(20)]:
-        ref = [refs[i] for i in idx]
-        expected = (metrics.extraction([b[i] for i in idx], ref)["field_accuracy_mean"],
-                    metrics.extraction([c[i] for i in idx], ref)["field_accuracy_mean"])
-        assert stat(idx) == pytest.approx(expected, abs=1e-12)
+    _equals_metric_on_resamples(extraction_statistic(b, c, refs), b, c, refs,
+                                lambda p, r: metrics.extraction(p, r)["field_accuracy_mean"], seed=3)
 
 
 def test_the_bootstrap_contains_its_observed_delta_and_is_at_level() -> None:

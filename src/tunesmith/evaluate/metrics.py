@@ -95,15 +95,15 @@ def _parse_pred(pred: Any) -> tuple[bool, dict[str, Any] | None]:
     return ok, obj if ok and isinstance(obj, dict) else None
 
 
+def _hits(obj: dict[str, Any] | None, ref: dict[str, Any]) -> dict[str, bool]:
+    return {f: obj is not None and f in obj and _json_equal(obj[f], v) for f, v in ref.items()}
+
+
 def field_hits(preds: Sequence[Any], ref_objs: Sequence[dict[str, Any]]) -> list[dict[str, bool]]:
     """Per example, each field of its reference and whether the prediction got it right: what
     field accuracy is counted from, kept per example so the gate can resample examples."""
     _check_lengths(preds, ref_objs)
-    rows = []
-    for pred, ref in zip(preds, ref_objs):
-        obj = _parse_pred(pred)[1]
-        rows.append({f: obj is not None and f in obj and _json_equal(obj[f], v) for f, v in ref.items()})
-    return rows
+    return [_hits(_parse_pred(pred)[1], ref) for pred, ref in zip(preds, ref_objs)]
 
 
 def extraction(preds: Sequence[Any], refs: Sequence[Any]) -> dict[str, Any]:
@@ -124,8 +124,7 @@ def extraction(preds: Sequence[Any], refs: Sequence[Any]) -> dict[str, Any]:
         ok, obj = _parse_pred(pred)
         valid += ok
         exact += obj is not None and _json_equal(obj, ref)
-    for row in field_hits(preds, ref_objs):
-        for field, hit in row.items():
+        for field, hit in _hits(obj, ref).items():
             totals[field] = totals.get(field, 0) + 1
             hits[field] = hits.get(field, 0) + hit
     field_accuracy = {f: hits[f] / totals[f] for f in sorted(totals)}

@@ -77,7 +77,6 @@ if (selections && offline) {
   offline.addEventListener("change", apply);
   // a reset event comes before the fields change, so the button resets and applies in one step: the page
   // shows every example when the click returns, not a moment later
-  offline.addEventListener("reset", () => setTimeout(apply, 0));
   offline.querySelectorAll("button[type=reset]").forEach((b) => b.addEventListener("click", (e) => {
     e.preventDefault();
     offline.reset();
