@@ -1,16 +1,19 @@
 """The vLLM engine with a real vLLM child on the tiny model: answers through an alias, alias changes and
 rollbacks at the next request without restarting vLLM, greedy answers equal to the embedded engine's.
 
-vLLM is started from TUNESMITH_VLLM_COMMAND when set (a venv of its own, as scripts/install.sh --with-vllm
-makes it), else from this Python; the tests skip when that Python cannot import vllm.
+vLLM is started from TUNESMITH_VLLM_COMMAND when set, else from the venv `scripts/install.sh --with-vllm` makes
+(.venv-vllm), else from this Python. Where none can import vllm the tests skip, saying so; with CI set they fail
+(CI installs vLLM).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
 from functools import partial
+from pathlib import Path
 
 import openai
 import pytest
@@ -29,16 +32,19 @@ QUESTIONS = ["What is a lease?", "Is a verbal contract binding?", "What is 2 + 2
 
 
 def _vllm_command() -> list[str]:
-    import os
-
     given = os.environ.get("TUNESMITH_VLLM_COMMAND")
-    command = shlex.split(given) if given else [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    own_venv = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
+    python = str(own_venv) if own_venv.is_file() else sys.executable
+    command = shlex.split(given) if given else [python, "-m", "vllm.entrypoints.openai.api_server"]
     python = command[0] if command[1:2] == ["-m"] else sys.executable
     probe = subprocess.run([python, "-c", "import vllm"], capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
-        pytest.skip(f"vLLM cannot be imported by {python}: {last} (scripts/install.sh --with-vllm, then set "
-                    "TUNESMITH_VLLM_COMMAND)")
+        why = (f"vLLM cannot be imported by {python}: {last} (scripts/install.sh --with-vllm, or set "
+               "TUNESMITH_VLLM_COMMAND)")
+        if os.environ.get("CI"):  # CI installs vLLM: there a missing one is a failure, not a skip
+            pytest.fail(why)
+        pytest.skip(why)
     return command
 
 
@@ -100,3 +106,16 @@ def test_stream_matches_plain(stacks):
     plain = client.chat.completions.create(model=v1, messages=messages, max_tokens=12).choices[0].message.content
     chunks = list(client.chat.completions.create(model=v1, messages=messages, max_tokens=12, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == plain
+
+
+def test_the_running_child_passes_the_parity_check_of_each_version(stacks):
+    """What `serve --engine vllm` checks once vLLM is up: the running child against each adapter in this process."""
+    from tunesmith.deploy.merge import parity_cases
+    from tunesmith.deploy.parity import verify_runtimes
+
+    reg, engine = stacks["reg"], stacks["vllm"].engine
+    for vid in stacks["ids"]:
+        v = reg.version(vid)
+        report = verify_runtimes(v, reg.path, ["vllm"], parity_cases(v, 3), max_new_tokens=16, running_vllm=engine)[0]
+        assert report.passed and report.identical == 3 and report.weight_type == "f32", report.to_dict()
+    assert engine.child.restarts == 0

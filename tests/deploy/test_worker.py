@@ -50,18 +50,24 @@ def _idle(url: str) -> dict:
     return h
 
 
-def _hold_generation(monkeypatch, engine) -> threading.Event:
-    """The next generate call waits (bounded) until the returned event is set, then generates as usual."""
-    release, real = threading.Event(), engine._generate
-    calls = []
+def _wrap_forward(monkeypatch, engine, wrapper) -> None:
+    """Every forward pass of the served model goes through wrapper(real_forward, **inputs) (adapters too: peft
+    calls the base model's forward)."""
+    real = engine.base_model.forward
+    monkeypatch.setattr(engine.base_model, "forward", lambda **inputs: wrapper(real, **inputs))
 
-    def slow(*args):
+
+def _hold_generation(monkeypatch, engine) -> threading.Event:
+    """The next forward pass waits (bounded) until the returned event is set, then runs as usual."""
+    release, calls = threading.Event(), []
+
+    def slow(real, **inputs):
         if not calls:
             calls.append(1)
             release.wait(timeout=20)
-        return real(*args)
+        return real(**inputs)
 
-    monkeypatch.setattr(engine, "_generate", slow)
+    _wrap_forward(monkeypatch, engine, slow)
     return release
 
 
@@ -95,36 +101,36 @@ def test_a_client_that_hangs_up_mid_stream_leaves_the_worker_alive(served):
 
 def test_a_stream_nobody_reads_stops_decoding(served, monkeypatch):
     engine = served[0].engine
-    real, lengths = engine._generate, []
+    passes = []
 
-    def measured(*args):
-        out = real(*args)
-        lengths.append(len(out[0].ids))
-        return out
+    def counted(real, **inputs):
+        passes.append(1)
+        return real(**inputs)
 
     async def read_one_then_leave() -> None:
         prompt = engine.tok("What is a lease?")["input_ids"]
-        events = engine.submit(Job(None, prompt, 400, 0.0, 1.0, None, [], stream=True)).events(20)
+        # an end token that never comes: only the limit or the hang-up can end it
+        events = engine.submit(Job(None, prompt, 400, 0.0, 1.0, None, [], stream=True, stop_ids=[-1])).events(20)
         assert isinstance(await anext(events), list)
         await events.aclose()  # what a hung-up client's response does
 
-    monkeypatch.setattr(engine, "_generate", measured)
+    _wrap_forward(monkeypatch, engine, counted)
     asyncio.run(read_one_then_leave())
     _idle(served[1])
-    assert len(lengths) == 1 and lengths[0] < 400  # the stopping criterion ended it early
+    assert 1 <= len(passes) < 400  # dropped at the step after it was abandoned
 
 
 def test_a_failing_generation_fails_only_its_request(served, monkeypatch):
     srv, url, vid = served
-    real, calls = srv.engine._generate, []
+    calls = []
 
-    def fails_once(*args):
+    def fails_once(real, **inputs):
         if not calls:
             calls.append(1)
             raise RuntimeError("CUDA error: device-side assert triggered")
-        return real(*args)
+        return real(**inputs)
 
-    monkeypatch.setattr(srv.engine, "_generate", fails_once)
+    _wrap_forward(monkeypatch, srv.engine, fails_once)
     r = _ask(url, vid)
     assert r.status_code == 500
     err = r.json()["error"]
@@ -134,24 +140,26 @@ def test_a_failing_generation_fails_only_its_request(served, monkeypatch):
 
 def test_a_stream_that_fails_before_its_first_token_is_a_5xx_and_after_it_an_error_event(served, monkeypatch):
     srv, url, vid = served
-    real, calls = srv.engine._generate, []
+    lease = srv.engine.tok("lease")["input_ids"][0]
+    calls = []
 
-    def fails(jobs, gens=()):
+    def fails(real, **inputs):
         calls.append(1)
-        if len(calls) == 2:  # the second stream gets one token out before it breaks
-            gens[0].tokens(srv.engine.tok("lease")["input_ids"])
-        if len(calls) <= 2:
+        if len(calls) in (1, 3):  # the first stream's prefill; the second stream's step after its first token
             raise RuntimeError("out of memory")
-        return real(jobs, gens)
+        out = real(**inputs)
+        if len(calls) == 2:
+            out.logits[:, -1, lease] = 1e4  # its first token is a visible word
+        return out
 
-    monkeypatch.setattr(srv.engine, "_generate", fails)
+    _wrap_forward(monkeypatch, srv.engine, fails)
     ask = {"model": vid, "messages": CHAT, "max_tokens": 8, "stream": True}
     r = httpx.post(url + "/v1/chat/completions", headers=AUTH, json=ask, timeout=30)
     assert r.status_code == 500 and r.json()["error"]["code"] == "generation_failed"
     with httpx.stream("POST", url + "/v1/chat/completions", headers=AUTH, json=ask, timeout=30) as r:
         assert r.status_code == 200
         events = [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith("data: ")]
-    assert events[0]["choices"][0]["delta"]["content"] == "lease"
+    assert events[0]["choices"][0]["delta"]["content"] == srv.engine.tok.decode([lease])
     assert events[-1]["error"]["code"] == "generation_failed" and "out of memory" in events[-1]["error"]["message"]
     assert _ask(url, vid).status_code == 200
 
@@ -173,18 +181,22 @@ def test_an_adapter_that_fails_to_load_is_named_without_server_paths(served, dep
 
 
 def test_one_bad_job_in_a_batch_fails_alone(served, monkeypatch):
-    """Batched requests fail together in generate(); each is then tried alone so only the bad one fails."""
+    """Rows that joined together fail together in their forward pass; each is then decoded alone, so only the bad
+    one fails and the others, and the row already running, still get their answers."""
     engine = served[0].engine
-    real, sizes = engine._generate, []
+    prompt = engine.tok("What is a lease?")["input_ids"]
+    poison = max(prompt) + 1  # a token only the bad job's prompt holds
+    sizes = []
     entered, release = threading.Event(), threading.Event()
 
-    def poisoned(jobs, *rest):
+    def poisoned(real, **inputs):
         entered.set()
-        release.wait(timeout=20)  # the first call holds the worker while the rest queue up as one batch
-        sizes.append(len(jobs))
-        if any(j.max_new_tokens == 3 for j in jobs):
+        release.wait(timeout=20)  # the first pass holds the worker while the rest queue up and join together
+        ids = inputs["input_ids"]
+        sizes.append(ids.shape[0])
+        if (ids == poison).any():
             raise ValueError("poisoned")
-        return real(jobs, *rest)
+        return real(**inputs)
 
     async def answer(gen: Generation) -> Outcome | str:
         try:
@@ -193,17 +205,47 @@ def test_one_bad_job_in_a_batch_fails_alone(served, monkeypatch):
             return str(e)
 
     async def scenario() -> list:
-        prompt = engine.tok("What is a lease?")["input_ids"]
-        plug = engine.submit(Job(None, prompt, 2, 0.0, 1.0, None, []))
+        never = [-1]  # end tokens that never come: every answer runs to its limit
+        plug = engine.submit(Job(None, prompt, 4, 0.0, 1.0, None, [], stop_ids=never))
         assert await asyncio.to_thread(entered.wait, 20)
-        burst = [engine.submit(Job(None, prompt, 3 if i == 0 else 2, 0.0, 1.0, None, [])) for i in range(6)]
+        burst = [engine.submit(Job(None, [*prompt, poison] if i == 0 else prompt, 2, 0.0, 1.0, None, [],
+                                   stop_ids=never)) for i in range(6)]
         release.set()
         return await asyncio.gather(*map(answer, [plug, *burst]))
 
-    monkeypatch.setattr(engine, "_generate", poisoned)
+    _wrap_forward(monkeypatch, engine, poisoned)
     plug, bad, *good = asyncio.run(scenario())
-    assert len(plug.ids) == 2 and bad == "ValueError: poisoned" and all(len(o.ids) == 2 for o in good)
-    assert sizes[:2] == [1, 6]  # the six were batched, then retried one by one
+    assert len(plug.ids) == 4 and bad == "ValueError: poisoned" and all(len(o.ids) == 2 for o in good)
+    assert sizes[:4] == [1, 1, 6, 1]  # prefill, a step, the six joining in one pass, then each alone
+
+
+def test_a_request_joins_a_running_batch_and_leaves_it_first(served, monkeypatch):
+    """Continuous batching: a short request that arrives while a long one decodes is answered long before it."""
+    engine = served[0].engine
+    prompt = engine.tok("What is a lease?")["input_ids"]
+    widths, order = [], []
+
+    def seen(real, **inputs):
+        widths.append(inputs["input_ids"].shape[0])
+        return real(**inputs)
+
+    async def finish(name: str, gen: Generation) -> None:
+        [e async for e in gen.events(20)]
+        order.append(name)
+
+    async def scenario() -> None:
+        long = engine.submit(Job(None, prompt, 40, 0.0, 1.0, None, [], stop_ids=[-1]))
+        waiting = asyncio.ensure_future(finish("long", long))
+        while len(widths) < 5:  # the long one is a few steps in
+            await asyncio.sleep(0.01)
+        short = engine.submit(Job(None, prompt, 3, 0.0, 1.0, None, [], stop_ids=[-1]))
+        await asyncio.gather(waiting, finish("short", short))
+
+    _wrap_forward(monkeypatch, engine, seen)
+    asyncio.run(scenario())
+    assert order == ["short", "long"]
+    assert 2 in widths and widths[-1] == 1  # they shared steps; the long one finished alone
+    assert len(widths) <= 40 + 2  # one pass per step, plus the short one's prefill
 
 
 def test_a_dead_worker_is_not_hidden(deploy_env, tmp_path):
@@ -214,10 +256,10 @@ def test_a_dead_worker_is_not_hidden(deploy_env, tmp_path):
     app = create_app(settings, srv)
     from fastapi.testclient import TestClient
 
-    def broken(first):
+    def broken():
         raise SystemExit("a bug in the worker loop")  # outside any one job's try block
 
-    srv.engine._gather = broken
+    srv.engine._admit = broken
     srv.engine.jobs.put(("wake", "up"))
     srv.engine._thread.join(timeout=10)
     with TestClient(app) as client:

@@ -162,10 +162,11 @@ def verify_runtimes(version: Version, registry: Path, runtimes: list[str], cases
                     max_new_tokens: int = 64, gguf: Path | None = None, gguf_type: str = "f16",
                     vllm_command: list[str] | None = None, min_identical: float = MIN_IDENTICAL,
                     margin: float = MARGIN, step: Callable[[str], None] = lambda s: None,
-                    answered: Callable[[], None] = lambda: None) -> list[RuntimeReport | Skipped]:
+                    answered: Callable[[], None] = lambda: None, running_vllm=None) -> list[RuntimeReport | Skipped]:
     """Decode `cases` with the adapter, then with each runtime in `runtimes` that is installed, and compare.
 
-    llama.cpp runs `gguf` when given, else a GGUF of `gguf_type` exported for this check into a temporary folder."""
+    llama.cpp runs `gguf` when given, else a GGUF of `gguf_type` exported for this check into a temporary folder.
+    `running_vllm`: a vLLM engine already serving, checked as it is instead of starting one."""
     import tempfile
 
     from transformers import GenerationConfig
@@ -186,14 +187,14 @@ def verify_runtimes(version: Version, registry: Path, runtimes: list[str], cases
     ref = rt.reference(version, prompts, stops, max_new_tokens, answered)
     reports: list[RuntimeReport | Skipped] = []
     for name in runtimes:
-        if why := rt.missing(name, vllm_command):
+        if (name != "vllm" or running_vllm is None) and (why := rt.missing(name, vllm_command)):
             reports.append(Skipped(name, why))
             continue
         step(name)
         if name == "embedded":
             run = rt.embedded(version, registry, prompts, stops, max_new_tokens)
         elif name == "vllm":
-            run = rt.vllm(version, registry, prompts, stops, max_new_tokens, vllm_command)
+            run = rt.vllm(version, registry, prompts, stops, max_new_tokens, vllm_command, running_vllm)
         if name in ("embedded", "vllm"):  # the engines answer all prompts at once
             for _ in prompts:
                 answered()

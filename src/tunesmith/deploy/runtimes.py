@@ -85,18 +85,20 @@ def embedded(version: Version, registry: Path, prompts: list[list[int]], stops: 
 
 
 def vllm(version: Version, registry: Path, prompts: list[list[int]], stops: list[int], max_new_tokens: int,
-         command: list[str] | None) -> RuntimeRun:
-    """A vLLM child (float32 without a GPU) behind tunesmith's vLLM engine, the adapter loaded by its id."""
+         command: list[str] | None, running=None) -> RuntimeRun:
+    """A vLLM child (float32 without a GPU) behind tunesmith's vLLM engine, the adapter loaded by its id.
+    `running`: a VllmEngine already serving (the start-up check of `serve --engine vllm`), used and left running."""
     from tunesmith.deploy.merge import tokenizer_dir
     from tunesmith.deploy.serve.vllm_engine import VllmEngine, VllmOptions, _has_gpu
 
-    engine = VllmEngine(version.base_model, str(tokenizer_dir(version)), _settings(registry, len(prompts)),
-                        VllmOptions(command=command))
+    engine = running or VllmEngine(version.base_model, str(tokenizer_dir(version)), _settings(registry, len(prompts)),
+                                   VllmOptions(command=command))
     try:
         answers, seconds = _through_engine(engine, version, prompts, stops, max_new_tokens)
         detail = " ".join(engine.child.argv[:3]) + " …"
     finally:
-        engine.stop()
+        if running is None:
+            engine.stop()
     # without a GPU the engine asks for float32; with one vLLM picks its own (half) type
     return RuntimeRun("vllm", "f32" if not _has_gpu() else "bf16", answers, seconds, detail)
 

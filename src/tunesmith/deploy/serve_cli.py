@@ -37,6 +37,10 @@ def serve(
                                                                     "before it is answered 503.")] = 300,
     log: Annotated[Optional[Path], typer.Option("--log", help="Request log (default: requests.db beside the "
                                                                "registry).")] = None,
+    check: Annotated[int, typer.Option("--check", min=0, help="With --engine vllm: once vLLM is up, decode this many "
+                                       "test-split prompts of each aliased version (else the newest of each name) "
+                                       "through it and through the adapter in this process, and say how many "
+                                       "answers are identical. 0: skip.")] = 3,
     registry: RegistryOpt = None,
 ) -> None:
     """Serve registry versions and aliases over an OpenAI-compatible API (one base, many adapters).
@@ -101,12 +105,41 @@ def serve(
         err.print(f"vLLM ready in {child.startup_s:.0f} s (log: {child.log_path})", highlight=False, soft_wrap=True)
         for why in server.engine.refused.values():
             err.print(f"note: not served: {why}", highlight=False, soft_wrap=True)
+        if check:
+            _startup_parity(server, check)
     err.print(f"serving {', '.join(server.model_ids())} on http://{host}:{port}/v1",
               highlight=False, soft_wrap=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         server.engine.stop()  # for vLLM: the child goes with us
+
+
+def _startup_parity(server, n: int) -> None:
+    """The running vLLM against the adapters it serves, on a few prompts: what `export verify` would say, said
+    before the first user request, so a runtime that answers differently is known at start-up."""
+    from tunesmith.deploy.merge import parity_cases
+    from tunesmith.deploy.parity import verify_runtimes
+
+    reg, engine = server.registry, server.engine
+    served = [v for v in reg.versions() if v.id not in engine.refused
+              and str(Path(v.base_model).resolve()) == str(Path(server.base).resolve())]
+    aliased = {vid for a in reg.aliases() for vid, _ in a.targets}
+    newest = {v.name: v for v in sorted(served, key=lambda v: v.number)}
+    for v in [v for v in served if v.id in aliased] or list(newest.values()):
+        try:
+            report = verify_runtimes(v, reg.path, ["vllm"], parity_cases(v, n), running_vllm=engine)[0]
+        except Exception as e:  # a check that cannot run must not stop a server that can
+            err.print(f"warning: start-up parity of {v.id} could not run ({type(e).__name__}: {e})",
+                      highlight=False, soft_wrap=True)
+            continue
+        said = (f"start-up parity, {v.id}: {report.identical}/{report.prompts} answers identical to the adapter's "
+                f"({report.weight_type})")
+        if report.passed:
+            err.print(said, highlight=False, soft_wrap=True)
+        else:
+            err.print(f"warning: {said}, below the bar ({report.rule}); see "
+                      f"`tunesmith export verify {v.id} --runtimes vllm`", highlight=False, soft_wrap=True)
 
 
 def _vllm_engine(command: str | None):

@@ -50,7 +50,7 @@ class Job:
     top_p: float
     seed: int | None
     stops: list[str]  # stop strings: generation halts at one; serving cuts the text there
-    stream: bool = False  # hand tokens over as they are decoded (such a job is decoded alone)
+    stream: bool = False  # hand tokens over as they are decoded
     stop_ids: list[int] | None = None  # the answering version's end tokens; None: the base tokenizer's
 
     def group_key(self) -> tuple:

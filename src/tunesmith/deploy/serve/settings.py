@@ -18,7 +18,7 @@ class ServeSettings(BaseModel):
     max_tokens_cap: int = Field(1024, description="Requests asking for more new tokens are refused with 400.")
     default_max_tokens: int = Field(256, description="New-token limit when a request names none.")
     queue_size: int = Field(64, description="Requests waiting or running at once; beyond it the answer is 429.")
-    batch_size: int = Field(8, description="Most requests for one adapter decoded together in one generate call.")
+    batch_size: int = Field(32, description="Most requests decoded together; more wait and join as others finish.")
     max_adapters: int = Field(16, description="Adapters kept loaded; the least recently used is unloaded beyond it.")
     retries: int = Field(2, description="Extra sampled attempts for an alias whose guard is 'retry'.")
     timeout_s: float = Field(300, description="A request waiting longer than this for its next output is answered "
