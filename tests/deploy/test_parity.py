@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import sys
 
 import pytest
 
@@ -110,9 +112,26 @@ def test_verify_refuses_unknown_runtimes_and_bad_prompts(setup, tmp_path):
     assert res.exit_code == 2 and "bad.jsonl:1: not a JSON object" in cli_error(res)
 
 
+def test_answers_are_as_long_as_the_evaluation_gives_them(setup):
+    from tunesmith.deploy.merge import answer_limit, parity_cases, tokenizer_dir
+    from tunesmith.models import load_tokenizer
+
+    v = setup["version"]
+    cases = parity_cases(v, 6)
+    tok = load_tokenizer(tokenizer_dir(v), chat=False)
+    longest = max(len(tok(a, add_special_tokens=False)["input_ids"]) for _, a in cases if a)
+    assert answer_limit(v, cases) == min(256, math.ceil(longest * 1.25) + 4)
+    assert answer_limit(v, cases, cap=5) == 5
+    assert answer_limit(v, [(m, None) for m, _ in cases]) == 64  # no test answers: nothing to measure
+    res = _verify(setup, "--runtimes", "embedded", "--n", "2")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["max_new_tokens"] == answer_limit(v, parity_cases(v, 2))
+
+
 def test_runtime_not_installed_is_reported_not_run(setup, monkeypatch):
     _without(monkeypatch, "vllm")
     monkeypatch.delenv("TUNESMITH_VLLM_COMMAND", raising=False)
+    monkeypatch.setattr(sys, "prefix", str(setup["root"] / ".venv"))  # no .venv-vllm beside it
     res = _verify(setup, "--runtimes", "vllm", "--n", "2")
     assert res.exit_code == 0, res.output
     (row,) = json.loads(res.stdout)["runtimes"]

@@ -21,7 +21,7 @@ from tunesmith.deploy.serve.app import create_app
 from tunesmith.deploy.serve.settings import ServeSettings
 from tunesmith.deploy.serve.state import Server
 from tunesmith.deploy.serve.vllm_child import ChildStartError
-from tunesmith.deploy.serve.vllm_engine import VllmEngine, VllmOptions
+from tunesmith.deploy.serve.vllm_engine import VllmEngine, VllmOptions, find_command
 
 KEY = "front-key"
 CHAT = [{"role": "user", "content": "What is a lease?"}]
@@ -261,7 +261,25 @@ def test_serve_without_vllm_says_how_to_get_it(deploy_env, tmp_path, monkeypatch
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed in this Python")
     monkeypatch.delenv("TUNESMITH_VLLM_COMMAND", raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / ".venv"))  # no .venv-vllm beside it
     reg = Registry(tmp_path / "r.db")
     reg.add(deploy_env.runs[0], "legal")
     res = CliRunner().invoke(app, ["serve", "--engine", "vllm", "--registry", str(reg.path)])
     assert res.exit_code == 2 and "--with-vllm" in res.output and "--vllm-command" in res.output
+
+
+def test_vllm_is_found_in_the_venv_install_sh_makes_beside_this_one(tmp_path, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed in this Python: it would be found first")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / ".venv"))
+    python = tmp_path / ".venv-vllm" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    assert find_command() is None  # a venv without vLLM in it is not vLLM
+    package = tmp_path / ".venv-vllm" / "lib" / "python3.11" / "site-packages" / "vllm"
+    package.mkdir(parents=True)
+    (package / "__init__.py").touch()
+    assert find_command() == [str(python), "-m", "vllm.entrypoints.openai.api_server"]
+    assert find_command("/opt/v/bin/python -m vllm.entrypoints.openai.api_server --seed 1")[-2:] == ["--seed", "1"]

