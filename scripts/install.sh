@@ -89,7 +89,7 @@ info.mkdir(exist_ok=True)
 PYEOF
   fi
   echo "vLLM installed in $VLLM_VENV; serve with it: tunesmith serve --engine vllm"
-  if [ "$(cd "$(dirname "$VLLM_VENV")" && pwd)" != "$(cd "$(dirname "$VENV")" && pwd)" ] || [ "$(basename "$VLLM_VENV")" != .venv-vllm ]; then
+  if [ "$(cd "$VLLM_VENV" && pwd)" != "$(cd "$VENV/.." && pwd)/.venv-vllm" ]; then
     # tunesmith finds .venv-vllm beside its own venv by itself; anywhere else it has to be told
     echo "  export TUNESMITH_VLLM_COMMAND=\"$(cd "$VLLM_VENV" && pwd)/bin/python -m vllm.entrypoints.openai.api_server\""
   fi

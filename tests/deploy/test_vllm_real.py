@@ -2,8 +2,8 @@
 rollbacks at the next request without restarting vLLM, greedy answers equal to the embedded engine's.
 
 vLLM is started as `serve --engine vllm` finds it: TUNESMITH_VLLM_COMMAND when set, else this Python's, else the
-.venv-vllm `scripts/install.sh --with-vllm` makes beside this venv. Where none can import vllm the tests skip, saying so; with CI set they fail
-(CI installs vLLM).
+.venv-vllm `scripts/install.sh --with-vllm` makes beside this venv. Where none can import vllm the tests skip,
+saying so; with CI set they fail (CI installs vLLM).
 """
 
 from __future__ import annotations

@@ -236,7 +236,8 @@ def export_verify(
                                            "ROUGE-L may fall from the adapter's.")] = 0.05,
     vllm_cmd: Annotated[Optional[str], typer.Option(
         "--vllm-command", envvar="TUNESMITH_VLLM_COMMAND", help="The command that starts vLLM's OpenAI server "
-                                                                 "(default: this Python's vLLM, else the .venv-vllm beside this venv).")] = None,
+                                                                 "(default: this Python's vLLM, else the .venv-vllm "
+                                                                 "beside this venv).")] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -246,13 +247,13 @@ def export_verify(
     Example: tunesmith export verify legal@prod --runtimes embedded,vllm,llama.cpp
     Example: tunesmith export verify legal@prod --runtimes llama.cpp --gguf legal.q8_0.gguf --n 50
     """
-    import shlex
 
     from tunesmith.deploy.gguf_export import TOLERANCE, ExportError
     from tunesmith.deploy.gguf_reload import gguf_type, verify_gguf
     from tunesmith.deploy.merge import answer_limit, parity_cases, verify_merge
     from tunesmith.deploy.parity import PromptsError, read_cases, verify_runtimes
     from tunesmith.deploy.runtimes import RUNTIMES, missing
+    from tunesmith.deploy.serve.vllm_engine import find_command
     from tunesmith.models import ModelError
 
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
@@ -276,7 +277,7 @@ def export_verify(
         if type_ is not None and type_ != declared:
             _fail(f"--type {type_} but {gguf} declares {declared}")
         type_ = declared
-    vllm_command = shlex.split(vllm_cmd) if vllm_cmd else None
+    vllm_command = find_command(vllm_cmd)
     reg = _open(registry)
     try:
         v = _resolve_version(reg, version)
@@ -314,8 +315,8 @@ def export_verify(
         for r in exports:
             _parity_table(r)
 
-    emit({"version": v.id, "prompts": len(cases), "max_new_tokens": max_tokens, "runtimes": rows, "exports": exports, "passed": passed},
-         as_json, human)
+    emit({"version": v.id, "prompts": len(cases), "max_new_tokens": max_tokens, "runtimes": rows, "exports": exports,
+          "passed": passed}, as_json, human)
     if not passed:
         raise typer.Exit(1)
 

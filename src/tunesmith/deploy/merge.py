@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.deploy.registry import Version
+from tunesmith.eval_settings import EvalSettings
 from tunesmith.rundir import RunDir, RunDirError
 from tunesmith.models import load_model, load_tokenizer, stop_token_ids
 from tunesmith.errors import UserError
@@ -137,16 +138,16 @@ def parity_cases(version: Version, n: int) -> list[tuple[list[dict[str, str]], s
     return convs[:n]
 
 
-def answer_limit(version: Version, cases: list[tuple[list[dict[str, str]], str | None]], cap: int = 256,
-                 without_answers: int = 64) -> int:
+def answer_limit(version: Version, cases: list[tuple[list[dict[str, str]], str | None]],
+                 cap: int = EvalSettings.model_fields["max_new_tokens"].default, without_answers: int = 64) -> int:
     """New tokens each parity answer gets, as the evaluation gives them (the longest test answer + 25%, at most
     `cap`): a shorter limit would compare answers cut before what the rules check (a closing disclaimer)."""
+    from tunesmith.evaluate.prompts import tokens_for
+
     answers = [a for _, a in cases if a]
     if not answers:
         return without_answers
-    tok = load_tokenizer(tokenizer_dir(version), chat=False)
-    longest = max(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
-    return min(cap, -(-longest * 5 // 4) + 4)
+    return tokens_for(load_tokenizer(tokenizer_dir(version), chat=False), answers, cap)
 
 
 def encode_chat(tok, messages: list[dict[str, str]], chat_template: str | None = None) -> list[int]:

@@ -47,10 +47,10 @@ def missing(runtime: str, vllm_command: list[str] | None = None) -> str | None:
     if runtime == "llama.cpp" and importlib.util.find_spec("llama_cpp") is None:
         return f"llama-cpp-python is not installed in {sys.executable}: {INSTALL_HINT['llama.cpp']}"
     if runtime == "vllm" and vllm_command is None:
-        from tunesmith.deploy.serve.vllm_engine import OWN_VENV, find_command
+        from tunesmith.deploy.serve.vllm_engine import find_command, own_venv
 
         if find_command() is None:
-            return (f"vLLM is not installed in {sys.executable} nor in {Path(sys.prefix).parent / OWN_VENV}, and "
+            return (f"vLLM is not installed in {sys.executable} nor in {own_venv()}, and "
                     f"TUNESMITH_VLLM_COMMAND is unset: {INSTALL_HINT['vllm']}")
     return None
 

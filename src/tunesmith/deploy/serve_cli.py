@@ -149,11 +149,11 @@ def _vllm_engine(command: str | None):
     """The engine factory for --engine vllm; exits 2 when vLLM cannot be started from this Python."""
     from functools import partial
 
-    from tunesmith.deploy.serve.vllm_engine import OWN_VENV, VllmEngine, VllmOptions, find_command
+    from tunesmith.deploy.serve.vllm_engine import VllmEngine, VllmOptions, find_command, own_venv
 
     argv = find_command(command)
     if argv is None:
-        _fail(f"vLLM is not installed in this Python ({sys.executable}) nor in {Path(sys.prefix).parent / OWN_VENV}: "
+        _fail(f"vLLM is not installed in this Python ({sys.executable}) nor in {own_venv()}: "
               "install it with `scripts/install.sh --with-vllm`, pass --vllm-command, or use --print and run the "
               "command where vLLM is")
     err.print(f"vLLM: {shlex.join(argv)}", highlight=False, soft_wrap=True)

@@ -49,5 +49,10 @@ def token_limit(tokenizer_dir: str | Path, tests: list[Conversation], cap: int, 
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
-    longest = max(len(tok(c.assistant_turns()[-1], add_special_tokens=False)["input_ids"]) for c in tests)
+    return tokens_for(tok, [c.assistant_turns()[-1] for c in tests], cap)
+
+
+def tokens_for(tok, references: list[str], cap: int) -> int:
+    """The rule itself, for anyone who decodes answers to compare with these (`export verify`)."""
+    longest = max(len(tok(r, add_special_tokens=False)["input_ids"]) for r in references)
     return min(cap, math.ceil(longest * 1.25) + 4)

@@ -45,7 +45,13 @@ class _ChildGone(EngineDead, GenerationError):
 
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-OWN_VENV = ".venv-vllm"  # where scripts/install.sh --with-vllm puts vLLM, beside tunesmith's own .venv
+
+
+def own_venv() -> Path:
+    """Where scripts/install.sh --with-vllm puts vLLM: .venv-vllm beside tunesmith's own venv."""
+    import sys
+
+    return Path(sys.prefix).parent / ".venv-vllm"
 
 
 def find_command(given: str | None = None) -> list[str] | None:
@@ -60,9 +66,9 @@ def find_command(given: str | None = None) -> list[str] | None:
         return shlex.split(given)
     if importlib.util.find_spec("vllm") is not None:
         return [sys.executable, "-m", SERVER_MODULE]
-    beside = Path(sys.prefix).parent / OWN_VENV / "bin" / "python"
-    if beside.is_file() and any((beside.parent.parent / "lib").glob("python*/site-packages/vllm/__init__.py")):
-        return [str(beside), "-m", SERVER_MODULE]
+    venv = own_venv()
+    if (venv / "bin" / "python").is_file() and any(venv.glob("lib/python*/site-packages/vllm/__init__.py")):
+        return [str(venv / "bin" / "python"), "-m", SERVER_MODULE]
     return None
 
 
