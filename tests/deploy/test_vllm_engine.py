@@ -198,7 +198,8 @@ def test_a_child_that_cannot_start_is_reported_with_its_log(deploy_env, tmp_path
                    VllmOptions(command=FAKE, log_path=tmp_path / "vllm.log"))
 
 
-def test_serve_command_fronts_the_child_and_stopping_it_stops_vllm(deploy_env, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_serve_command_fronts_the_child_and_stopping_it_stops_vllm(deploy_env, tmp_path, stop):
     import shlex
     import subprocess
 
@@ -231,10 +232,13 @@ def test_serve_command_fronts_the_child_and_stopping_it_stops_vllm(deploy_env, t
         child = _records(record, "start")[0]["pid"]
         assert not _gone(child)
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.send_signal(stop)
         proc.wait(timeout=60)
     said = proc.stderr.read()
     assert "vLLM ready in" in said
+    assert said.rstrip().endswith("stopped")  # shut down through serve's own stop, not only the child's
+    if stop == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, said  # what a killed process reports, to a supervisor
     # the start-up parity check ran the adapter here against the child, whose made-up answers it caught
     assert f"warning: start-up parity, {v1}: 0/3 answers identical to the adapter's (f32)" in said
     _until(lambda: _gone(child), 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -110,10 +111,15 @@ def serve(
             _startup_parity(server, check)
     err.print(f"serving {', '.join(server.model_ids())} on http://{host}:{port}/v1",
               highlight=False, soft_wrap=True)
+    # uvicorn shuts down on SIGTERM, then raises it again under the handler it found: with the default one the
+    # process dies there and `finally` never runs (a vLLM child then only goes by its parent-death signal)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         server.engine.stop()  # for vLLM: the child goes with us
+        signal.signal(signal.SIGTERM, previous)
+        err.print("stopped", highlight=False)
 
 
 def _startup_parity(server, n: int) -> None:
